@@ -1,0 +1,1235 @@
+//! The mesh resources: Mesh, VirtualNode, VirtualService, VirtualRouter, VirtualGateway and
+//! GatewayRoute, in API group `mesh.bowline.io/v1alpha1`.
+//!
+//! The field set is that of the App Mesh Kubernetes controller's `appmesh.k8s.aws/v1beta2` CRDs,
+//! so an App Mesh manifest becomes ours by changing only its apiVersion (and App Mesh documents are
+//! accepted unchanged). Fields that only mean something on AWS (awsName, awsCloudMap, ARNs, ACM)
+//! are parsed and reported as ignored by [`crate::validate`]. Unknown fields are rejected.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "mesh.bowline.io";
+pub const VERSION: &str = "v1alpha1";
+pub const API_VERSION: &str = "mesh.bowline.io/v1alpha1";
+pub const APPMESH_API_VERSION: &str = "appmesh.k8s.aws/v1beta2";
+
+// === common ===
+
+/// A Kubernetes label selector.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    /// Labels that must all be present with these values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<BTreeMap<String, String>>,
+    /// Set-based requirements; all must hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_expressions: Option<Vec<LabelSelectorRequirement>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
+/// Reference to the Mesh a resource belongs to. Filled in by the App Mesh controller; optional here:
+/// a resource belongs to the mesh whose namespaceSelector selects its namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshReference {
+    pub name: String,
+    /// Ignored (Kubernetes UID of the mesh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// Reference to a namespaced object; the namespace defaults to the referrer's.
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// Reference to a VirtualGateway (App Mesh adds the UID; ignored).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualGatewayReference {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DurationUnit {
+    #[serde(rename = "s")]
+    Seconds,
+    #[serde(rename = "ms")]
+    Milliseconds,
+}
+
+/// A duration as App Mesh writes it: `{unit: s|ms, value: N}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Duration {
+    pub unit: DurationUnit,
+    pub value: i64,
+}
+
+impl Duration {
+    /// Milliseconds, or `None` when negative.
+    pub fn as_millis(&self) -> Option<u64> {
+        let v = u64::try_from(self.value).ok()?;
+        Some(match self.unit {
+            DurationUnit::Seconds => v.saturating_mul(1000),
+            DurationUnit::Milliseconds => v,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    Http,
+    Http2,
+    Grpc,
+    Tcp,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PortMapping {
+    pub port: i64,
+    pub protocol: PortProtocol,
+}
+
+/// Status written back by the control plane (Kubernetes mode) and shown by `meshctl`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+// === health checks, pools, outlier detection, timeouts ===
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheckPolicy {
+    /// Consecutive successes before an endpoint is healthy (2..=10).
+    pub healthy_threshold: i64,
+    /// Time between checks in milliseconds (5000..=300000).
+    pub interval_millis: i64,
+    /// Destination path (http, http2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Destination port; defaults to the listener port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    pub protocol: PortProtocol,
+    /// Check timeout in milliseconds (2000..=60000).
+    pub timeout_millis: i64,
+    /// Consecutive failures before an endpoint is unhealthy (2..=10).
+    pub unhealthy_threshold: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    pub max_server_errors: i64,
+    pub interval: Duration,
+    pub base_ejection_duration: Duration,
+    pub max_ejection_percent: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpConnectionPool {
+    pub max_connections: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpConnectionPool {
+    pub max_connections: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestConnectionPool {
+    pub max_requests: i64,
+}
+
+/// One protocol's pool; exactly one member is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionPool {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpConnectionPool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConnectionPool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<RequestConnectionPool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<RequestConnectionPool>,
+}
+
+/// Gateway pools: VirtualGateway listeners have no tcp pool.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayConnectionPool {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpConnectionPool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<RequestConnectionPool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<RequestConnectionPool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_request: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTimeout {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2: Option<HttpTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<HttpTimeout>,
+}
+
+// === TLS ===
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TlsMode {
+    Strict,
+    Permissive,
+    Disabled,
+}
+
+/// ACM certificate (AWS only; ignored).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AcmCertificate {
+    #[serde(rename = "certificateARN")]
+    pub certificate_arn: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileCertificate {
+    /// Path of the PEM certificate chain.
+    pub certificate_chain: String,
+    /// Path of the PEM private key.
+    pub private_key: String,
+}
+
+/// A certificate served by an SDS provider (SPIRE in App Mesh); Bowline issues its own identities.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SdsCertificate {
+    pub secret_name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTlsCertificate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acm: Option<AcmCertificate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileCertificate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sds: Option<SdsCertificate>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientCertificate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileCertificate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sds: Option<SdsCertificate>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileTrust {
+    /// Path of the PEM bundle of trusted certificate authorities.
+    pub certificate_chain: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SdsTrust {
+    pub secret_name: String,
+}
+
+/// ACM Private CA trust (AWS only; ignored).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AcmTrust {
+    #[serde(rename = "certificateAuthorityARNs")]
+    pub certificate_authority_arns: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTlsValidationTrust {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileTrust>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sds: Option<SdsTrust>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendTlsValidationTrust {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acm: Option<AcmTrust>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileTrust>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sds: Option<SdsTrust>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubjectAlternativeNameMatchers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubjectAlternativeNames {
+    #[serde(rename = "match")]
+    pub matchers: SubjectAlternativeNameMatchers,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTlsValidation {
+    pub trust: ListenerTlsValidationTrust,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_alternative_names: Option<SubjectAlternativeNames>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendTlsValidation {
+    pub trust: BackendTlsValidationTrust,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_alternative_names: Option<SubjectAlternativeNames>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTls {
+    pub certificate: ListenerTlsCertificate,
+    pub mode: TlsMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ListenerTlsValidation>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientPolicyTls {
+    /// Whether TLS is enforced to the backend (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce: Option<bool>,
+    /// Backend ports the policy applies to; empty means all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<ClientCertificate>,
+    pub validation: BackendTlsValidation,
+    /// Not an App Mesh ClientPolicyTLS field: the Kubernetes API server pruned it from App Mesh
+    /// manifests that carry it. Accepted and ignored for compatibility.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientPolicyTls>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendDefaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_policy: Option<ClientPolicy>,
+}
+
+// === logging ===
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JsonFormatRef {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoggingFormat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<Vec<JsonFormatRef>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileAccessLog {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<LoggingFormat>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessLog {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileAccessLog>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Logging {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
+}
+
+// === Mesh ===
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EgressFilterType {
+    AllowAll,
+    DropAll,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressFilter {
+    #[serde(rename = "type")]
+    pub type_: EgressFilterType,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum IpPreference {
+    #[serde(rename = "IPv4_ONLY")]
+    Ipv4Only,
+    #[serde(rename = "IPv4_PREFERRED")]
+    Ipv4Preferred,
+    #[serde(rename = "IPv6_ONLY")]
+    Ipv6Only,
+    #[serde(rename = "IPv6_PREFERRED")]
+    Ipv6Preferred,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshServiceDiscovery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_preference: Option<IpPreference>,
+}
+
+/// AWS account that owns a shared mesh (AWS only; ignored).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshOwner {
+    pub mesh_owner: String,
+}
+
+/// A service mesh: the boundary of the resources that route to each other.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "crd",
+    derive(kube::CustomResource),
+    kube(
+        group = "mesh.bowline.io",
+        version = "v1alpha1",
+        kind = "Mesh",
+        shortname = "mesh",
+        status = "ResourceStatus",
+        category = "bowline",
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
+)]
+pub struct MeshSpec {
+    /// AWS name of the mesh (AWS only; ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_name: Option<String>,
+    /// Namespaces whose resources belong to this mesh. Unset selects no namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Egress to destinations outside the mesh (sidecar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_filter: Option<EgressFilter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_discovery: Option<MeshServiceDiscovery>,
+    /// AWS only; ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_owner: Option<String>,
+}
+
+// === VirtualService ===
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualNodeServiceProvider {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_node_ref: Option<ObjectReference>,
+    /// AWS only; ignored.
+    #[serde(
+        rename = "virtualNodeARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub virtual_node_arn: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualRouterServiceProvider {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_router_ref: Option<ObjectReference>,
+    /// AWS only; ignored.
+    #[serde(
+        rename = "virtualRouterARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub virtual_router_arn: Option<String>,
+}
+
+/// Exactly one member is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualServiceProvider {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_node: Option<VirtualNodeServiceProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_router: Option<VirtualRouterServiceProvider>,
+}
+
+/// An abstract service, provided by a virtual node or a virtual router.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "crd",
+    derive(kube::CustomResource),
+    kube(
+        group = "mesh.bowline.io",
+        version = "v1alpha1",
+        kind = "VirtualService",
+        namespaced,
+        shortname = "vs",
+        status = "ResourceStatus",
+        category = "bowline",
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
+)]
+pub struct VirtualServiceSpec {
+    /// The service's DNS name in App Mesh (AWS only; ignored). Bowline names a virtual service
+    /// `<name>.<namespace>.svc.cluster.local` unless `metadata.name` already contains a dot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<VirtualServiceProvider>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_ref: Option<MeshReference>,
+}
+
+// === VirtualNode ===
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualNodeListener {
+    pub port_mapping: PortMapping,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<ConnectionPool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<ListenerTimeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsCloudMapInstanceAttribute {
+    pub key: String,
+    pub value: String,
+}
+
+/// AWS Cloud Map discovery (AWS only; ignored: the node gets no endpoints).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwsCloudMapServiceDiscovery {
+    pub namespace_name: String,
+    pub service_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<Vec<AwsCloudMapInstanceAttribute>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_preference: Option<IpPreference>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DnsResponseType {
+    Loadbalancer,
+    Endpoints,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsServiceDiscovery {
+    /// `<service>.<namespace>.svc[.cluster.local]` resolves against Service and EndpointSlice
+    /// objects (as cluster DNS would); any other name resolves through DNS, re-resolved on TTL.
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_type: Option<DnsResponseType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_preference: Option<IpPreference>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceDiscovery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_cloud_map: Option<AwsCloudMapServiceDiscovery>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsServiceDiscovery>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualServiceBackend {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service_ref: Option<ObjectReference>,
+    /// AWS only; ignored.
+    #[serde(
+        rename = "virtualServiceARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub virtual_service_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_policy: Option<ClientPolicy>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backend {
+    pub virtual_service: VirtualServiceBackend,
+}
+
+/// A logical workload: its listeners, how to find its endpoints, and what it may call.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "crd",
+    derive(kube::CustomResource),
+    kube(
+        group = "mesh.bowline.io",
+        version = "v1alpha1",
+        kind = "VirtualNode",
+        namespaced,
+        shortname = "vn",
+        status = "ResourceStatus",
+        category = "bowline",
+        printcolumn = r#"{"name":"Hostname","type":"string","jsonPath":".spec.serviceDiscovery.dns.hostname"}"#,
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
+)]
+pub struct VirtualNodeSpec {
+    /// AWS only; ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_name: Option<String>,
+    /// Pods that belong to this node (sidecar injection, Kubernetes mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    /// At most one listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<Vec<VirtualNodeListener>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_discovery: Option<ServiceDiscovery>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backends: Option<Vec<Backend>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_defaults: Option<BackendDefaults>,
+    /// Groups of backends (App Mesh controller BackendGroup references).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_groups: Option<Vec<ObjectReference>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_ref: Option<MeshReference>,
+}
+
+// === VirtualRouter ===
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualRouterListener {
+    pub port_mapping: PortMapping,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WeightedTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_node_ref: Option<ObjectReference>,
+    /// AWS only; ignored.
+    #[serde(
+        rename = "virtualNodeARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub virtual_node_arn: Option<String>,
+    /// Relative weight, 0..=100.
+    pub weight: i64,
+    /// The target node's listener port (required when the node has several listeners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RouteAction {
+    pub weighted_targets: Vec<WeightedTarget>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MatchRange {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Exactly one member is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatchMethod {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<MatchRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+}
+
+/// A header (or gRPC metadata) match. Without `match` it requires the header to be present.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpHeaderMatch {
+    pub name: String,
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<HeaderMatchMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
+}
+
+/// Exactly one member is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpPathMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueryParameterMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+}
+
+/// A query parameter match. Without `match` it requires the parameter to be present.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpQueryParameter {
+    pub name: String,
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<QueryParameterMatch>,
+}
+
+/// A route's match: every condition given must hold. Exactly one of prefix and path is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<HttpHeaderMatch>>,
+    /// `CONNECT`, `DELETE`, `GET`, `HEAD`, `OPTIONS`, `PATCH`, `POST`, `PUT` or `TRACE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Path prefix; must start with `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HttpPathMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_parameters: Option<Vec<HttpQueryParameter>>,
+    /// `http` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// The router listener port (required when the router has several listeners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRetryPolicy {
+    /// `server-error`, `gateway-error`, `client-error`, `stream-error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_retry_events: Option<Vec<String>>,
+    /// `connection-error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_retry_events: Option<Vec<String>>,
+    pub per_retry_timeout: Duration,
+    pub max_retries: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRoute {
+    #[serde(rename = "match")]
+    pub matcher: HttpRouteMatch,
+    pub action: RouteAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<HttpRetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HttpTimeout>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcRouteMetadata {
+    pub name: String,
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<HeaderMatchMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcRouteMatch {
+    /// Fully qualified gRPC service name (`package.Service`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// Method name; requires serviceName.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Vec<GrpcRouteMetadata>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcRetryPolicy {
+    /// `cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_retry_events: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_retry_events: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_retry_events: Option<Vec<String>>,
+    pub per_retry_timeout: Duration,
+    pub max_retries: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcRoute {
+    #[serde(rename = "match")]
+    pub matcher: GrpcRouteMatch,
+    pub action: RouteAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<GrpcRetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HttpTimeout>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpRoute {
+    pub action: RouteAction,
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<TcpRouteMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<TcpTimeout>,
+}
+
+/// A router route; exactly one of grpcRoute, httpRoute, http2Route and tcpRoute is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route {
+    /// Unique within the router.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_route: Option<GrpcRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<HttpRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_route: Option<HttpRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_route: Option<TcpRoute>,
+    /// 0..=1000; lower is matched first. Routes without priority come after those with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+}
+
+/// Routes a virtual service's traffic to virtual nodes (routes inline, as in the App Mesh controller).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "crd",
+    derive(kube::CustomResource),
+    kube(
+        group = "mesh.bowline.io",
+        version = "v1alpha1",
+        kind = "VirtualRouter",
+        namespaced,
+        shortname = "vr",
+        status = "ResourceStatus",
+        category = "bowline",
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
+)]
+pub struct VirtualRouterSpec {
+    /// AWS only; ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<Vec<VirtualRouterListener>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<Route>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_ref: Option<MeshReference>,
+}
+
+// === VirtualGateway ===
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualGatewayListener {
+    pub port_mapping: PortMapping,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_pool: Option<GatewayConnectionPool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+}
+
+/// An ingress point into the mesh, served by `bowline-gateway`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "crd",
+    derive(kube::CustomResource),
+    kube(
+        group = "mesh.bowline.io",
+        version = "v1alpha1",
+        kind = "VirtualGateway",
+        namespaced,
+        shortname = "vg",
+        status = "ResourceStatus",
+        category = "bowline",
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
+)]
+pub struct VirtualGatewaySpec {
+    /// AWS only; ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_name: Option<String>,
+    /// Namespaces whose GatewayRoutes this gateway serves. Unset: only its own namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Pods of the gateway deployment (Kubernetes mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    /// GatewayRoutes (by label) this gateway serves. Unset: all in the selected namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_route_selector: Option<LabelSelector>,
+    /// Exactly one listener.
+    pub listeners: Vec<VirtualGatewayListener>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_defaults: Option<BackendDefaults>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_ref: Option<MeshReference>,
+}
+
+// === GatewayRoute ===
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayRouteVirtualService {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service_ref: Option<ObjectReference>,
+    /// AWS only; ignored.
+    #[serde(
+        rename = "virtualServiceARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub virtual_service_arn: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayRouteTarget {
+    pub virtual_service: GatewayRouteVirtualService,
+    /// The virtual service provider's listener port (required when it has several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayRouteHostnameMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// Host ends with this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DefaultRewrite {
+    Enabled,
+    Disabled,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayRouteHostnameRewrite {
+    /// ENABLED (default): the Host header becomes the target virtual service's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_target_hostname: Option<DefaultRewrite>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayRoutePrefixRewrite {
+    /// ENABLED (default): the matched prefix is replaced with `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_prefix: Option<DefaultRewrite>,
+    /// Replace the matched prefix with this value (starts and ends with `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayRoutePathRewrite {
+    pub exact: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpGatewayRouteRewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<GatewayRoutePrefixRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<GatewayRoutePathRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<GatewayRouteHostnameRewrite>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpGatewayRouteAction {
+    pub target: GatewayRouteTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<HttpGatewayRouteRewrite>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpGatewayRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HttpPathMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<GatewayRouteHostnameMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<HttpHeaderMatch>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_parameters: Option<Vec<HttpQueryParameter>>,
+    /// The gateway listener port (required when the gateway has several listeners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpGatewayRoute {
+    #[serde(rename = "match")]
+    pub matcher: HttpGatewayRouteMatch,
+    pub action: HttpGatewayRouteAction,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcGatewayRouteRewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<GatewayRouteHostnameRewrite>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcGatewayRouteAction {
+    pub target: GatewayRouteTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<GrpcGatewayRouteRewrite>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcGatewayRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<GatewayRouteHostnameMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Vec<GrpcRouteMetadata>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcGatewayRoute {
+    #[serde(rename = "match")]
+    pub matcher: GrpcGatewayRouteMatch,
+    pub action: GrpcGatewayRouteAction,
+}
+
+/// Routes requests that reach a VirtualGateway to a VirtualService. Exactly one of grpcRoute,
+/// httpRoute and http2Route is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(
+    feature = "crd",
+    derive(kube::CustomResource),
+    kube(
+        group = "mesh.bowline.io",
+        version = "v1alpha1",
+        kind = "GatewayRoute",
+        namespaced,
+        shortname = "gr",
+        status = "ResourceStatus",
+        category = "bowline",
+        printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.virtualGatewayRef.name"}"#,
+        printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )
+)]
+pub struct GatewayRouteSpec {
+    /// AWS only; ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_route: Option<GrpcGatewayRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<HttpGatewayRoute>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_route: Option<HttpGatewayRoute>,
+    /// 0..=1000; lower is matched first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    /// The gateway this route attaches to. When unset (as in App Mesh manifests), every
+    /// VirtualGateway whose namespaceSelector and gatewayRouteSelector select the route serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_gateway_ref: Option<VirtualGatewayReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_ref: Option<MeshReference>,
+}

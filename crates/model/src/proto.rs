@@ -1,0 +1,649 @@
+//! Protocol types generated from `proto/bowline/v1/config.proto`, and conversion between them and
+//! the [`ir`](crate::ir). Encoding (`From<&ir::X>`) cannot fail; decoding (`TryFrom<pb::X>`)
+//! rejects what the IR cannot express, with the path of the offending field.
+
+use crate::ir;
+
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("bowline.v1");
+}
+
+use pb::{host_match, path_match, route, string_match};
+
+/// A resource on the wire that does not decode into the IR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{resource}: {path}: {reason}")]
+pub struct InvalidResource {
+    /// `type/name` of the resource.
+    pub resource: String,
+    /// Field path inside the resource.
+    pub path: String,
+    pub reason: String,
+}
+
+/// The kind of a resource, as used in keys such as `listener/http-8080`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Listener,
+    RouteTable,
+    Cluster,
+    Endpoints,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Listener => "listener",
+            Kind::RouteTable => "routeTable",
+            Kind::Cluster => "cluster",
+            Kind::Endpoints => "endpoints",
+        }
+    }
+
+    pub fn from_type(t: pb::ResourceType) -> Option<Self> {
+        match t {
+            pb::ResourceType::Listener => Some(Kind::Listener),
+            pb::ResourceType::RouteTable => Some(Kind::RouteTable),
+            pb::ResourceType::Cluster => Some(Kind::Cluster),
+            pb::ResourceType::Endpoints => Some(Kind::Endpoints),
+            pb::ResourceType::Unspecified => None,
+        }
+    }
+
+    pub fn to_type(self) -> pb::ResourceType {
+        match self {
+            Kind::Listener => pb::ResourceType::Listener,
+            Kind::RouteTable => pb::ResourceType::RouteTable,
+            Kind::Cluster => pb::ResourceType::Cluster,
+            Kind::Endpoints => pb::ResourceType::Endpoints,
+        }
+    }
+
+    /// The key of a resource of this kind: `kind/name`.
+    pub fn key(self, name: &str) -> String {
+        format!("{}/{}", self.as_str(), name)
+    }
+}
+
+impl pb::Resource {
+    /// The kind carried in this resource, if any.
+    pub fn resource_kind(&self) -> Option<Kind> {
+        use pb::resource::Kind as K;
+        Some(match self.kind.as_ref()? {
+            K::Listener(_) => Kind::Listener,
+            K::RouteTable(_) => Kind::RouteTable,
+            K::Cluster(_) => Kind::Cluster,
+            K::Endpoints(_) => Kind::Endpoints,
+        })
+    }
+}
+
+/// Splits a snapshot into wire resources, each with a content version, keyed by `kind/name`.
+pub fn snapshot_to_resources(snapshot: &ir::Snapshot) -> Vec<(String, pb::Resource)> {
+    use pb::resource::Kind as K;
+    let mut out = Vec::new();
+    let mut push = |kind: Kind, name: &str, k: K| {
+        let mut res = pb::Resource {
+            name: name.to_string(),
+            version: String::new(),
+            kind: Some(k),
+        };
+        res.version = digest(&prost::Message::encode_to_vec(&res));
+        out.push((kind.key(name), res));
+    };
+    for l in &snapshot.listeners {
+        push(Kind::Listener, &l.name, K::Listener(l.into()));
+    }
+    for r in &snapshot.route_tables {
+        push(Kind::RouteTable, &r.name, K::RouteTable(r.into()));
+    }
+    for c in &snapshot.clusters {
+        push(Kind::Cluster, &c.name, K::Cluster(c.into()));
+    }
+    for e in &snapshot.endpoints {
+        push(Kind::Endpoints, &e.cluster, K::Endpoints(e.into()));
+    }
+    out
+}
+
+/// Rebuilds a snapshot from wire resources (any order). Fails on the first invalid resource.
+pub fn resources_to_snapshot<'a>(
+    resources: impl IntoIterator<Item = &'a pb::Resource>,
+) -> Result<ir::Snapshot, InvalidResource> {
+    use pb::resource::Kind as K;
+    let mut snap = ir::Snapshot::default();
+    for res in resources {
+        match &res.kind {
+            Some(K::Listener(l)) => snap.listeners.push(ir::Listener::try_from(l.clone())?),
+            Some(K::RouteTable(r)) => snap.route_tables.push(ir::RouteTable::try_from(r.clone())?),
+            Some(K::Cluster(c)) => snap.clusters.push(ir::Cluster::try_from(c.clone())?),
+            Some(K::Endpoints(e)) => snap
+                .endpoints
+                .push(ir::ClusterEndpoints::try_from(e.clone())?),
+            None => {
+                return Err(InvalidResource {
+                    resource: res.name.clone(),
+                    path: "kind".into(),
+                    reason: "resource carries no payload".into(),
+                });
+            }
+        }
+    }
+    snap.normalize();
+    Ok(snap)
+}
+
+/// A short, stable content digest (FNV-1a, 64 bit) rendered as hex.
+pub fn digest(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+// === encode: IR → proto ===
+
+fn protocol_to(p: ir::Protocol) -> i32 {
+    (match p {
+        ir::Protocol::Http => pb::Protocol::Http,
+        ir::Protocol::Http2 => pb::Protocol::Http2,
+        ir::Protocol::Grpc => pb::Protocol::Grpc,
+        ir::Protocol::Tcp => pb::Protocol::Tcp,
+    }) as i32
+}
+
+impl From<&ir::Listener> for pb::Listener {
+    fn from(l: &ir::Listener) -> Self {
+        pb::Listener {
+            name: l.name.clone(),
+            address: l.address.clone(),
+            port: u32::from(l.port),
+            protocol: protocol_to(l.protocol),
+            route_table: l.route_table.clone(),
+        }
+    }
+}
+
+impl From<&ir::RouteTable> for pb::RouteTable {
+    fn from(t: &ir::RouteTable) -> Self {
+        pb::RouteTable {
+            name: t.name.clone(),
+            virtual_hosts: t.virtual_hosts.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<&ir::VirtualHost> for pb::VirtualHost {
+    fn from(v: &ir::VirtualHost) -> Self {
+        pb::VirtualHost {
+            name: v.name.clone(),
+            hosts: v
+                .hosts
+                .iter()
+                .map(|h| pb::HostMatch {
+                    kind: Some(match h {
+                        ir::HostMatch::Any => host_match::Kind::Any(true),
+                        ir::HostMatch::Exact(s) => host_match::Kind::Exact(s.clone()),
+                        ir::HostMatch::Suffix(s) => host_match::Kind::Suffix(s.clone()),
+                    }),
+                })
+                .collect(),
+            routes: v.routes.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+fn rewrite_to(r: &ir::Rewrite) -> Option<pb::Rewrite> {
+    (!r.is_empty()).then(|| pb::Rewrite {
+        prefix: r.prefix.clone(),
+        full_path: r.full_path.clone(),
+        host: r.host.clone(),
+    })
+}
+
+fn string_match_to(m: &ir::StringMatch) -> pb::StringMatch {
+    use string_match::Kind as K;
+    pb::StringMatch {
+        kind: Some(match m {
+            ir::StringMatch::Exact(s) => K::Exact(s.clone()),
+            ir::StringMatch::Prefix(s) => K::Prefix(s.clone()),
+            ir::StringMatch::Suffix(s) => K::Suffix(s.clone()),
+            ir::StringMatch::Regex(s) => K::Regex(s.clone()),
+            ir::StringMatch::Range { start, end } => K::Range(pb::Range {
+                start: *start,
+                end: *end,
+            }),
+            ir::StringMatch::Present => K::Present(true),
+        }),
+    }
+}
+
+fn kv_to(m: &ir::KeyValueMatch) -> pb::KeyValueMatch {
+    pb::KeyValueMatch {
+        name: m.name.clone(),
+        r#match: Some(string_match_to(&m.matcher)),
+        invert: m.invert,
+    }
+}
+
+impl From<&ir::Route> for pb::Route {
+    fn from(r: &ir::Route) -> Self {
+        let m = &r.matcher;
+        pb::Route {
+            name: r.name.clone(),
+            r#match: Some(pb::RouteMatch {
+                path: m.path.as_ref().map(|p| pb::PathMatch {
+                    kind: Some(match p {
+                        ir::PathMatch::Prefix(s) => path_match::Kind::Prefix(s.clone()),
+                        ir::PathMatch::Exact(s) => path_match::Kind::Exact(s.clone()),
+                        ir::PathMatch::Regex(s) => path_match::Kind::Regex(s.clone()),
+                    }),
+                }),
+                method: m.method.clone().unwrap_or_default(),
+                headers: m.headers.iter().map(kv_to).collect(),
+                query_parameters: m.query_parameters.iter().map(kv_to).collect(),
+                port: m.port.map(u32::from).unwrap_or(0),
+                scheme: m.scheme.clone().unwrap_or_default(),
+            }),
+            action: Some(match &r.action {
+                ir::RouteAction::Forward(f) => route::Action::Forward(pb::ForwardAction {
+                    clusters: f
+                        .clusters
+                        .iter()
+                        .map(|c| pb::WeightedCluster {
+                            cluster: c.cluster.clone(),
+                            weight: c.weight,
+                        })
+                        .collect(),
+                    rewrite: rewrite_to(&f.rewrite),
+                    timeout_ms: f.timeout_ms.unwrap_or(0),
+                }),
+                ir::RouteAction::Delegate(d) => route::Action::Delegate(pb::DelegateAction {
+                    route_table: d.route_table.clone(),
+                    rewrite: rewrite_to(&d.rewrite),
+                }),
+                ir::RouteAction::DirectResponse(d) => {
+                    route::Action::DirectResponse(pb::DirectResponse {
+                        status: u32::from(d.status),
+                        body: d.body.clone(),
+                    })
+                }
+            }),
+        }
+    }
+}
+
+impl From<&ir::Cluster> for pb::Cluster {
+    fn from(c: &ir::Cluster) -> Self {
+        pb::Cluster {
+            name: c.name.clone(),
+            protocol: protocol_to(c.protocol),
+            lb_policy: match c.lb_policy {
+                ir::LbPolicy::RoundRobin => pb::LbPolicy::RoundRobin as i32,
+            },
+            connect_timeout_ms: c.connect_timeout_ms,
+        }
+    }
+}
+
+impl From<&ir::ClusterEndpoints> for pb::ClusterEndpoints {
+    fn from(e: &ir::ClusterEndpoints) -> Self {
+        pb::ClusterEndpoints {
+            cluster: e.cluster.clone(),
+            endpoints: e
+                .endpoints
+                .iter()
+                .map(|ep| pb::Endpoint {
+                    address: ep.address.clone(),
+                    port: u32::from(ep.port),
+                    weight: ep.weight,
+                })
+                .collect(),
+        }
+    }
+}
+
+// === decode: proto → IR ===
+
+struct Ctx<'a> {
+    resource: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, path: impl Into<String>, reason: impl Into<String>) -> InvalidResource {
+        InvalidResource {
+            resource: self.resource.to_string(),
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn port(&self, path: &str, p: u32, allow_zero: bool) -> Result<u16, InvalidResource> {
+        match u16::try_from(p) {
+            Ok(0) if !allow_zero => Err(self.err(path, "port must be in 1..=65535")),
+            Ok(p) => Ok(p),
+            Err(_) => Err(self.err(path, format!("port {p} is out of range"))),
+        }
+    }
+
+    fn protocol(&self, path: &str, p: i32) -> Result<ir::Protocol, InvalidResource> {
+        match pb::Protocol::try_from(p) {
+            Ok(pb::Protocol::Http) => Ok(ir::Protocol::Http),
+            Ok(pb::Protocol::Http2) => Ok(ir::Protocol::Http2),
+            Ok(pb::Protocol::Grpc) => Ok(ir::Protocol::Grpc),
+            Ok(pb::Protocol::Tcp) => Ok(ir::Protocol::Tcp),
+            _ => Err(self.err(path, format!("unknown protocol {p}"))),
+        }
+    }
+}
+
+impl TryFrom<pb::Listener> for ir::Listener {
+    type Error = InvalidResource;
+    fn try_from(l: pb::Listener) -> Result<Self, Self::Error> {
+        let key = Kind::Listener.key(&l.name);
+        let cx = Ctx { resource: &key };
+        Ok(ir::Listener {
+            port: cx.port("port", l.port, false)?,
+            protocol: cx.protocol("protocol", l.protocol)?,
+            name: l.name,
+            address: l.address,
+            route_table: l.route_table,
+        })
+    }
+}
+
+impl TryFrom<pb::RouteTable> for ir::RouteTable {
+    type Error = InvalidResource;
+    fn try_from(t: pb::RouteTable) -> Result<Self, Self::Error> {
+        let key = Kind::RouteTable.key(&t.name);
+        let cx = Ctx { resource: &key };
+        let mut vhosts = Vec::with_capacity(t.virtual_hosts.len());
+        for (i, v) in t.virtual_hosts.into_iter().enumerate() {
+            let p = format!("virtualHosts[{i}]");
+            let mut hosts = Vec::with_capacity(v.hosts.len());
+            for (j, h) in v.hosts.into_iter().enumerate() {
+                hosts.push(match h.kind {
+                    Some(host_match::Kind::Any(_)) => ir::HostMatch::Any,
+                    Some(host_match::Kind::Exact(s)) => ir::HostMatch::Exact(s),
+                    Some(host_match::Kind::Suffix(s)) => ir::HostMatch::Suffix(s),
+                    None => return Err(cx.err(format!("{p}.hosts[{j}]"), "empty host match")),
+                });
+            }
+            let mut routes = Vec::with_capacity(v.routes.len());
+            for (j, r) in v.routes.into_iter().enumerate() {
+                routes.push(route_from(&cx, &format!("{p}.routes[{j}]"), r)?);
+            }
+            vhosts.push(ir::VirtualHost {
+                name: v.name,
+                hosts,
+                routes,
+            });
+        }
+        Ok(ir::RouteTable {
+            name: t.name,
+            virtual_hosts: vhosts,
+        })
+    }
+}
+
+fn rewrite_from(r: Option<pb::Rewrite>) -> ir::Rewrite {
+    r.map(|r| ir::Rewrite {
+        prefix: r.prefix,
+        full_path: r.full_path,
+        host: r.host,
+    })
+    .unwrap_or_default()
+}
+
+fn kv_from(
+    cx: &Ctx,
+    path: &str,
+    m: pb::KeyValueMatch,
+) -> Result<ir::KeyValueMatch, InvalidResource> {
+    use string_match::Kind as K;
+    let matcher = match m.r#match.and_then(|m| m.kind) {
+        Some(K::Exact(s)) => ir::StringMatch::Exact(s),
+        Some(K::Prefix(s)) => ir::StringMatch::Prefix(s),
+        Some(K::Suffix(s)) => ir::StringMatch::Suffix(s),
+        Some(K::Regex(s)) => ir::StringMatch::Regex(s),
+        Some(K::Range(r)) => ir::StringMatch::Range {
+            start: r.start,
+            end: r.end,
+        },
+        Some(K::Present(_)) => ir::StringMatch::Present,
+        None => return Err(cx.err(format!("{path}.match"), "empty match")),
+    };
+    if m.name.is_empty() {
+        return Err(cx.err(format!("{path}.name"), "name is empty"));
+    }
+    Ok(ir::KeyValueMatch {
+        name: m.name,
+        matcher,
+        invert: m.invert,
+    })
+}
+
+fn route_from(cx: &Ctx, path: &str, r: pb::Route) -> Result<ir::Route, InvalidResource> {
+    let m = r.r#match.unwrap_or_default();
+    let matcher = ir::RouteMatch {
+        path: match m.path.and_then(|p| p.kind) {
+            Some(path_match::Kind::Prefix(s)) => Some(ir::PathMatch::Prefix(s)),
+            Some(path_match::Kind::Exact(s)) => Some(ir::PathMatch::Exact(s)),
+            Some(path_match::Kind::Regex(s)) => Some(ir::PathMatch::Regex(s)),
+            None => None,
+        },
+        method: (!m.method.is_empty()).then_some(m.method),
+        headers: m
+            .headers
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| kv_from(cx, &format!("{path}.match.headers[{i}]"), h))
+            .collect::<Result<_, _>>()?,
+        query_parameters: m
+            .query_parameters
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| kv_from(cx, &format!("{path}.match.queryParameters[{i}]"), h))
+            .collect::<Result<_, _>>()?,
+        port: match m.port {
+            0 => None,
+            p => Some(cx.port(&format!("{path}.match.port"), p, false)?),
+        },
+        scheme: (!m.scheme.is_empty()).then_some(m.scheme),
+    };
+    let action = match r.action {
+        Some(route::Action::Forward(f)) => {
+            if f.clusters.is_empty() {
+                return Err(cx.err(
+                    format!("{path}.forward.clusters"),
+                    "no cluster to forward to",
+                ));
+            }
+            ir::RouteAction::Forward(ir::ForwardAction {
+                clusters: f
+                    .clusters
+                    .into_iter()
+                    .map(|c| ir::WeightedCluster {
+                        cluster: c.cluster,
+                        weight: c.weight,
+                    })
+                    .collect(),
+                rewrite: rewrite_from(f.rewrite),
+                timeout_ms: (f.timeout_ms != 0).then_some(f.timeout_ms),
+            })
+        }
+        Some(route::Action::Delegate(d)) => ir::RouteAction::Delegate(ir::DelegateAction {
+            route_table: d.route_table,
+            rewrite: rewrite_from(d.rewrite),
+        }),
+        Some(route::Action::DirectResponse(d)) => {
+            let status = u16::try_from(d.status)
+                .ok()
+                .filter(|s| (100..=599).contains(s))
+                .ok_or_else(|| {
+                    cx.err(
+                        format!("{path}.directResponse.status"),
+                        format!("{} is not an HTTP status", d.status),
+                    )
+                })?;
+            ir::RouteAction::DirectResponse(ir::DirectResponse {
+                status,
+                body: d.body,
+            })
+        }
+        None => return Err(cx.err(format!("{path}.action"), "route has no action")),
+    };
+    Ok(ir::Route {
+        name: r.name,
+        matcher,
+        action,
+    })
+}
+
+impl TryFrom<pb::Cluster> for ir::Cluster {
+    type Error = InvalidResource;
+    fn try_from(c: pb::Cluster) -> Result<Self, Self::Error> {
+        let key = Kind::Cluster.key(&c.name);
+        let cx = Ctx { resource: &key };
+        Ok(ir::Cluster {
+            protocol: cx.protocol("protocol", c.protocol)?,
+            lb_policy: match pb::LbPolicy::try_from(c.lb_policy) {
+                Ok(pb::LbPolicy::RoundRobin | pb::LbPolicy::Unspecified) => {
+                    ir::LbPolicy::RoundRobin
+                }
+                Err(_) => {
+                    return Err(cx.err("lbPolicy", format!("unknown policy {}", c.lb_policy)));
+                }
+            },
+            connect_timeout_ms: c.connect_timeout_ms,
+            name: c.name,
+        })
+    }
+}
+
+impl TryFrom<pb::ClusterEndpoints> for ir::ClusterEndpoints {
+    type Error = InvalidResource;
+    fn try_from(e: pb::ClusterEndpoints) -> Result<Self, Self::Error> {
+        let key = Kind::Endpoints.key(&e.cluster);
+        let cx = Ctx { resource: &key };
+        let mut endpoints = Vec::with_capacity(e.endpoints.len());
+        for (i, ep) in e.endpoints.into_iter().enumerate() {
+            if ep.address.parse::<std::net::IpAddr>().is_err() {
+                return Err(cx.err(
+                    format!("endpoints[{i}].address"),
+                    format!("{:?} is not an IP address", ep.address),
+                ));
+            }
+            endpoints.push(ir::Endpoint {
+                port: cx.port(&format!("endpoints[{i}].port"), ep.port, false)?,
+                address: ep.address,
+                weight: ep.weight,
+            });
+        }
+        Ok(ir::ClusterEndpoints {
+            cluster: e.cluster,
+            endpoints,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ir::Snapshot {
+        let mut s = ir::Snapshot {
+            listeners: vec![ir::Listener {
+                name: "http-8080".into(),
+                address: String::new(),
+                port: 8080,
+                protocol: ir::Protocol::Http,
+                route_table: "rt".into(),
+            }],
+            route_tables: vec![ir::RouteTable {
+                name: "rt".into(),
+                virtual_hosts: vec![ir::VirtualHost {
+                    name: "any".into(),
+                    hosts: vec![
+                        ir::HostMatch::Any,
+                        ir::HostMatch::Suffix(".example.com".into()),
+                    ],
+                    routes: vec![ir::Route {
+                        name: "r".into(),
+                        matcher: ir::RouteMatch {
+                            path: Some(ir::PathMatch::Prefix("/a".into())),
+                            method: Some("GET".into()),
+                            headers: vec![ir::KeyValueMatch {
+                                name: "x".into(),
+                                matcher: ir::StringMatch::Range { start: 1, end: 5 },
+                                invert: true,
+                            }],
+                            query_parameters: vec![],
+                            port: Some(8080),
+                            scheme: None,
+                        },
+                        action: ir::RouteAction::Forward(ir::ForwardAction {
+                            clusters: vec![ir::WeightedCluster {
+                                cluster: "c".into(),
+                                weight: 1,
+                            }],
+                            rewrite: ir::Rewrite {
+                                prefix: Some("/".into()),
+                                ..Default::default()
+                            },
+                            timeout_ms: Some(1500),
+                        }),
+                    }],
+                }],
+            }],
+            clusters: vec![ir::Cluster {
+                name: "c".into(),
+                protocol: ir::Protocol::Http2,
+                lb_policy: ir::LbPolicy::RoundRobin,
+                connect_timeout_ms: 1000,
+            }],
+            endpoints: vec![ir::ClusterEndpoints {
+                cluster: "c".into(),
+                endpoints: vec![ir::Endpoint {
+                    address: "::1".into(),
+                    port: 9000,
+                    weight: 1,
+                }],
+            }],
+        };
+        s.normalize();
+        s
+    }
+
+    #[test]
+    fn round_trip() {
+        let s = sample();
+        let wire = snapshot_to_resources(&s);
+        assert_eq!(wire.len(), 4);
+        let back = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn versions_follow_content() {
+        let a = snapshot_to_resources(&sample());
+        let mut changed = sample();
+        changed.endpoints[0].endpoints[0].port = 9001;
+        let b = snapshot_to_resources(&changed);
+        assert_eq!(a[0].1.version, b[0].1.version, "listener unchanged");
+        assert_ne!(a[3].1.version, b[3].1.version, "endpoints changed");
+    }
+
+    #[test]
+    fn invalid_endpoint_names_the_field() {
+        let mut s = sample();
+        s.endpoints[0].endpoints[0].address = "not-an-ip".into();
+        let wire = snapshot_to_resources(&s);
+        let err = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap_err();
+        assert_eq!(err.resource, "endpoints/c");
+        assert_eq!(err.path, "endpoints[0].address");
+    }
+}
