@@ -1,1 +1,70 @@
-fn main() {}
+//! `meshctl`: the Bowline command line.
+//!
+//! Offline verbs work on manifests and need no cluster or control plane: `validate` checks
+//! Kubernetes-style YAML/JSON the way the control plane will read it, `crds` prints the
+//! CustomResourceDefinitions of the mesh kinds.
+#![forbid(unsafe_code)]
+
+mod validate;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "meshctl", version, about = "The Bowline command line")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Check manifests offline: every problem, with file, document index, object and field path.
+    ///
+    /// Exit status: 0 when no document has an error, 1 when one has, 2 when an input cannot be
+    /// read.
+    Validate(ValidateArgs),
+    /// Print the CustomResourceDefinitions of the mesh kinds (mesh.bowline.io/v1alpha1) as YAML.
+    Crds,
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    /// A manifest file, or a directory searched recursively for *.yaml, *.yml and *.json (in
+    /// sorted order); `-` reads YAML from standard input. Repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR",
+        required = true
+    )]
+    files: Vec<PathBuf>,
+    /// Print only errors and the summary (hide ignored fields and skipped documents).
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Validate(args) => validate::run(&args.files, args.quiet),
+        Cmd::Crds => print_crds(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_crds() -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bowline_model::crd::to_yaml().as_bytes())?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -711,7 +711,8 @@ pub struct VirtualNodeSpec {
     /// Pods that belong to this node (sidecar injection, Kubernetes mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_selector: Option<LabelSelector>,
-    /// At most one listener.
+    /// Where the node receives traffic; ports are unique. With listeners, serviceDiscovery is
+    /// required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listeners: Option<Vec<VirtualNodeListener>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1033,7 +1034,7 @@ pub struct VirtualGatewaySpec {
     /// GatewayRoutes (by label) this gateway serves. Unset: all in the selected namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_route_selector: Option<LabelSelector>,
-    /// Exactly one listener.
+    /// At least one listener (http, http2 or grpc); ports are unique.
     pub listeners: Vec<VirtualGatewayListener>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_defaults: Option<BackendDefaults>,

@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod appmesh;
+#[cfg(feature = "crd")]
+pub mod crd;
 pub mod ir;
 #[cfg(feature = "crd")]
 pub mod manifest;

@@ -92,6 +92,9 @@ impl fmt::Display for Kind {
 }
 
 /// A typed object read from a manifest.
+// The mesh variants are large (GatewayRoute ~1.2 KB) but of similar size, and objects are kept in
+// collections or boxed ([`Parsed::Object`]); boxing them would only add noise at every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Object {
     Mesh(Resource<MeshSpec>),
@@ -280,11 +283,16 @@ pub fn parse_file(file: &Path, text: &str) -> Vec<Parsed> {
         docs.push(serde_json::from_str::<serde_json::Value>(text).map_err(|e| e.to_string()));
     } else {
         for de in serde_yaml::Deserializer::from_str(text) {
-            docs.push(
-                serde_yaml::Value::deserialize(de)
-                    .map_err(|e| e.to_string())
-                    .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string())),
-            );
+            let doc = serde_yaml::Value::deserialize(de)
+                .map_err(|e| e.to_string())
+                .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()));
+            // After a syntax error serde_yaml's document iterator yields the same error forever:
+            // the rest of the file cannot be split into documents, so it is one rejected document.
+            let failed = doc.is_err();
+            docs.push(doc);
+            if failed {
+                break;
+            }
         }
     }
     let mut out = Vec::new();
@@ -507,5 +515,48 @@ fn clean_serde_message(msg: &str) -> String {
     match msg.find(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syntax_error_ends_the_file_and_keeps_the_documents_before_it() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nkind: [unclosed\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n";
+        let parsed = parse_file(Path::new("bad.yaml"), text);
+        assert_eq!(parsed.len(), 2, "{parsed:?}");
+        assert!(matches!(&parsed[0], Parsed::Object { object, .. } if object.key().name == "a"));
+        let Parsed::Invalid {
+            source, problems, ..
+        } = &parsed[1]
+        else {
+            panic!("{:?}", parsed[1]);
+        };
+        assert_eq!(source.document, 1);
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with("bad.yaml (document 1): not valid YAML/JSON"),
+            "{}",
+            problems[0]
+        );
+    }
+
+    #[test]
+    fn unknown_spec_field_names_its_path() {
+        let text = "apiVersion: appmesh.k8s.aws/v1beta2\nkind: VirtualService\nmetadata: {name: s, namespace: n}\nspec:\n  provider:\n    virtualNode:\n      virtualNodeRef: {name: x}\n      bogus: 1\n";
+        let parsed = parse_file(Path::new("s.yaml"), text);
+        let Parsed::Invalid { problems, key, .. } = &parsed[0] else {
+            panic!("{parsed:?}");
+        };
+        assert_eq!(key.as_ref().map(|k| k.name.as_str()), Some("s"));
+        assert_eq!(problems[0].path, "spec.provider.virtualNode.bogus");
+        assert!(
+            problems[0].message.contains("unknown field `bogus`"),
+            "{}",
+            problems[0]
+        );
     }
 }
