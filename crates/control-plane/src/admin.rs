@@ -1,0 +1,171 @@
+//! The admin HTTP server: liveness, readiness, proxies, config dumps and metrics, on its own port.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /live` | 200 while the process runs |
+//! | `GET /ready` | 200 once the first manifest load is done and gRPC is listening, else 503 |
+//! | `GET /debug/proxies` | JSON: every connected proxy, its acknowledged version and last NACK |
+//! | `GET /config_dump?gateway=ns/name` | JSON: the IR snapshot of that gateway, with diagnostics |
+//! | `GET /metrics` | Prometheus text format |
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::metrics::{self, Metrics};
+use crate::snapshots::Snapshots;
+use crate::xds::Proxies;
+
+/// Readiness latches.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    manifests_loaded: AtomicBool,
+    grpc_listening: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_manifests_loaded(&self) {
+        self.manifests_loaded.store(true, Ordering::Release);
+    }
+
+    pub fn set_grpc_listening(&self) {
+        self.grpc_listening.store(true, Ordering::Release);
+    }
+
+    /// What is still missing; empty when ready.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if !self.manifests_loaded.load(Ordering::Acquire) {
+            out.push("manifests not loaded");
+        }
+        if !self.grpc_listening.load(Ordering::Acquire) {
+            out.push("gRPC not listening");
+        }
+        out
+    }
+}
+
+/// What the admin handlers read.
+#[derive(Clone)]
+pub struct AdminState {
+    pub readiness: Arc<Readiness>,
+    /// Unset until the manifests are loaded.
+    pub snapshots: Arc<std::sync::OnceLock<Snapshots>>,
+    pub proxies: Proxies,
+    pub metrics: Metrics,
+    pub registry: Arc<Registry>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/live", get(|| async { "live\n" }))
+        .route("/ready", get(ready))
+        .route("/debug/proxies", get(proxies))
+        .route("/config_dump", get(config_dump))
+        .route("/metrics", get(metrics_text))
+        .with_state(state)
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn ready(State(s): State<AdminState>) -> Response {
+    let missing = s.readiness.missing();
+    if missing.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", missing.join(", ")),
+        )
+            .into_response()
+    }
+}
+
+async fn proxies(State(s): State<AdminState>) -> Response {
+    axum::Json(json!({ "proxies": s.proxies.list() })).into_response()
+}
+
+#[derive(Deserialize)]
+struct DumpQuery {
+    gateway: Option<String>,
+}
+
+async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) -> Response {
+    let Some(gateway) = q.gateway else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "missing query parameter: gateway=<namespace>/<name>\n",
+        )
+            .into_response();
+    };
+    let Some((ns, name)) = gateway
+        .split_once('/')
+        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("gateway must be <namespace>/<name>, got {gateway:?}\n"),
+        )
+            .into_response();
+    };
+    let Some(snapshots) = s.snapshots.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "manifests not loaded yet\n",
+        )
+            .into_response();
+    };
+    let c = snapshots.gateway(ns, name);
+    let diagnostics: Vec<String> = c
+        .translation
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    axum::Json(json!({
+        "gateway": gateway,
+        "systemVersion": c.system_version,
+        "worldVersion": c.inputs_version.0,
+        "dnsVersion": c.inputs_version.1,
+        "diagnostics": diagnostics,
+        "snapshot": c.translation.snapshot,
+    }))
+    .into_response()
+}
+
+async fn metrics_text(State(s): State<AdminState>) -> Response {
+    if let Some(snapshots) = s.snapshots.get() {
+        s.metrics
+            .world_version
+            .set(i64::try_from(snapshots.world().version).unwrap_or(i64::MAX));
+        s.metrics
+            .dns_version
+            .set(i64::try_from(snapshots.dns().version).unwrap_or(i64::MAX));
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics::render(&s.registry),
+    )
+        .into_response()
+}
