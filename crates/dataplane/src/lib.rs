@@ -1,1 +1,24 @@
-//! placeholder
+//! The Bowline proxy engine shared by the gateway and the sidecar. It knows only the IR.
+//!
+//! * [`config`]: the ConfigDiscovery client (delta stream, ACK/NACK, reconnect with backoff).
+//! * [`router`]: IR snapshot → compiled routing table (host map, ordered matchers, weighted
+//!   schedules), matched per request without allocating.
+//! * [`proxy`]: listeners, the HTTP/1.1 + h2c server, forwarding, the one place errors become
+//!   responses.
+//! * [`upstream`]: pooled upstream connections that survive config updates.
+//! * [`admin`]: `/live`, `/ready`, `/config_dump`, `/metrics` on the admin address.
+//! * [`engine`]: all of the above wired together for a proxy binary.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod proxy;
+pub mod readiness;
+pub mod router;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
+pub mod upstream;
+
+pub use engine::{Engine, EngineConfig, EngineError};

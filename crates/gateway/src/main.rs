@@ -1,1 +1,268 @@
-fn main() {}
+//! `bowline-gateway`: the north-south proxy for one VirtualGateway. Parses flags, sets up
+//! logging, runs the dataplane engine until SIGTERM/SIGINT, then drains.
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use bowline_dataplane::config::{Backoff, Node};
+use bowline_dataplane::{Engine, EngineConfig};
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// EX_USAGE: the command line or environment is invalid.
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bowline-gateway",
+    version,
+    about = "The Bowline gateway (north-south proxy)"
+)]
+struct Cli {
+    /// gRPC address of the control plane.
+    #[arg(
+        long,
+        env = "BOWLINE_CONTROL_PLANE",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:15010"
+    )]
+    control_plane: String,
+
+    /// The VirtualGateway this gateway serves, as NAMESPACE/NAME.
+    #[arg(long, env = "BOWLINE_GATEWAY", value_name = "NAMESPACE/NAME")]
+    gateway: String,
+
+    /// Address listeners bind unless the config gives one.
+    #[arg(
+        long,
+        env = "BOWLINE_BIND",
+        value_name = "IP",
+        default_value = "0.0.0.0"
+    )]
+    bind: IpAddr,
+
+    /// Address of the admin server (/live, /ready, /config_dump, /metrics).
+    #[arg(
+        long,
+        env = "BOWLINE_ADMIN_ADDR",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:15021"
+    )]
+    admin_addr: SocketAddr,
+
+    /// Log filter, in tracing EnvFilter syntax (for example `info,bowline_dataplane=debug`).
+    #[arg(
+        long,
+        env = "BOWLINE_LOG_LEVEL",
+        value_name = "FILTER",
+        default_value = "info"
+    )]
+    log_level: String,
+
+    /// Log format.
+    #[arg(long, env = "BOWLINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// How long in-flight requests may take to finish on shutdown (`10s`, `500ms`, `1m`).
+    #[arg(long, env = "BOWLINE_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let (namespace, name) = match parse_gateway(&cli.gateway) {
+        Ok(v) => v,
+        Err(msg) => return usage(&format!("invalid --gateway {:?}: {msg}", cli.gateway)),
+    };
+    if let Err(msg) = check_url(&cli.control_plane) {
+        return usage(&format!(
+            "invalid --control-plane {:?}: {msg}",
+            cli.control_plane
+        ));
+    }
+    let filter = match EnvFilter::try_new(&cli.log_level) {
+        Ok(f) => f,
+        Err(e) => return usage(&format!("invalid --log-level {:?}: {e}", cli.log_level)),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bowline-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, namespace, name)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("bowline-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("bowline-gateway: {msg}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+async fn run(cli: Cli, namespace: String, name: String) -> anyhow::Result<()> {
+    let engine = Engine::start(EngineConfig {
+        control_plane: cli.control_plane,
+        node: Node {
+            kind: "gateway".into(),
+            namespace,
+            name,
+            build_version: env!("CARGO_PKG_VERSION").into(),
+        },
+        bind: cli.bind,
+        admin_addr: cli.admin_addr,
+        backoff: Backoff::default(),
+    })
+    .await
+    .context("starting the gateway")?;
+    let signal = shutdown_signal().await.context("waiting for a signal")?;
+    tracing::info!(signal, "shutting down");
+    engine.shutdown(cli.drain_timeout).await;
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT and names it.
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// `NAMESPACE/NAME`, both Kubernetes names (lower-case letters, digits, `-` and `.`).
+fn parse_gateway(s: &str) -> Result<(String, String), String> {
+    let (ns, name) = s.split_once('/').ok_or("expected NAMESPACE/NAME")?;
+    for (what, v) in [("namespace", ns), ("name", name)] {
+        if v.is_empty() {
+            return Err(format!("the {what} is empty (expected NAMESPACE/NAME)"));
+        }
+        let valid = v.len() <= 253
+            && v.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && v.as_bytes()[0].is_ascii_alphanumeric()
+            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric();
+        if !valid {
+            return Err(format!(
+                "the {what} {v:?} is not a Kubernetes name (lower-case letters, digits, '-' and '.')"
+            ));
+        }
+    }
+    Ok((ns.to_string(), name.to_string()))
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("expected http://HOST:PORT")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    Ok(())
+}
+
+/// `10s`, `500ms`, `2m`, or a number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 10s, 500ms, 2m)"))?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration (like 10s, 500ms, 2m)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_names() {
+        assert_eq!(parse_gateway("shop/gw"), Ok(("shop".into(), "gw".into())));
+        assert_eq!(parse_gateway("a-b.c/x1"), Ok(("a-b.c".into(), "x1".into())));
+        for bad in [
+            "gw",
+            "/gw",
+            "shop/",
+            "Shop/gw",
+            "shop/gw/x",
+            "shop/-gw",
+            "shop/g_w",
+        ] {
+            assert!(parse_gateway(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("1h").is_err());
+    }
+
+    #[test]
+    fn control_plane_urls() {
+        assert!(check_url("http://127.0.0.1:15010").is_ok());
+        assert!(check_url("https://cp.bowline-system:15010").is_ok());
+        assert!(check_url("127.0.0.1:15010").is_err());
+        assert!(check_url("http://").is_err());
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let cli = Cli::try_parse_from(["bowline-gateway", "--gateway", "shop/gw"]).unwrap();
+        assert_eq!(cli.bind, "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            cli.admin_addr,
+            "127.0.0.1:15021".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(cli.drain_timeout, Duration::from_secs(10));
+        assert_eq!(cli.log_format, LogFormat::Text);
+        let err =
+            Cli::try_parse_from(["bowline-gateway", "--gateway", "shop/gw", "--bind", "nope"])
+                .unwrap_err();
+        assert!(err.use_stderr());
+    }
+}

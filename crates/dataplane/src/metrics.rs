@@ -1,0 +1,329 @@
+//! Prometheus metrics of the engine, registered once into one [`Registry`] passed down by the
+//! binary (every family lives under the `bowline_` prefix).
+//!
+//! The data path never looks a label set up per request: the router hands each compiled route and
+//! cluster a small stats handle ([`RouteStats`], [`ClusterStats`]) that resolves its counter the
+//! first time a status class or error reason is seen and then only increments an atomic.
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A shared name used as a label value (cloning it allocates nothing).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Name(Arc<str>);
+
+impl EncodeLabelValue for Name {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Name,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    cluster: Name,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+/// Route label of requests that matched no route.
+pub const NO_ROUTE: &str = "-";
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+// === impl ProxyMetrics ===
+
+/// Metrics of the HTTP data path.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyMetrics {
+    requests: Family<RequestLabels, Counter>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    connections_open: Family<ListenerLabels, Gauge>,
+}
+
+impl ProxyMetrics {
+    /// Registers the data-path families into `registry` (prefix `bowline_`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let reg = registry.sub_registry_with_prefix("bowline");
+        reg.register(
+            "requests",
+            "Requests answered, by route and status class",
+            m.requests.clone(),
+        );
+        reg.register(
+            "upstream_errors",
+            "Requests that failed to get a response from a cluster, by reason",
+            m.upstream_errors.clone(),
+        );
+        reg.register(
+            "connections_open",
+            "Downstream connections currently open, by listener",
+            m.connections_open.clone(),
+        );
+        m
+    }
+
+    /// The stats handle of one route.
+    pub fn route(&self, route: &str) -> RouteStats {
+        RouteStats {
+            family: self.requests.clone(),
+            route: Name(Arc::from(route)),
+            by_class: Default::default(),
+        }
+    }
+
+    /// The stats handle of one cluster.
+    pub fn cluster(&self, cluster: &str) -> ClusterStats {
+        ClusterStats {
+            family: self.upstream_errors.clone(),
+            cluster: Name(Arc::from(cluster)),
+            by_reason: Default::default(),
+        }
+    }
+
+    /// The open-connections gauge of one listener.
+    pub fn connections(&self, listener: &str) -> Gauge {
+        self.connections_open
+            .get_or_create(&ListenerLabels {
+                listener: listener.to_string(),
+            })
+            .clone()
+    }
+}
+
+// === impl RouteStats ===
+
+/// Request counters of one route, one per status class, resolved on first use.
+#[derive(Debug)]
+pub struct RouteStats {
+    family: Family<RequestLabels, Counter>,
+    route: Name,
+    by_class: [OnceLock<Counter>; 5],
+}
+
+impl RouteStats {
+    /// Counts one answered request.
+    pub fn record(&self, status: http::StatusCode) {
+        let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
+        self.by_class[class]
+            .get_or_init(|| {
+                self.family
+                    .get_or_create(&RequestLabels {
+                        route: self.route.clone(),
+                        status_class: STATUS_CLASSES[class],
+                    })
+                    .clone()
+            })
+            .inc();
+    }
+}
+
+// === impl ClusterStats ===
+
+/// Why a request to a cluster got no response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamErrorReason {
+    NoEndpoints,
+    ConnectRefused,
+    ConnectTimeout,
+    ConnectFailed,
+    Timeout,
+    Reset,
+}
+
+impl UpstreamErrorReason {
+    const ALL: usize = 6;
+
+    /// The label value, also sent as the `x-bowline-error` response header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoEndpoints => "no_endpoints",
+            Self::ConnectRefused => "connect_refused",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::ConnectFailed => "connect_failed",
+            Self::Timeout => "upstream_timeout",
+            Self::Reset => "upstream_reset",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Error counters of one cluster, one per reason, resolved on first use.
+#[derive(Debug)]
+pub struct ClusterStats {
+    family: Family<UpstreamErrorLabels, Counter>,
+    cluster: Name,
+    by_reason: [OnceLock<Counter>; UpstreamErrorReason::ALL],
+}
+
+impl ClusterStats {
+    pub fn record_error(&self, reason: UpstreamErrorReason) {
+        self.by_reason[reason.index()]
+            .get_or_init(|| {
+                self.family
+                    .get_or_create(&UpstreamErrorLabels {
+                        cluster: self.cluster.clone(),
+                        reason: reason.as_str(),
+                    })
+                    .clone()
+            })
+            .inc();
+    }
+}
+
+// === impl ConfigMetrics ===
+
+/// Metrics of the config client.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigMetrics {
+    updates: Family<ResultLabels, Counter>,
+    applied: Family<VersionLabels, Gauge>,
+    applied_at: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl ConfigMetrics {
+    /// Registers the config families into `registry` (prefix `bowline_config_`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let reg = registry.sub_registry_with_prefix("bowline_config");
+        reg.register(
+            "updates",
+            "Config updates received, by result (ack or nack)",
+            m.updates.clone(),
+        );
+        reg.register(
+            "applied_info",
+            "The system version of the config in service (value 1)",
+            m.applied.clone(),
+        );
+        reg.register(
+            "applied_timestamp_seconds",
+            "Unix time at which the config in service was applied",
+            m.applied_at.clone(),
+        );
+        m
+    }
+
+    pub(crate) fn ack(&self, previous: Option<&str>, version: &str) {
+        self.updates
+            .get_or_create(&ResultLabels { result: "ack" })
+            .inc();
+        if let Some(prev) = previous {
+            self.applied.remove(&VersionLabels {
+                version: prev.to_string(),
+            });
+        }
+        self.applied
+            .get_or_create(&VersionLabels {
+                version: version.to_string(),
+            })
+            .set(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        self.applied_at.set(now);
+    }
+
+    pub(crate) fn nack(&self) {
+        self.updates
+            .get_or_create(&ResultLabels { result: "nack" })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn route_and_cluster_counters_share_the_family() {
+        let mut registry = Registry::default();
+        let m = ProxyMetrics::register(&mut registry);
+        let a = m.route("gatewayroute/shop/a");
+        a.record(http::StatusCode::OK);
+        a.record(http::StatusCode::NO_CONTENT);
+        a.record(http::StatusCode::SERVICE_UNAVAILABLE);
+        // A second handle for the same route (after a config update) adds to the same series.
+        m.route("gatewayroute/shop/a")
+            .record(http::StatusCode::CREATED);
+        m.cluster("c")
+            .record_error(UpstreamErrorReason::ConnectRefused);
+        let text = encode(&registry);
+        assert!(
+            text.contains(
+                r#"bowline_requests_total{route="gatewayroute/shop/a",status_class="2xx"} 3"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"bowline_requests_total{route="gatewayroute/shop/a",status_class="5xx"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"bowline_upstream_errors_total{cluster="c",reason="connect_refused"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn applied_version_replaces_the_previous_one() {
+        let mut registry = Registry::default();
+        let m = ConfigMetrics::register(&mut registry);
+        m.ack(None, "v1");
+        m.ack(Some("v1"), "v2");
+        m.nack();
+        let text = encode(&registry);
+        assert!(
+            text.contains(r#"bowline_config_applied_info{version="v2"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(r#"version="v1""#), "{text}");
+        assert!(
+            text.contains(r#"bowline_config_updates_total{result="ack"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bowline_config_updates_total{result="nack"} 1"#),
+            "{text}"
+        );
+    }
+}

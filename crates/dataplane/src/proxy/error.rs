@@ -1,0 +1,179 @@
+//! Every way a request can fail inside the proxy, and the one place where a failure becomes an
+//! HTTP response: a short text body that says why, and an `x-bowline-error` header with a stable
+//! reason for scripts and tests.
+//!
+//! | status | `x-bowline-error` | when |
+//! |---|---|---|
+//! | 404 | `no_route` | no virtual host or route matches |
+//! | 404 | `no_listener` | the listener was removed while the connection drains |
+//! | 500 | `delegation_depth` | more than 4 delegations |
+//! | 500 | `invalid_rewrite` | a rewrite produced an invalid path |
+//! | 502 | `upstream_reset` | the upstream closed or broke the exchange |
+//! | 503 | `no_endpoints` | the cluster has no endpoints |
+//! | 503 | `connect_refused`, `connect_timeout`, `connect_failed` | no connection to the endpoint |
+//! | 504 | `upstream_timeout` | no response headers within the route's timeout |
+
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::ProxyBody;
+use crate::metrics::UpstreamErrorReason;
+use crate::router::RouteError;
+use crate::upstream::UpstreamError;
+
+/// Response header naming why the proxy answered instead of an upstream.
+pub static X_BOWLINE_ERROR: HeaderName = HeaderName::from_static("x-bowline-error");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no listener on port {port}")]
+    NoListener { port: u16 },
+    #[error("no route for host {host:?} path {path:?}")]
+    NoRoute { host: String, path: String },
+    #[error("{0}")]
+    Delegation(RouteError),
+    #[error("rewritten path {path:?} is not a valid path")]
+    InvalidRewrite { path: String },
+    #[error("cluster {cluster:?} has no endpoints")]
+    NoEndpoints { cluster: String },
+    #[error("cluster {cluster:?}: {source}")]
+    Upstream {
+        cluster: String,
+        #[source]
+        source: UpstreamError,
+    },
+    #[error("cluster {cluster:?}: no response within {timeout:?}")]
+    Timeout { cluster: String, timeout: Duration },
+}
+
+impl ProxyError {
+    /// The status and `x-bowline-error` value.
+    pub fn classify(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::NoListener { .. } => (StatusCode::NOT_FOUND, "no_listener"),
+            Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route"),
+            Self::Delegation(_) => (StatusCode::INTERNAL_SERVER_ERROR, "delegation_depth"),
+            Self::InvalidRewrite { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "invalid_rewrite"),
+            Self::NoEndpoints { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UpstreamErrorReason::NoEndpoints.as_str(),
+            ),
+            Self::Upstream { source, .. } => {
+                let reason = source.reason();
+                let status = if reason == UpstreamErrorReason::Reset {
+                    StatusCode::BAD_GATEWAY
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, reason.as_str())
+            }
+            Self::Timeout { .. } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                UpstreamErrorReason::Timeout.as_str(),
+            ),
+        }
+    }
+
+    /// The upstream error reason, for the cluster's error counters.
+    pub fn upstream_reason(&self) -> Option<UpstreamErrorReason> {
+        match self {
+            Self::NoEndpoints { .. } => Some(UpstreamErrorReason::NoEndpoints),
+            Self::Upstream { source, .. } => Some(source.reason()),
+            Self::Timeout { .. } => Some(UpstreamErrorReason::Timeout),
+            _ => None,
+        }
+    }
+}
+
+/// Turns a failure into the response the client gets.
+pub fn respond(err: &ProxyError) -> Response<ProxyBody> {
+    let (status, reason) = err.classify();
+    let mut resp = Response::new(ProxyBody::full(format!("{err}\n")));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(&X_BOWLINE_ERROR, HeaderValue::from_static(reason));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn text(resp: Response<ProxyBody>) -> String {
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn errors_become_responses() {
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let cases = [
+            (
+                ProxyError::NoRoute {
+                    host: "x".into(),
+                    path: "/y".into(),
+                },
+                404,
+                "no_route",
+                "no route for host \"x\" path \"/y\"\n",
+            ),
+            (
+                ProxyError::NoEndpoints {
+                    cluster: "shop/empty".into(),
+                },
+                503,
+                "no_endpoints",
+                "cluster \"shop/empty\" has no endpoints\n",
+            ),
+            (
+                ProxyError::Upstream {
+                    cluster: "shop/dead".into(),
+                    source: UpstreamError::ConnectRefused { addr },
+                },
+                503,
+                "connect_refused",
+                "cluster \"shop/dead\": connection refused by 127.0.0.1:1\n",
+            ),
+            (
+                ProxyError::Upstream {
+                    cluster: "c".into(),
+                    source: UpstreamError::ConnectTimeout {
+                        addr,
+                        timeout: Duration::from_millis(250),
+                    },
+                },
+                503,
+                "connect_timeout",
+                "cluster \"c\": connect to 127.0.0.1:1 timed out after 250ms\n",
+            ),
+            (
+                ProxyError::Timeout {
+                    cluster: "c".into(),
+                    timeout: Duration::from_secs(2),
+                },
+                504,
+                "upstream_timeout",
+                "cluster \"c\": no response within 2s\n",
+            ),
+            (
+                ProxyError::Delegation(RouteError::TooManyDelegations { route: "r".into() }),
+                500,
+                "delegation_depth",
+                "route \"r\" delegates more than 4 times\n",
+            ),
+        ];
+        for (err, status, reason, body) in cases {
+            let resp = respond(&err);
+            assert_eq!(resp.status().as_u16(), status, "{err}");
+            assert_eq!(resp.headers()[&X_BOWLINE_ERROR], reason, "{err}");
+            assert_eq!(text(resp).await, body);
+        }
+    }
+}
