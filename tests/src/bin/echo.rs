@@ -1,1 +1,114 @@
-fn main() {}
+//! `bowline-echo`: a tiny upstream for the quickstart and the end-to-end tests.
+//!
+//! It answers every request with its own name and what it received, as JSON:
+//! `{"name":"blue","method":"GET","path":"/x?y=1","host":"...","version":"HTTP/1.1","headers":{...},"bodyBytes":0}`
+//! and a header `x-echo-name`. It speaks HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port.
+//! On start it prints `listening on ADDR` on stdout, so it can be started on port 0.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bowline-echo",
+    about = "An upstream that echoes what it received"
+)]
+struct Args {
+    /// Name reported in every answer.
+    #[arg(long, env = "ECHO_NAME", default_value = "echo")]
+    name: String,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "ECHO_LISTEN", default_value = "127.0.0.1:0")]
+    listen: Vec<SocketAddr>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let name: &'static str = Box::leak(args.name.into_boxed_str());
+    let mut tasks = Vec::new();
+    for addr in args.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        println!("listening on {}", listener.local_addr()?);
+        tasks.push(tokio::spawn(serve(listener, name)));
+    }
+    tokio::select! {
+        _ = futures_wait(tasks) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+async fn futures_wait(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn serve(listener: TcpListener, name: &'static str) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| answer(req, name));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    name: &'static str,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body_bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
+    let mut headers = BTreeMap::new();
+    for (k, v) in &parts.headers {
+        headers
+            .entry(k.as_str().to_string())
+            .or_insert_with(Vec::new)
+            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| headers.get("host").and_then(|h| h.first().cloned()))
+        .unwrap_or_default();
+    let report = serde_json::json!({
+        "name": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        "host": host,
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "bodyBytes": body_bytes,
+    });
+    let mut body = serde_json::to_vec(&report).unwrap_or_default();
+    body.push(b'\n');
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .header("x-echo-name", name)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default())
+}
