@@ -683,18 +683,14 @@ impl Cx<'_> {
             );
             return None;
         };
-        let listeners: Vec<(u16, ir::Protocol)> = router
-            .spec
-            .listeners
-            .iter()
-            .flatten()
-            .filter_map(|l| {
-                Some((
-                    port_of(l.port_mapping.port)?,
-                    protocol(l.port_mapping.protocol),
-                ))
-            })
-            .collect();
+        let listeners = listener_ports(
+            router
+                .spec
+                .listeners
+                .iter()
+                .flatten()
+                .map(|l| &l.port_mapping),
+        );
         let router_at = At {
             kind: Kind::VirtualRouter,
             namespace: ns,
@@ -945,18 +941,13 @@ impl Cx<'_> {
             );
             return None;
         };
-        let listeners: Vec<(u16, ir::Protocol)> = node
-            .spec
-            .listeners
-            .iter()
-            .flatten()
-            .filter_map(|l| {
-                Some((
-                    port_of(l.port_mapping.port)?,
-                    protocol(l.port_mapping.protocol),
-                ))
-            })
-            .collect();
+        let listeners = listener_ports(
+            node.spec
+                .listeners
+                .iter()
+                .flatten()
+                .map(|l| &l.port_mapping),
+        );
         let node_at = At {
             kind: Kind::VirtualNode,
             namespace: ns,
@@ -1179,4 +1170,13 @@ fn join(base: &str, sub: &str) -> String {
         (true, false) => sub.to_string(),
         (false, false) => format!("{base}.{sub}"),
     }
+}
+
+/// The (port, protocol) of each listener whose port is valid.
+fn listener_ports<'a>(
+    mappings: impl Iterator<Item = &'a bowline_model::appmesh::PortMapping>,
+) -> Vec<(u16, ir::Protocol)> {
+    mappings
+        .filter_map(|m| Some((port_of(m.port)?, protocol(m.protocol))))
+        .collect()
 }
