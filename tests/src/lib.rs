@@ -286,6 +286,15 @@ impl Stack {
     /// Writes `files` (name, content) into a fresh manifests directory, starts the control plane
     /// and a gateway for `gateway` (`ns/name`), and waits until both are ready.
     pub async fn start(files: &[(&str, String)], gateway: &str) -> Stack {
+        Self::start_with(files, gateway, &[]).await
+    }
+
+    /// As [`Stack::start`], with extra flags for the gateway.
+    pub async fn start_with(
+        files: &[(&str, String)],
+        gateway: &str,
+        gateway_args: &[&str],
+    ) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let manifests = dir.path().join("manifests");
         std::fs::create_dir(&manifests).unwrap();
@@ -312,7 +321,10 @@ impl Stack {
                 gw_admin.to_string(),
                 "--log-level".into(),
                 "debug".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(gateway_args.iter().map(|a| a.to_string()))
+            .collect::<Vec<_>>(),
             dir.path(),
         )
         .expect("gateway");

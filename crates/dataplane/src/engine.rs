@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::admin::{AdminServer, AdminState};
 use crate::config::{Applied, Apply, Backoff, ClientConfig, ConfigClient, Node};
 use crate::metrics::{ConfigMetrics, ProxyMetrics};
-use crate::proxy::{ApplyError, Proxy, ProxyConfig};
+use crate::proxy::{ApplyError, EdgeConfig, Proxy, ProxyConfig};
 use crate::readiness::{Latch, Readiness};
 
 /// Everything the engine needs to start.
@@ -29,6 +29,8 @@ pub struct EngineConfig {
     /// Address of the admin server (port 0 picks one).
     pub admin_addr: SocketAddr,
     pub backoff: Backoff,
+    /// Request limits and the trust boundary for forwarding headers.
+    pub edge: EdgeConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +87,13 @@ impl Engine {
         let proxy_metrics = ProxyMetrics::register(&mut registry);
         let config_metrics = ConfigMetrics::register(&mut registry);
         let readiness = Readiness::default();
-        let proxy = Proxy::new(ProxyConfig { bind: config.bind }, proxy_metrics);
+        let proxy = Proxy::new(
+            ProxyConfig {
+                bind: config.bind,
+                edge: config.edge.clone(),
+            },
+            proxy_metrics,
+        );
         let client = ConfigClient::new(
             ClientConfig {
                 control_plane: config.control_plane.clone(),

@@ -63,6 +63,7 @@ pub struct ProxyMetrics {
     requests: Family<RequestLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     connections_open: Family<ListenerLabels, Gauge>,
+    connections_rejected: Counter,
 }
 
 impl ProxyMetrics {
@@ -85,7 +86,17 @@ impl ProxyMetrics {
             "Downstream connections currently open, by listener",
             m.connections_open.clone(),
         );
+        reg.register(
+            "connections_rejected",
+            "Downstream connections closed at once because the connection limit was reached",
+            m.connections_rejected.clone(),
+        );
         m
+    }
+
+    /// Counts a connection refused by the connection limit.
+    pub fn connection_rejected(&self) {
+        self.connections_rejected.inc();
     }
 
     /// The stats handle of one route.

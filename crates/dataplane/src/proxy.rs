@@ -8,23 +8,25 @@
 //! accepting; their open connections finish what they are doing and close.
 
 mod body;
+mod edge;
 mod error;
 mod headers;
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bowline_model::ir;
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -33,6 +35,8 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 pub use self::body::ProxyBody;
+use self::edge::ConnectionLimit;
+pub use self::edge::{EdgeConfig, parse_trusted};
 pub use self::error::{ProxyError, X_BOWLINE_ERROR, respond};
 pub use self::headers::strip_hop_by_hop;
 use crate::metrics::{ProxyMetrics, RouteStats, UpstreamErrorReason};
@@ -42,10 +46,6 @@ use crate::router::{
 };
 use crate::upstream::Upstreams;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const LISTEN_BACKLOG: u32 = 1024;
 
 /// Settings of the proxy.
@@ -53,6 +53,8 @@ const LISTEN_BACKLOG: u32 = 1024;
 pub struct ProxyConfig {
     /// Address listeners bind when the IR gives none.
     pub bind: IpAddr,
+    /// Limits and the trust boundary of the edge.
+    pub edge: EdgeConfig,
 }
 
 /// A config update the proxy could not put in service; the previous config keeps serving.
@@ -85,7 +87,17 @@ struct Shared {
     bind: IpAddr,
     server: auto::Builder<TokioExecutor>,
     listeners: Mutex<Listeners>,
+    edge: EdgeConfig,
+    connections: ConnectionLimit,
+    /// Set when the whole proxy drains (shutdown): HTTP/1 responses ask clients to close, and
+    /// connections stay open for [`DRAIN_GRACE`] before they are shut down.
+    draining: AtomicBool,
 }
+
+/// How long a draining proxy keeps serving open connections before shutting them down
+/// gracefully. HTTP/1 clients see `Connection: close` on every response meanwhile, so they move
+/// to another process (SO_REUSEPORT hand-over) instead of racing an idle-connection close.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Listeners {
@@ -109,6 +121,8 @@ struct Running {
 struct ConnCtx {
     port: u16,
     client_ip: HeaderValue,
+    /// The peer is a trusted proxy: its forwarding headers are kept.
+    trusted: bool,
 }
 
 // === impl Proxy ===
@@ -116,11 +130,7 @@ struct ConnCtx {
 impl Proxy {
     pub fn new(config: ProxyConfig, metrics: ProxyMetrics) -> Proxy {
         let mut server = auto::Builder::new(TokioExecutor::new());
-        server
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT);
-        server.http2().timer(TokioTimer::new());
+        config.edge.configure(&mut server);
         Proxy {
             shared: Arc::new(Shared {
                 router: ArcSwap::from_pointee(Router::empty(&metrics)),
@@ -129,6 +139,9 @@ impl Proxy {
                 bind: config.bind,
                 server,
                 listeners: Mutex::default(),
+                edge: config.edge,
+                connections: ConnectionLimit::default(),
+                draining: AtomicBool::new(false),
             }),
         }
     }
@@ -261,6 +274,7 @@ impl Proxy {
         let senders: Vec<watch::Sender<bool>> = {
             let mut l = self.lock_listeners();
             l.closed = true;
+            self.shared.draining.store(true, Ordering::Relaxed);
             let mut senders: Vec<_> = l.running.drain().map(|(_, r)| r.drain).collect();
             senders.append(&mut l.draining);
             senders
@@ -285,6 +299,9 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
+    // A new gateway process can bind the same ports while this one drains (hand-over without
+    // refusing connections; see docs/gateway.md on `net.ipv4.tcp_migrate_req`).
+    socket.set_reuseport(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
@@ -340,6 +357,14 @@ async fn serve_connection(
     mut drain: watch::Receiver<bool>,
     gauge: Gauge,
 ) {
+    let Some(_slot) = shared.connections.acquire(shared.edge.max_connections) else {
+        shared.metrics.connection_rejected();
+        debug!(
+            max = shared.edge.max_connections,
+            "connection limit reached; closing"
+        );
+        return;
+    };
     gauge.inc();
     let _open = OpenConnection(gauge);
     let _ = stream.set_nodelay(true);
@@ -347,6 +372,7 @@ async fn serve_connection(
         port,
         client_ip: HeaderValue::from_str(&peer.ip().to_string())
             .expect("an IP address is a header value"),
+        trusted: shared.edge.trusts(peer.ip()),
     });
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -359,8 +385,20 @@ async fn serve_connection(
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = drain.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            if shared.draining.load(Ordering::Relaxed) {
+                // Shutdown: keep serving a moment (responses carry `Connection: close`), then
+                // close what is left gracefully. A removed listener closes at once.
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = tokio::time::sleep(DRAIN_GRACE) => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
+            } else {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
         }
     };
     if let Err(error) = result {
@@ -372,7 +410,14 @@ async fn serve_connection(
 async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
     let router = shared.router.load_full();
-    let (stats, result) = forward(&router, ctx, req, start).await;
+    let close = shared.draining.load(Ordering::Relaxed) && req.version() < Version::HTTP_2;
+    let (stats, result) = match shared.edge.check(
+        req.uri().path_and_query().map_or(0, |p| p.as_str().len()),
+        req.headers(),
+    ) {
+        Ok(()) => forward(&router, ctx, req, start).await,
+        Err(e) => (router.no_route_stats(), Err(e)),
+    };
     let resp = match result {
         Ok(resp) => resp,
         Err(err) => {
@@ -381,6 +426,11 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Respo
         }
     };
     stats.record(resp.status());
+    let mut resp = resp;
+    if close {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 
@@ -405,6 +455,7 @@ async fn forward<'r>(
             .and_then(|h| std::str::from_utf8(h.as_bytes()).ok())
     });
     let host = strip_port(authority.unwrap_or_default());
+    let original_host = authority.and_then(|a| HeaderValue::from_str(a).ok());
     let head = RequestHead {
         method: &parts.method,
         path: parts.uri.path(),
@@ -501,12 +552,12 @@ async fn forward<'r>(
     uri.path_and_query = Some(path_and_query);
     parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
     strip_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .append(&X_FORWARDED_FOR, ctx.client_ip.clone());
-    parts.headers.insert(
-        &X_FORWARDED_PROTO,
-        HeaderValue::from_static(listener.scheme),
+    edge::set_forwarding_headers(
+        &mut parts.headers,
+        ctx.trusted,
+        &ctx.client_ip,
+        listener.scheme,
+        original_host.as_ref(),
     );
 
     let send = cluster.send(endpoint, Request::from_parts(parts, body));

@@ -455,6 +455,7 @@ async fn start() -> Env {
         },
         bind: "127.0.0.1".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        edge: Default::default(),
         backoff: Backoff {
             initial: Duration::from_millis(10),
             max: Duration::from_millis(200),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bowline_dataplane::config::{Backoff, Node};
+use bowline_dataplane::proxy::{EdgeConfig, parse_trusted};
 use bowline_dataplane::{Engine, EngineConfig};
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -69,6 +70,61 @@ struct Cli {
     /// How long in-flight requests may take to finish on shutdown (`10s`, `500ms`, `1m`).
     #[arg(long, env = "BOWLINE_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     drain_timeout: Duration,
+
+    /// Time a client has to send a complete request head before the connection is closed
+    /// (slowloris protection).
+    #[arg(long, env = "BOWLINE_HEADER_READ_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+
+    /// Largest request head (request line and headers) in bytes; larger requests get 431.
+    #[arg(
+        long,
+        env = "BOWLINE_MAX_REQUEST_HEADER_BYTES",
+        value_name = "BYTES",
+        default_value_t = 65536
+    )]
+    max_request_header_bytes: usize,
+
+    /// Most request headers; more get 431.
+    #[arg(
+        long,
+        env = "BOWLINE_MAX_REQUEST_HEADERS",
+        value_name = "N",
+        default_value_t = 100
+    )]
+    max_request_headers: usize,
+
+    /// Longest request target (path and query) in bytes; longer get 414.
+    #[arg(
+        long,
+        env = "BOWLINE_MAX_URI_BYTES",
+        value_name = "BYTES",
+        default_value_t = 8192
+    )]
+    max_uri_bytes: usize,
+
+    /// Largest request body by Content-Length in bytes; larger get 413. 0: no limit.
+    #[arg(
+        long,
+        env = "BOWLINE_MAX_REQUEST_BODY_BYTES",
+        value_name = "BYTES",
+        default_value_t = 0
+    )]
+    max_request_body_bytes: u64,
+
+    /// Most concurrent client connections; beyond, new connections are closed at once.
+    #[arg(
+        long,
+        env = "BOWLINE_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 16384
+    )]
+    max_connections: usize,
+
+    /// Peers (IP or CIDR, comma-separated or repeated) whose X-Forwarded-For/-Proto/-Host and
+    /// X-Request-Id are kept; every other client's are replaced.
+    #[arg(long, env = "BOWLINE_TRUSTED_PROXIES", value_name = "CIDR", value_delimiter = ',', value_parser = parse_trusted)]
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -142,6 +198,16 @@ async fn run(cli: Cli, namespace: String, name: String) -> anyhow::Result<()> {
         bind: cli.bind,
         admin_addr: cli.admin_addr,
         backoff: Backoff::default(),
+        edge: EdgeConfig {
+            header_read_timeout: cli.header_read_timeout,
+            max_request_header_bytes: cli.max_request_header_bytes,
+            max_request_headers: cli.max_request_headers,
+            max_uri_bytes: cli.max_uri_bytes,
+            max_request_body_bytes: (cli.max_request_body_bytes > 0)
+                .then_some(cli.max_request_body_bytes),
+            max_connections: cli.max_connections,
+            trusted_proxies: cli.trusted_proxies,
+        },
     })
     .await
     .context("starting the gateway")?;

@@ -12,6 +12,9 @@
 //! | 503 | `no_endpoints` | the cluster has no endpoints |
 //! | 503 | `connect_refused`, `connect_timeout`, `connect_failed` | no connection to the endpoint |
 //! | 504 | `upstream_timeout` | no response headers within the route's timeout |
+//! | 413 | `body_too_large` | the request's `Content-Length` exceeds the limit |
+//! | 414 | `uri_too_long` | the request target exceeds the limit |
+//! | 431 | `headers_too_large` | too many request headers (HTTP/2; hyper answers HTTP/1.1 itself) |
 
 use std::time::Duration;
 
@@ -46,6 +49,12 @@ pub enum ProxyError {
     },
     #[error("cluster {cluster:?}: no response within {timeout:?}")]
     Timeout { cluster: String, timeout: Duration },
+    #[error("request target longer than {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("request headers exceed the limit of {limit}")]
+    HeadersTooLarge { limit: String },
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
 }
 
 impl ProxyError {
@@ -73,6 +82,12 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT,
                 UpstreamErrorReason::Timeout.as_str(),
             ),
+            Self::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            Self::HeadersTooLarge { .. } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
+            Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
         }
     }
 
