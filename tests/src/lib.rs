@@ -433,3 +433,64 @@ where
     }
     (ok, failures)
 }
+
+/// Manifests of one gateway `edge/gw` on `gw_port` routing every request, path unchanged, to one
+/// upstream on 127.0.0.1:`upstream`.
+pub fn one_route(gw_port: u16, upstream: u16) -> Vec<(&'static str, String)> {
+    vec![(
+        "all.yaml",
+        format!(
+            r#"
+apiVersion: mesh.bowline.io/v1alpha1
+kind: VirtualGateway
+metadata: {{name: gw, namespace: edge}}
+spec:
+  listeners:
+    - portMapping: {{port: {gw_port}, protocol: http}}
+---
+apiVersion: mesh.bowline.io/v1alpha1
+kind: GatewayRoute
+metadata: {{name: all, namespace: edge}}
+spec:
+  httpRoute:
+    match: {{prefix: /}}
+    action:
+      target: {{virtualService: {{virtualServiceRef: {{name: app}}}}}}
+      rewrite:
+        prefix: {{defaultPrefix: DISABLED}}
+---
+apiVersion: mesh.bowline.io/v1alpha1
+kind: VirtualService
+metadata: {{name: app, namespace: edge}}
+spec:
+  provider: {{virtualNode: {{virtualNodeRef: {{name: app}}}}}}
+---
+apiVersion: mesh.bowline.io/v1alpha1
+kind: VirtualNode
+metadata: {{name: app, namespace: edge}}
+spec:
+  listeners:
+    - portMapping: {{port: 8080, protocol: http}}
+  serviceDiscovery:
+    dns: {{hostname: app.edge.svc.cluster.local}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: app, namespace: edge}}
+spec:
+  ports: [{{port: 8080, targetPort: {upstream}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: app-1
+  namespace: edge
+  labels: {{kubernetes.io/service-name: app}}
+addressType: IPv4
+ports: [{{port: {upstream}}}]
+endpoints:
+  - addresses: ["127.0.0.1"]
+"#
+        ),
+    )]
+}

@@ -5,69 +5,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use bowline_tests::{Echo, HttpClient, Stack, eventually, free_port};
+use bowline_tests::{Echo, HttpClient, Stack, eventually, free_port, one_route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// One gateway routing everything to one echo upstream.
-fn manifests(gw_port: u16, upstream: u16) -> Vec<(&'static str, String)> {
-    vec![(
-        "all.yaml",
-        format!(
-            r#"
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualGateway
-metadata: {{name: gw, namespace: edge}}
-spec:
-  listeners:
-    - portMapping: {{port: {gw_port}, protocol: http}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: GatewayRoute
-metadata: {{name: all, namespace: edge}}
-spec:
-  httpRoute:
-    match: {{prefix: /}}
-    action:
-      target: {{virtualService: {{virtualServiceRef: {{name: app}}}}}}
-      rewrite:
-        prefix: {{defaultPrefix: DISABLED}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualService
-metadata: {{name: app, namespace: edge}}
-spec:
-  provider: {{virtualNode: {{virtualNodeRef: {{name: app}}}}}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualNode
-metadata: {{name: app, namespace: edge}}
-spec:
-  listeners:
-    - portMapping: {{port: 8080, protocol: http}}
-  serviceDiscovery:
-    dns: {{hostname: app.edge.svc.cluster.local}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: app, namespace: edge}}
-spec:
-  ports: [{{port: 8080, targetPort: {upstream}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: app-1
-  namespace: edge
-  labels: {{kubernetes.io/service-name: app}}
-addressType: IPv4
-ports: [{{port: {upstream}}}]
-endpoints:
-  - addresses: ["127.0.0.1"]
-"#
-        ),
-    )]
-}
 
 struct Env {
     stack: Stack,
@@ -78,7 +18,7 @@ struct Env {
 async fn start(gateway_args: &[&str]) -> Env {
     let echo = Echo::start("app").unwrap();
     let gw_port = free_port();
-    let stack = Stack::start_with(&manifests(gw_port, echo.port()), "edge/gw", gateway_args).await;
+    let stack = Stack::start_with(&one_route(gw_port, echo.port()), "edge/gw", gateway_args).await;
     let gw: SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
     Env {
         stack,

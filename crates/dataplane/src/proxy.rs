@@ -11,6 +11,7 @@ mod body;
 mod edge;
 mod error;
 mod headers;
+mod upgrade;
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -380,7 +381,9 @@ async fn serve_connection(
         let ctx = ctx.clone();
         async move { Ok::<_, Infallible>(handle(&shared, &ctx, req).await) }
     });
-    let conn = shared.server.serve_connection(TokioIo::new(stream), svc);
+    let conn = shared
+        .server
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
@@ -491,6 +494,14 @@ async fn forward<'r>(
         RoutedAction::Forward(f) => f,
     };
     let cluster = fwd.pick();
+    // HTTP/1.1 Upgrade (WebSocket…): only an HTTP/1.1 upstream can switch protocols.
+    let upgrade = upgrade::requested(parts.version, &parts.headers);
+    if upgrade.is_some() && cluster.protocol != UpstreamProtocol::Http1 {
+        let err = ProxyError::UpgradeUnsupported {
+            cluster: cluster.name.clone(),
+        };
+        return (stats, Err(err));
+    }
     let Some(endpoint) = cluster.pick() else {
         cluster.stats.record_error(UpstreamErrorReason::NoEndpoints);
         let err = ProxyError::NoEndpoints {
@@ -552,6 +563,13 @@ async fn forward<'r>(
     uri.path_and_query = Some(path_and_query);
     parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
     strip_hop_by_hop(&mut parts.headers);
+    let client_upgrade = match upgrade.clone() {
+        Some(protocol) => {
+            upgrade::restore(&mut parts.headers, protocol);
+            upgrade::take(&mut parts.extensions)
+        }
+        None => None,
+    };
     edge::set_forwarding_headers(
         &mut parts.headers,
         ctx.trusted,
@@ -576,7 +594,20 @@ async fn forward<'r>(
         },
     };
     match result {
-        Ok(resp) => {
+        Ok(mut resp) => {
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                && let (Some(protocol), Some(client)) = (upgrade, client_upgrade)
+            {
+                let upstream = hyper::upgrade::on(&mut resp);
+                upgrade::splice(client, upstream);
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                upgrade::restore(&mut parts.headers, protocol);
+                return (
+                    stats,
+                    Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),
+                );
+            }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             (

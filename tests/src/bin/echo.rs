@@ -66,16 +66,19 @@ async fn serve(listener: TcpListener, name: &'static str) {
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| answer(req, name));
             let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .await;
         });
     }
 }
 
 async fn answer(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     name: &'static str,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(resp) = websocket(&mut req, name) {
+        return Ok(resp);
+    }
     let (parts, body) = req.into_parts();
     let body_bytes = body
         .collect()
@@ -111,4 +114,48 @@ async fn answer(
         .header("x-echo-name", name)
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_default())
+}
+
+/// A WebSocket handshake: answers 101 and echoes every text message back, prefixed with the name.
+fn websocket(req: &mut Request<Incoming>, name: &'static str) -> Option<Response<Full<Bytes>>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let wants = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !wants {
+        return None;
+    }
+    let accept = derive_accept_key(req.headers().get("sec-websocket-key")?.as_bytes());
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(msg)) = ws.next().await {
+            let reply = match msg {
+                Message::Text(t) => Message::text(format!("{name}: {t}")),
+                Message::Close(_) => break,
+                other => other,
+            };
+            if ws.send(reply).await.is_err() {
+                break;
+            }
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .header("x-echo-name", name)
+        .body(Full::new(Bytes::new()))
+        .ok()
 }

@@ -12,6 +12,7 @@
 //! | 503 | `no_endpoints` | the cluster has no endpoints |
 //! | 503 | `connect_refused`, `connect_timeout`, `connect_failed` | no connection to the endpoint |
 //! | 504 | `upstream_timeout` | no response headers within the route's timeout |
+//! | 502 | `upgrade_unsupported` | an Upgrade request routed to an HTTP/2 cluster |
 //! | 413 | `body_too_large` | the request's `Content-Length` exceeds the limit |
 //! | 414 | `uri_too_long` | the request target exceeds the limit |
 //! | 431 | `headers_too_large` | too many request headers (HTTP/2; hyper answers HTTP/1.1 itself) |
@@ -55,6 +56,8 @@ pub enum ProxyError {
     HeadersTooLarge { limit: String },
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("cluster {cluster:?} speaks HTTP/2: it cannot take an HTTP/1.1 Upgrade")]
+    UpgradeUnsupported { cluster: String },
 }
 
 impl ProxyError {
@@ -88,6 +91,7 @@ impl ProxyError {
                 "headers_too_large",
             ),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::UpgradeUnsupported { .. } => (StatusCode::BAD_GATEWAY, "upgrade_unsupported"),
         }
     }
 
