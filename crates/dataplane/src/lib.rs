@@ -10,6 +10,7 @@
 //! * [`engine`]: all of the above wired together for a proxy binary.
 #![forbid(unsafe_code)]
 
+pub mod accesslog;
 pub mod admin;
 pub mod config;
 pub mod engine;

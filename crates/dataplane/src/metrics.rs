@@ -11,6 +11,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// A shared name used as a label value (cloning it allocates nothing).
@@ -58,12 +59,35 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 // === impl ProxyMetrics ===
 
 /// Metrics of the HTTP data path.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ProxyMetrics {
     requests: Family<RequestLabels, Counter>,
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     connections_open: Family<ListenerLabels, Gauge>,
     connections_rejected: Counter,
+    durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        ProxyMetrics {
+            requests: Family::default(),
+            upstream_errors: Family::default(),
+            connections_open: Family::default(),
+            connections_rejected: Counter::default(),
+            durations: Family::new_with_constructor(duration_histogram),
+        }
+    }
+}
+
+/// Buckets from 0.5 ms to ~16 s, doubling.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: Name,
 }
 
 impl ProxyMetrics {
@@ -87,6 +111,11 @@ impl ProxyMetrics {
             m.connections_open.clone(),
         );
         reg.register(
+            "request_duration_seconds",
+            "Time from request received to response headers sent, by route",
+            m.durations.clone(),
+        );
+        reg.register(
             "connections_rejected",
             "Downstream connections closed at once because the connection limit was reached",
             m.connections_rejected.clone(),
@@ -101,9 +130,16 @@ impl ProxyMetrics {
 
     /// The stats handle of one route.
     pub fn route(&self, route: &str) -> RouteStats {
+        let route = Name(Arc::from(route));
         RouteStats {
             family: self.requests.clone(),
-            route: Name(Arc::from(route)),
+            duration: self
+                .durations
+                .get_or_create(&RouteLabels {
+                    route: route.clone(),
+                })
+                .clone(),
+            route,
             by_class: Default::default(),
         }
     }
@@ -133,11 +169,23 @@ impl ProxyMetrics {
 #[derive(Debug)]
 pub struct RouteStats {
     family: Family<RequestLabels, Counter>,
+    duration: Histogram,
     route: Name,
     by_class: [OnceLock<Counter>; 5],
 }
 
 impl RouteStats {
+    /// The route's name (`-` for requests that matched none).
+    pub fn name(&self) -> &str {
+        &self.route.0
+    }
+
+    /// Counts one answered request and how long it took to answer.
+    pub fn record_timed(&self, status: http::StatusCode, elapsed: std::time::Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+        self.record(status);
+    }
+
     /// Counts one answered request.
     pub fn record(&self, status: http::StatusCode) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;

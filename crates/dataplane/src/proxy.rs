@@ -40,6 +40,7 @@ use self::edge::ConnectionLimit;
 pub use self::edge::{EdgeConfig, parse_trusted};
 pub use self::error::{ProxyError, X_BOWLINE_ERROR, respond};
 pub use self::headers::strip_hop_by_hop;
+use crate::accesslog;
 use crate::metrics::{ProxyMetrics, RouteStats, UpstreamErrorReason};
 use crate::router::{
     CompileContext, CompileError, RequestHead, RouteError, RoutedAction, Router, UpstreamProtocol,
@@ -124,6 +125,13 @@ struct ConnCtx {
     client_ip: HeaderValue,
     /// The peer is a trusted proxy: its forwarding headers are kept.
     trusted: bool,
+    peer: SocketAddr,
+}
+
+/// What forwarding a request chose, for the access log.
+#[derive(Debug, Default)]
+struct Trace {
+    upstream: Option<SocketAddr>,
 }
 
 // === impl Proxy ===
@@ -374,6 +382,7 @@ async fn serve_connection(
         client_ip: HeaderValue::from_str(&peer.ip().to_string())
             .expect("an IP address is a header value"),
         trusted: shared.edge.trusts(peer.ip()),
+        peer,
     });
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -414,11 +423,16 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Respo
     let start = Instant::now();
     let router = shared.router.load_full();
     let close = shared.draining.load(Ordering::Relaxed) && req.version() < Version::HTTP_2;
+    let access_log = router
+        .listener(ctx.port)
+        .and_then(|l| l.access_log.as_ref());
+    let record = access_log.map(|log| log.capture(&req, ctx.peer));
+    let mut trace = Trace::default();
     let (stats, result) = match shared.edge.check(
         req.uri().path_and_query().map_or(0, |p| p.as_str().len()),
         req.headers(),
     ) {
-        Ok(()) => forward(&router, ctx, req, start).await,
+        Ok(()) => forward(&router, ctx, req, start, &mut trace).await,
         Err(e) => (router.no_route_stats(), Err(e)),
     };
     let resp = match result {
@@ -428,7 +442,19 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Respo
             respond(&err)
         }
     };
-    stats.record(resp.status());
+    stats.record_timed(resp.status(), start.elapsed());
+    if let (Some(log), Some(record)) = (access_log, &record) {
+        log.log(
+            record,
+            &accesslog::Outcome {
+                status: resp.status(),
+                headers: resp.headers(),
+                duration: start.elapsed(),
+                route: stats.name(),
+                upstream: trace.upstream,
+            },
+        );
+    }
     let mut resp = resp;
     if close {
         resp.headers_mut()
@@ -444,6 +470,7 @@ async fn forward<'r>(
     ctx: &ConnCtx,
     req: Request<Incoming>,
     start: Instant,
+    trace: &mut Trace,
 ) -> (&'r RouteStats, Result<Response<ProxyBody>, ProxyError>) {
     let no_route = router.no_route_stats();
     let Some(listener) = router.listener(ctx.port) else {
@@ -509,6 +536,7 @@ async fn forward<'r>(
         };
         return (stats, Err(err));
     };
+    trace.upstream = Some(endpoint.addr);
 
     // The upstream request: same method, headers and body; new URI.
     let path_and_query = match &routed.path {

@@ -33,6 +33,7 @@ pub use self::host::strip_port;
 pub use self::matcher::RequestHead;
 use self::matcher::{Matcher, QueryCache};
 pub use self::schedule::Schedule;
+use crate::accesslog::AccessLogger;
 use crate::metrics::{ClusterStats, NO_ROUTE, ProxyMetrics, RouteStats};
 use crate::upstream::{H2Endpoint, Http1Client, UpstreamError, Upstreams, send_http1};
 
@@ -93,6 +94,8 @@ pub struct Listener {
     /// `http` (TLS comes later).
     pub scheme: &'static str,
     table: usize,
+    /// The listener's access log, if it has one.
+    pub access_log: Option<AccessLogger>,
 }
 
 #[derive(Debug)]
@@ -272,6 +275,15 @@ impl Router {
                     format!("unknown route table {:?}", l.route_table),
                 )
             })?;
+            let access_log = l
+                .access_log
+                .as_ref()
+                .map(AccessLogger::compile)
+                .transpose()
+                .map_err(|e| match e.split_once(": ") {
+                    Some((path, reason)) => err(&format!("accessLog.{path}"), reason.to_string()),
+                    None => err("accessLog", e),
+                })?;
             listeners.push(Listener {
                 name: l.name.clone(),
                 address,
@@ -279,6 +291,7 @@ impl Router {
                 protocol: l.protocol,
                 scheme: "http",
                 table,
+                access_log,
             });
         }
         Ok(Router {

@@ -382,6 +382,7 @@ fn config(port: u16, p: &Ports, weights: (u32, u32)) -> ir::Snapshot {
             port,
             protocol: ir::Protocol::Http,
             route_table: "main".into(),
+            access_log: None,
         }],
         route_tables: vec![ir::RouteTable {
             name: "main".into(),

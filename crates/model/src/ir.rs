@@ -58,6 +58,35 @@ pub struct Listener {
     pub protocol: Protocol,
     /// Name of the [`RouteTable`] that routes this listener's requests.
     pub route_table: String,
+    /// Where and how to log each request this listener answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
+}
+
+/// An access log: one line per request, in Envoy's command-operator format as App Mesh uses it
+/// (`%START_TIME%`, `%REQ(:METHOD)%`, `%RESPONSE_CODE%`, `%DURATION%`…).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLog {
+    /// File to append to; `/dev/stdout` and `/dev/stderr` write to the proxy's own streams.
+    pub path: String,
+    pub format: AccessLogFormat,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AccessLogFormat {
+    /// A line template; a missing trailing newline is added.
+    Text(String),
+    /// One JSON object per line: each key's value is a template.
+    Json(Vec<JsonLogField>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JsonLogField {
+    pub key: String,
+    pub value: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 //! the `crd` feature so that proxies do not compile Kubernetes types.
 #![forbid(unsafe_code)]
 
+pub mod accesslog;
 pub mod appmesh;
 #[cfg(feature = "crd")]
 pub mod crd;

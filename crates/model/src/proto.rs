@@ -163,8 +163,52 @@ impl From<&ir::Listener> for pb::Listener {
             port: u32::from(l.port),
             protocol: protocol_to(l.protocol),
             route_table: l.route_table.clone(),
+            access_log: l.access_log.as_ref().map(access_log_to),
         }
     }
+}
+
+fn access_log_to(a: &ir::AccessLog) -> pb::AccessLog {
+    use pb::access_log::Format;
+    pb::AccessLog {
+        path: a.path.clone(),
+        format: Some(match &a.format {
+            ir::AccessLogFormat::Text(t) => Format::Text(t.clone()),
+            ir::AccessLogFormat::Json(fields) => Format::Json(pb::AccessLogJson {
+                fields: fields
+                    .iter()
+                    .map(|f| pb::AccessLogJsonField {
+                        key: f.key.clone(),
+                        value: f.value.clone(),
+                    })
+                    .collect(),
+            }),
+        }),
+    }
+}
+
+fn access_log_from(cx: &Ctx, a: pb::AccessLog) -> Result<ir::AccessLog, InvalidResource> {
+    use pb::access_log::Format;
+    if a.path.is_empty() {
+        return Err(cx.err("accessLog.path", "path is empty"));
+    }
+    let format = match a.format {
+        Some(Format::Text(t)) => ir::AccessLogFormat::Text(t),
+        Some(Format::Json(j)) => ir::AccessLogFormat::Json(
+            j.fields
+                .into_iter()
+                .map(|f| ir::JsonLogField {
+                    key: f.key,
+                    value: f.value,
+                })
+                .collect(),
+        ),
+        None => return Err(cx.err("accessLog.format", "no format")),
+    };
+    Ok(ir::AccessLog {
+        path: a.path,
+        format,
+    })
 }
 
 impl From<&ir::RouteTable> for pb::RouteTable {
@@ -348,6 +392,7 @@ impl TryFrom<pb::Listener> for ir::Listener {
         Ok(ir::Listener {
             port: cx.port("port", l.port, false)?,
             protocol: cx.protocol("protocol", l.protocol)?,
+            access_log: l.access_log.map(|a| access_log_from(&cx, a)).transpose()?,
             name: l.name,
             address: l.address,
             route_table: l.route_table,
@@ -562,6 +607,7 @@ mod tests {
                 port: 8080,
                 protocol: ir::Protocol::Http,
                 route_table: "rt".into(),
+                access_log: None,
             }],
             route_tables: vec![ir::RouteTable {
                 name: "rt".into(),

@@ -623,8 +623,11 @@ impl Checker {
         }
     }
 
-    fn logging(&mut self, path: &Path, l: &Logging) {
-        self.not_enforced(path, "access logging");
+    /// Access logs: enforced on gateways (`enforced`), not yet on nodes (the sidecar's).
+    fn logging(&mut self, path: &Path, l: &Logging, enforced: bool) {
+        if !enforced {
+            self.not_enforced(path, "access logging");
+        }
         if let Some(f) = l.access_log.as_ref().and_then(|a| a.file.as_ref()) {
             let p = path.f("accessLog").f("file");
             self.not_empty(&p.f("path"), &f.path);
@@ -636,6 +639,17 @@ impl Checker {
                         ("text", format.text.is_some()),
                     ],
                 );
+                if let Some(text) = &format.text
+                    && let Err(e) = crate::accesslog::parse(text)
+                {
+                    self.error(&p.f("format").f("text"), e);
+                }
+                for (i, field) in format.json.iter().flatten().enumerate() {
+                    self.not_empty(&p.f("format").f("json").i(i).f("key"), &field.key);
+                    if let Err(e) = crate::accesslog::parse(&field.value) {
+                        self.error(&p.f("format").f("json").i(i).f("value"), e);
+                    }
+                }
             }
         }
     }
@@ -957,7 +971,7 @@ impl Checker {
             }
         }
         if let Some(l) = &s.logging {
-            self.logging(&spec.f("logging"), l);
+            self.logging(&spec.f("logging"), l, false);
         }
         self.mesh_ref(&spec.f("meshRef"), s.mesh_ref.as_ref());
     }
@@ -1240,7 +1254,7 @@ impl Checker {
             self.backend_defaults(&spec.f("backendDefaults"), d);
         }
         if let Some(l) = &s.logging {
-            self.logging(&spec.f("logging"), l);
+            self.logging(&spec.f("logging"), l, true);
         }
         self.mesh_ref(&spec.f("meshRef"), s.mesh_ref.as_ref());
     }

@@ -330,6 +330,7 @@ impl Cx<'_> {
             }
         }
 
+        let access_log = access_log(spec.logging.as_ref());
         for (port, protocol) in &listeners {
             let table = gateway_table_name(ns, name, *port);
             snapshot.listeners.push(ir::Listener {
@@ -338,6 +339,7 @@ impl Cx<'_> {
                 port: *port,
                 protocol: *protocol,
                 route_table: table.clone(),
+                access_log: access_log.clone(),
             });
             let cands = per_port.remove(port).unwrap_or_default();
             snapshot.route_tables.push(ir::RouteTable {
@@ -1179,4 +1181,30 @@ fn listener_ports<'a>(
     mappings
         .filter_map(|m| Some((port_of(m.port)?, protocol(m.protocol))))
         .collect()
+}
+
+/// The gateway's `logging.accessLog.file`, for every listener: App Mesh (Envoy) semantics, the
+/// default text format when none is given. Templates were validated with the document.
+fn access_log(logging: Option<&bowline_model::appmesh::Logging>) -> Option<ir::AccessLog> {
+    let file = logging?.access_log.as_ref()?.file.as_ref()?;
+    let format = match &file.format {
+        Some(f) if f.json.is_some() => ir::AccessLogFormat::Json(
+            f.json
+                .iter()
+                .flatten()
+                .map(|j| ir::JsonLogField {
+                    key: j.key.clone(),
+                    value: j.value.clone(),
+                })
+                .collect(),
+        ),
+        Some(f) if f.text.is_some() => {
+            ir::AccessLogFormat::Text(f.text.clone().unwrap_or_default())
+        }
+        _ => ir::AccessLogFormat::Text(bowline_model::accesslog::DEFAULT_TEXT.to_string()),
+    };
+    Some(ir::AccessLog {
+        path: file.path.clone(),
+        format,
+    })
 }

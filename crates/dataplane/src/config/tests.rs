@@ -42,6 +42,7 @@ fn snapshot(cluster_of_route: &str, port: u16) -> ir::Snapshot {
             port: 8080,
             protocol: ir::Protocol::Http,
             route_table: "rt".into(),
+            access_log: None,
         }],
         route_tables: vec![ir::RouteTable {
             name: "rt".into(),

@@ -69,6 +69,7 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
             port: 8080,
             protocol: ir::Protocol::Http,
             route_table: "main".into(),
+            access_log: None,
         }],
         route_tables,
         clusters: vec![cluster("a"), cluster("b"), cluster("c")],
@@ -904,6 +905,7 @@ fn compile_errors_name_the_resource_and_field() {
         port: 8080,
         protocol: ir::Protocol::Http2,
         route_table: "main".into(),
+        access_log: None,
     });
     cases.push((
         s,
