@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -125,6 +126,9 @@ struct Cli {
     /// X-Request-Id are kept; every other client's are replaced.
     #[arg(long, env = "BOWLINE_TRUSTED_PROXIES", value_name = "CIDR", value_delimiter = ',', value_parser = parse_trusted)]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Threads of the async runtime that serve connections (default: one per CPU).
+    #[arg(long, env = "BOWLINE_WORKER_THREADS", value_name = "N")]
+    worker_threads: Option<NonZeroUsize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -164,7 +168,7 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().init(),
     }
 
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match build_runtime(cli.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bowline-gateway: cannot start the runtime: {e}");
@@ -179,6 +183,15 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A multi-threaded runtime with `worker_threads` workers, or one per CPU.
+fn build_runtime(worker_threads: Option<NonZeroUsize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n.get());
+    }
+    builder.enable_all().build()
 }
 
 fn usage(msg: &str) -> ExitCode {
@@ -326,9 +339,36 @@ mod tests {
         );
         assert_eq!(cli.drain_timeout, Duration::from_secs(10));
         assert_eq!(cli.log_format, LogFormat::Text);
+        assert_eq!(cli.worker_threads, None);
         let err =
             Cli::try_parse_from(["bowline-gateway", "--gateway", "shop/gw", "--bind", "nope"])
                 .unwrap_err();
         assert!(err.use_stderr());
+    }
+
+    #[test]
+    fn worker_threads_flag() {
+        let cli = Cli::try_parse_from([
+            "bowline-gateway",
+            "--gateway",
+            "shop/gw",
+            "--worker-threads",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(cli.worker_threads, NonZeroUsize::new(1));
+        let rt = build_runtime(cli.worker_threads).unwrap();
+        assert_eq!(rt.metrics().num_workers(), 1);
+        for bad in ["0", "-1", "many"] {
+            let err = Cli::try_parse_from([
+                "bowline-gateway",
+                "--gateway",
+                "shop/gw",
+                "--worker-threads",
+                bad,
+            ])
+            .unwrap_err();
+            assert!(err.use_stderr(), "{bad}");
+        }
     }
 }

@@ -39,6 +39,7 @@ fn help_lists_every_flag() {
         "--log-level",
         "--log-format",
         "--drain-timeout",
+        "--worker-threads",
     ] {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }
