@@ -10,6 +10,7 @@
 mod body;
 mod edge;
 mod error;
+mod grpc;
 mod headers;
 mod upgrade;
 
@@ -427,6 +428,7 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Respo
         .listener(ctx.port)
         .and_then(|l| l.access_log.as_ref());
     let record = access_log.map(|log| log.capture(&req, ctx.peer));
+    let is_grpc = grpc::is_grpc(req.headers());
     let mut trace = Trace::default();
     let (stats, result) = match shared.edge.check(
         req.uri().path_and_query().map_or(0, |p| p.as_str().len()),
@@ -439,7 +441,11 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Respo
         Ok(resp) => resp,
         Err(err) => {
             debug!(error = %err, "request failed");
-            respond(&err)
+            if is_grpc {
+                grpc::respond(&err)
+            } else {
+                respond(&err)
+            }
         }
     };
     stats.record_timed(resp.status(), start.elapsed());
@@ -477,6 +483,7 @@ async fn forward<'r>(
         return (no_route, Err(ProxyError::NoListener { port: ctx.port }));
     };
     let (mut parts, body) = req.into_parts();
+    let grpc_timeout = grpc::timeout(&parts.headers);
     // The absolute-form / HTTP/2 `:authority` wins over `Host`.
     let authority = parts.uri.authority().map(Authority::as_str).or_else(|| {
         parts
@@ -607,7 +614,7 @@ async fn forward<'r>(
     );
 
     let send = cluster.send(endpoint, Request::from_parts(parts, body));
-    let result = match fwd.timeout {
+    let result = match grpc::effective_timeout(fwd.timeout, grpc_timeout) {
         None => send.await,
         Some(timeout) => match tokio::time::timeout_at(start + timeout, send).await {
             Ok(r) => r,

@@ -869,3 +869,37 @@ async fn shutdown_lets_in_flight_requests_finish() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(shutdown.await.unwrap(), "drained before the deadline");
 }
+
+#[tokio::test]
+async fn grpc_requests_get_grpc_statuses_and_honour_grpc_timeout() {
+    let env = start().await;
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    // No route: UNIMPLEMENTED, as a trailers-only gRPC response.
+    let r = env
+        .h2
+        .get(env.port, "shop.example", "/pkg.Svc/Nope", &grpc)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["grpc-status"], "12");
+    assert_eq!(r.headers["x-bowline-error"], "no_route");
+    // No endpoints: UNAVAILABLE.
+    let r = env
+        .h2
+        .get(env.port, "shop.example", "/empty", &grpc)
+        .await
+        .unwrap();
+    assert_eq!(r.headers["grpc-status"], "14");
+    // The client's deadline bounds a request whose route has no timeout: DEADLINE_EXCEEDED.
+    let started = std::time::Instant::now();
+    let with_deadline = [grpc[0], grpc[1], ("grpc-timeout", "100m")];
+    let r = env
+        .h2
+        .get(env.port, "shop.example", "/slow", &with_deadline)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.headers["grpc-status"], "4");
+    assert!(started.elapsed() < PATIENCE, "took {:?}", started.elapsed());
+    env.blue.release.notify_one();
+}
