@@ -37,8 +37,8 @@ pub use self::error::{ProxyError, X_BOWLINE_ERROR, respond};
 pub use self::headers::strip_hop_by_hop;
 use crate::metrics::{ProxyMetrics, RouteStats, UpstreamErrorReason};
 use crate::router::{
-    CompileContext, CompileError, RequestHead, RouteError, RoutedAction, Router, UpstreamProtocol,
-    strip_port,
+    CompileContext, CompileError, RedirectRequest, RequestHead, RouteError, RoutedAction, Router,
+    UpstreamProtocol, strip_port,
 };
 use crate::upstream::Upstreams;
 
@@ -425,6 +425,11 @@ async fn forward<'r>(
         Err(e) => return (no_route, Err(ProxyError::Delegation(e))),
     };
     let stats = &routed.route.stats;
+    // Route filters (router/filters.rs): CORS preflights are answered here.
+    if let Some(resp) = routed.filters.preflight(&parts.method, &parts.headers) {
+        return (stats, Ok(resp));
+    }
+    let cors = routed.filters.cors_origin(&parts.headers);
     let fwd = match routed.action {
         RoutedAction::Direct(d) => {
             let mut resp = Response::new(ProxyBody::full(d.body.clone()));
@@ -435,6 +440,22 @@ async fn forward<'r>(
                     HeaderValue::from_static("text/plain; charset=utf-8"),
                 );
             }
+            routed.filters.on_response(resp.headers_mut(), cors);
+            return (stats, Ok(resp));
+        }
+        RoutedAction::Redirect(r) => {
+            let req = RedirectRequest {
+                scheme: listener.scheme,
+                authority,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+            };
+            let Some(location) = r.location(&req, routed.path.as_deref()) else {
+                let path = routed.path.unwrap_or_default();
+                return (stats, Err(ProxyError::InvalidRewrite { path }));
+            };
+            let mut resp = r.respond(location);
+            routed.filters.on_response(resp.headers_mut(), cors);
             return (stats, Ok(resp));
         }
         RoutedAction::Forward(f) => f,
@@ -508,7 +529,9 @@ async fn forward<'r>(
         &X_FORWARDED_PROTO,
         HeaderValue::from_static(listener.scheme),
     );
+    routed.filters.on_request(&mut parts.headers);
 
+    let body = routed.filters.mirror(&parts, body);
     let send = cluster.send(endpoint, Request::from_parts(parts, body));
     let result = match fwd.timeout {
         None => send.await,
@@ -528,6 +551,7 @@ async fn forward<'r>(
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            routed.filters.on_response(&mut parts.headers, cors);
             (
                 stats,
                 Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),

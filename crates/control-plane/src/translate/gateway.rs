@@ -480,11 +480,11 @@ impl Cx<'_> {
             port: matcher.port,
             key,
             host,
-            routes: vec![ir::Route {
-                name: route_name,
+            routes: vec![ir::Route::new(
+                route_name,
                 matcher,
-                action: action.with_rewrite(rewrite),
-            }],
+                action.with_rewrite(rewrite),
+            )],
         })
     }
 
@@ -521,10 +521,12 @@ impl Cx<'_> {
             host != HostKey::Any,
             format!("{}/{}", at.namespace, at.name),
         );
-        let mk = |matcher: ir::RouteMatch, rewrite: ir::Rewrite| ir::Route {
-            name: route_name.clone(),
-            matcher,
-            action: target.clone().with_rewrite(rewrite),
+        let mk = |matcher: ir::RouteMatch, rewrite: ir::Rewrite| {
+            ir::Route::new(
+                route_name.clone(),
+                matcher,
+                target.clone().with_rewrite(rewrite),
+            )
         };
         let mut routes = Vec::new();
         if let Some(p) = &rw.path {
@@ -858,15 +860,15 @@ impl Cx<'_> {
         Some(Candidate {
             key,
             host: HostKey::Any,
-            routes: vec![ir::Route {
-                name: route_name,
+            routes: vec![ir::Route::new(
+                route_name,
                 matcher,
-                action: ir::RouteAction::Forward(ir::ForwardAction {
+                ir::RouteAction::Forward(ir::ForwardAction {
                     clusters: action,
                     rewrite: ir::Rewrite::default(),
                     timeout_ms: timeout.and_then(|d| d.as_millis()).filter(|ms| *ms > 0),
                 }),
-            }],
+            )],
         })
     }
 

@@ -1,16 +1,24 @@
 //! Virtual host selection: exact host (case-insensitive hash lookup), then the longest matching
 //! suffix, then the first "any" host. Among equals, the virtual host listed first wins.
+//!
+//! Suffixes live in a trie keyed by their reversed, lower-cased bytes: a lookup walks the host
+//! once from its end, so it costs the same with one suffix or thousands. Suffixes match
+//! character-wise (App Mesh's `suffix`); a Gateway API wildcard `*.example.com` arrives as the
+//! suffix `.example.com` and so matches one or more labels before `example.com`, never
+//! `example.com` itself.
 
 use std::collections::HashMap;
 
 use bowline_model::ir;
 
+use super::trie::{ByteTrie, TrieBuilder};
+
 #[derive(Debug, Default)]
 pub(super) struct HostMap {
     /// Lower-case host → virtual host index.
     exact: HashMap<Box<str>, usize>,
-    /// Lower-case suffix → virtual host index, longest suffix first.
-    suffixes: Vec<(Box<str>, usize)>,
+    /// Reversed lower-case suffix → virtual host index.
+    suffixes: Option<ByteTrie<Option<usize>>>,
     any: Option<usize>,
 }
 
@@ -20,6 +28,8 @@ const STACK_HOST: usize = 256;
 impl HostMap {
     pub(super) fn new<'a>(vhosts: impl Iterator<Item = &'a [ir::HostMatch]>) -> Self {
         let mut map = HostMap::default();
+        let mut suffixes = TrieBuilder::<Option<usize>>::new();
+        let mut any_suffix = false;
         for (i, hosts) in vhosts.enumerate() {
             for h in hosts {
                 match h {
@@ -31,13 +41,16 @@ impl HostMap {
                     }
                     ir::HostMatch::Suffix(suffix) => {
                         let s = suffix.strip_prefix('*').unwrap_or(suffix);
-                        map.suffixes.push((s.to_ascii_lowercase().into(), i));
+                        let key: Vec<u8> =
+                            s.bytes().rev().map(|b| b.to_ascii_lowercase()).collect();
+                        // Equal suffixes: the virtual host listed first wins.
+                        suffixes.entry(&key).get_or_insert(i);
+                        any_suffix = true;
                     }
                 }
             }
         }
-        // Stable: equal lengths keep the order of the virtual hosts.
-        map.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        map.suffixes = any_suffix.then(|| suffixes.build());
         map
     }
 
@@ -65,11 +78,20 @@ impl HostMap {
                 return found;
             }
         }
-        let h = host.as_bytes();
-        for (suffix, i) in &self.suffixes {
-            let s = suffix.as_bytes();
-            if h.len() >= s.len() && h[h.len() - s.len()..].eq_ignore_ascii_case(s) {
-                return Some(*i);
+        if let Some(trie) = &self.suffixes {
+            let h = host.as_bytes();
+            let mut longest = None;
+            trie.walk(
+                h.len(),
+                |i| h[h.len() - 1 - i].to_ascii_lowercase(),
+                |v, _| {
+                    if v.is_some() {
+                        longest = *v;
+                    }
+                },
+            );
+            if longest.is_some() {
+                return longest;
             }
         }
         self.any

@@ -17,11 +17,7 @@ fn forward(cluster: &str) -> ir::RouteAction {
 }
 
 fn route(name: &str, matcher: ir::RouteMatch, action: ir::RouteAction) -> ir::Route {
-    ir::Route {
-        name: name.into(),
-        matcher,
-        action,
-    }
+    ir::Route::new(name, matcher, action)
 }
 
 fn prefix(p: &str) -> ir::RouteMatch {
@@ -155,6 +151,13 @@ fn run(router: &Router, r: &Req<'_>) -> String {
                 }
                 RoutedAction::Direct(d) => {
                     format!("{} direct {}", routed.route.name, d.status.as_u16())
+                }
+                RoutedAction::Redirect(rd) => {
+                    format!(
+                        "{} redirect {} {path}",
+                        routed.route.name,
+                        rd.status.as_u16()
+                    )
                 }
             }
         }
