@@ -417,3 +417,50 @@ pub struct Cors {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_credentials: bool,
 }
+
+/// Checks that every `$name` / `${name}` of a [`RegexRewrite`] substitution names a group of
+/// `re` (`$1a` names a group `1a`: write `${1}a`), so mistakes are reported instead of expanding
+/// to nothing. `$$` is a literal `$`.
+pub fn check_substitution(re: &regex::Regex, substitution: &str) -> Result<(), String> {
+    let bytes = substitution.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let rest = &substitution[i + 1..];
+        if rest.starts_with('$') {
+            i += 2;
+            continue;
+        }
+        let (name, used) = if let Some(braced) = rest.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => return Err(format!("unclosed \"${{\" at byte {i}")),
+            }
+        } else {
+            let len = rest
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
+            (&rest[..len], len)
+        };
+        if name.is_empty() {
+            return Err(format!(
+                "\"$\" at byte {i} names no group (write \"$$\" for a literal \"$\")"
+            ));
+        }
+        let known = match name.parse::<usize>() {
+            Ok(n) => n < re.captures_len(),
+            Err(_) => re.capture_names().flatten().any(|n| n == name),
+        };
+        if !known {
+            return Err(format!(
+                "refers to group {name:?}, which the pattern does not have (write \"${{1}}x\" to follow group 1 with text)"
+            ));
+        }
+        i += 1 + used;
+    }
+    Ok(())
+}

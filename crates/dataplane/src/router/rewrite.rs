@@ -4,6 +4,7 @@
 //! when the config is compiled: `$1a` names a group `1a`, which the pattern has not, so the
 //! mistake is reported instead of silently expanding to nothing.
 
+use bowline_model::ir;
 use regex::Regex;
 
 /// A compiled regex rewrite.
@@ -25,7 +26,7 @@ impl RegexRewrite {
                 format!("invalid regular expression: {e}"),
             )
         })?;
-        check_references(&re, substitution).map_err(|e| ("substitution".to_string(), e))?;
+        ir::check_substitution(&re, substitution).map_err(|e| ("substitution".to_string(), e))?;
         Ok(RegexRewrite {
             re,
             substitution: substitution.into(),
@@ -40,50 +41,6 @@ impl RegexRewrite {
             std::borrow::Cow::Owned(p) => Some(format!("/{p}")),
         }
     }
-}
-
-/// Every `$name` / `${name}` in `substitution` names a group of `re`.
-fn check_references(re: &Regex, substitution: &str) -> Result<(), String> {
-    let bytes = substitution.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'$' {
-            i += 1;
-            continue;
-        }
-        let rest = &substitution[i + 1..];
-        let (name, used) = if rest.starts_with('$') {
-            i += 2;
-            continue;
-        } else if let Some(braced) = rest.strip_prefix('{') {
-            match braced.find('}') {
-                Some(end) => (&braced[..end], end + 2),
-                None => return Err(format!("unclosed \"${{\" at byte {i}")),
-            }
-        } else {
-            let len = rest
-                .bytes()
-                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-                .count();
-            (&rest[..len], len)
-        };
-        if name.is_empty() {
-            return Err(format!(
-                "\"$\" at byte {i} names no group (write \"$$\" for a literal \"$\")"
-            ));
-        }
-        let known = match name.parse::<usize>() {
-            Ok(n) => n < re.captures_len(),
-            Err(_) => re.capture_names().flatten().any(|n| n == name),
-        };
-        if !known {
-            return Err(format!(
-                "refers to group {name:?}, which the pattern does not have (write \"${{1}}x\" to follow group 1 with text)"
-            ));
-        }
-        i += 1 + used;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
