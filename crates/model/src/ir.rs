@@ -152,7 +152,9 @@ pub struct KeyValueMatch {
     pub name: String,
     #[serde(rename = "match")]
     pub matcher: StringMatch,
-    /// Negates the result (a missing header matches an inverted match).
+    /// Negates the result for a present header or parameter. A missing one matches only an
+    /// inverted `Present` match (Envoy's, and so App Mesh's, semantics): an inverted value match
+    /// requires it to be present with another value.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub invert: bool,
 }

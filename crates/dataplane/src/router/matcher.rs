@@ -311,17 +311,16 @@ impl Matcher {
         }
         for h in self.headers.iter() {
             let mut values = req.headers.get_all(&h.name).iter();
-            let first = values.next();
-            let ok = match values.next() {
-                None => h
-                    .value
-                    .matches(first.and_then(|v| std::str::from_utf8(v.as_bytes()).ok())),
-                Some(_) => {
+            let ok = match (values.next(), values.next()) {
+                (None, _) => h.value.decide(Value::Absent, h.invert),
+                (Some(v), None) => h.value.decide(Value::of(v.as_bytes()), h.invert),
+                (Some(_), Some(_)) => {
                     let joined = join_values(req.headers.get_all(&h.name).iter());
-                    h.value.matches(joined.as_deref())
+                    let v = joined.as_deref().map_or(Value::Opaque, Value::Text);
+                    h.value.decide(v, h.invert)
                 }
             };
-            if ok == h.invert {
+            if !ok {
                 return false;
             }
         }
@@ -332,7 +331,10 @@ impl Matcher {
                     .iter()
                     .find(|(k, _)| *k == *q.name)
                     .map(|(_, v)| v.as_ref());
-                if q.value.matches(value) == q.invert {
+                if !q
+                    .value
+                    .decide(value.map_or(Value::Absent, Value::Text), q.invert)
+                {
                     return false;
                 }
             }
@@ -344,12 +346,30 @@ impl Matcher {
                     .iter()
                     .find(|(k, _)| **k == *c.name)
                     .map(|(_, v)| *v);
-                if c.value.matches(value) == c.invert {
+                if !c
+                    .value
+                    .decide(value.map_or(Value::Absent, Value::Text), c.invert)
+                {
                     return false;
                 }
             }
         }
         true
+    }
+}
+
+/// A header, parameter or cookie value as matchers see it.
+#[derive(Clone, Copy, Debug)]
+enum Value<'a> {
+    Absent,
+    /// Present, but not UTF-8: only presence can match it.
+    Opaque,
+    Text(&'a str),
+}
+
+impl<'a> Value<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        std::str::from_utf8(bytes).map_or(Value::Opaque, Value::Text)
     }
 }
 
@@ -409,6 +429,17 @@ impl ValueMatcher {
             }
             ir::StringMatch::Present => ValueMatcher::Present,
         })
+    }
+
+    /// Whether a header, parameter or cookie passes this match, `invert`ed or not. Envoy's
+    /// (and so App Mesh's) rule: an absent one passes only an inverted presence match; an
+    /// inverted value match needs it present with a value that does not match.
+    fn decide(&self, value: Value<'_>, invert: bool) -> bool {
+        match value {
+            Value::Absent => invert && matches!(self, ValueMatcher::Present),
+            Value::Opaque => matches!(self, ValueMatcher::Present) != invert,
+            Value::Text(v) => self.matches(Some(v)) != invert,
+        }
     }
 
     /// Whether a value (`None`: absent) matches, before inversion.

@@ -707,3 +707,33 @@ fn filter_compile_errors_name_the_field() {
         "virtualHosts[0].routes[0].cors.allowOrigins[0]"
     );
 }
+
+#[test]
+fn inverted_matches_follow_envoy_for_absent_and_opaque_values() {
+    let hm = |m: ir::StringMatch, invert: bool| ir::RouteMatch {
+        headers: vec![kv("x-v", m, invert)],
+        ..Default::default()
+    };
+    let s = snapshot(
+        any(vec![
+            route(
+                "not-red",
+                hm(ir::StringMatch::Exact("red".into()), true),
+                forward("a"),
+            ),
+            route("absent", hm(ir::StringMatch::Present, true), forward("b")),
+            route("rest", ir::RouteMatch::default(), forward("c")),
+        ]),
+        vec![],
+    );
+    let r = compile(&s).unwrap();
+    assert_eq!(name_of(&r, &req("h", "/").header("x-v", "blue")), "not-red");
+    assert_eq!(name_of(&r, &req("h", "/").header("x-v", "red")), "rest");
+    // Absent: only the inverted presence match passes.
+    assert_eq!(name_of(&r, &req("h", "/")), "absent");
+    // Present but not UTF-8: no value matches it, so the inverted value match passes.
+    let mut q = req("h", "/");
+    q.headers
+        .insert("x-v", HeaderValue::from_bytes(&[0xff, 0xfe]).unwrap());
+    assert_eq!(name_of(&r, &q), "not-red");
+}

@@ -365,7 +365,8 @@ fn header_matchers() {
         ),
         (
             kv("X-V", ir::StringMatch::Exact("red".into()), true),
-            vec![(Some("red"), false), (Some("blue"), true), (None, true)],
+            // Envoy's (App Mesh's) rule: an inverted value match needs the header present.
+            vec![(Some("red"), false), (Some("blue"), true), (None, false)],
         ),
         (
             kv("x-v", ir::StringMatch::Prefix("ab".into()), false),
@@ -397,7 +398,7 @@ fn header_matchers() {
         ),
         (
             kv("x-v", ir::StringMatch::Range { start: -5, end: 0 }, true),
-            vec![(Some("-5"), false), (Some("0"), true), (None, true)],
+            vec![(Some("-5"), false), (Some("0"), true), (None, false)],
         ),
         (
             kv("x-v", ir::StringMatch::Present, false),
@@ -463,12 +464,13 @@ fn query_parameter_matchers() {
     for (uri, want) in [
         ("/?a=hello+world&b", "both"),
         ("/?b=&a=hello%20world", "both"),
-        ("/?a=hello%20world", "not-debug"),
+        // An inverted value match needs the parameter present (as for headers).
+        ("/?a=hello%20world", "rest"),
         // Names are case-sensitive.
-        ("/?A=hello+world&b=1", "not-debug"),
+        ("/?A=hello+world&b=1&debug=0", "not-debug"),
         ("/?debug=1", "rest"),
         ("/?debug=2", "not-debug"),
-        ("/", "not-debug"),
+        ("/", "rest"),
         ("/?bad=%zz&debug=%31", "rest"),
     ] {
         let out = run(&r, &req("h", uri));
