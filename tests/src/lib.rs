@@ -494,3 +494,153 @@ endpoints:
         ),
     )]
 }
+
+// === helpers for the routing tests (tests/tests/routing.rs) ===
+
+impl HttpClient {
+    /// Any method, with a body, to `http://addr{path}` with a Host header and extra headers.
+    pub async fn send(
+        &self,
+        method: &str,
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> anyhow::Result<Reply> {
+        let uri: http::Uri = format!("http://{addr}{path}").parse()?;
+        let mut req = http::Request::builder().method(method).uri(uri);
+        if !host.is_empty() {
+            req = req.header(http::header::HOST, host);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body))?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.inner.request(req))
+            .await
+            .context("request timed out")??;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
+
+/// What a [`Recorder`] received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// An in-process upstream that answers `200 recorded` and reports every request it received on
+/// a channel, so a test can wait for a request (a mirrored copy, say) without polling.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Recorded>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    pub async fn start() -> anyhow::Result<Recorder> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let tx = tx.clone();
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body.collect().await?.to_bytes();
+                                let _ = tx.send(Recorded {
+                                    method: parts.method.to_string(),
+                                    path: parts
+                                        .uri
+                                        .path_and_query()
+                                        .map(|p| p.to_string())
+                                        .unwrap_or_default(),
+                                    headers: parts.headers,
+                                    body,
+                                });
+                                Ok::<_, hyper::Error>(http::Response::new(Full::new(
+                                    Bytes::from_static(b"recorded"),
+                                )))
+                            }
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(Recorder { addr, rx, task })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The next request received, waiting at most [`patience`].
+    pub async fn next(&mut self) -> anyhow::Result<Recorded> {
+        tokio::time::timeout(patience(), self.rx.recv())
+            .await
+            .context("no request reached the recorder")?
+            .context("recorder stopped")
+    }
+
+    /// Requests received so far, without waiting.
+    pub fn received(&mut self) -> Vec<Recorded> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.rx.try_recv() {
+            out.push(r);
+        }
+        out
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP server that accepts connections and reads from them but never answers: an upstream
+/// that hangs.
+pub struct Silent {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Silent {
+    pub async fn start() -> anyhow::Result<Silent> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                // Keep the connection open and unanswered until the server stops.
+                open.push(stream);
+            }
+        });
+        Ok(Silent { addr, task })
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -44,8 +44,8 @@ pub use self::headers::strip_hop_by_hop;
 use crate::accesslog;
 use crate::metrics::{ProxyMetrics, RouteStats, UpstreamErrorReason};
 use crate::router::{
-    CompileContext, CompileError, RequestHead, RouteError, RoutedAction, Router, UpstreamProtocol,
-    strip_port,
+    CompileContext, CompileError, RedirectRequest, RequestHead, RouteError, RoutedAction, Router,
+    UpstreamProtocol, strip_port,
 };
 use crate::upstream::Upstreams;
 
@@ -513,6 +513,11 @@ async fn forward<'r>(
         Err(e) => return (no_route, Err(ProxyError::Delegation(e))),
     };
     let stats = &routed.route.stats;
+    // Route filters (router/filters.rs): CORS preflights are answered here.
+    if let Some(resp) = routed.filters.preflight(&parts.method, &parts.headers) {
+        return (stats, Ok(resp));
+    }
+    let cors = routed.filters.cors_origin(&parts.headers);
     let fwd = match routed.action {
         RoutedAction::Direct(d) => {
             let mut resp = Response::new(ProxyBody::full(d.body.clone()));
@@ -523,6 +528,22 @@ async fn forward<'r>(
                     HeaderValue::from_static("text/plain; charset=utf-8"),
                 );
             }
+            routed.filters.on_response(resp.headers_mut(), cors);
+            return (stats, Ok(resp));
+        }
+        RoutedAction::Redirect(r) => {
+            let req = RedirectRequest {
+                scheme: listener.scheme,
+                authority,
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+            };
+            let Some(location) = r.location(&req, routed.path.as_deref()) else {
+                let path = routed.path.unwrap_or_default();
+                return (stats, Err(ProxyError::InvalidRewrite { path }));
+            };
+            let mut resp = r.respond(location);
+            routed.filters.on_response(resp.headers_mut(), cors);
             return (stats, Ok(resp));
         }
         RoutedAction::Forward(f) => f,
@@ -612,7 +633,9 @@ async fn forward<'r>(
         listener.scheme,
         original_host.as_ref(),
     );
+    routed.filters.on_request(&mut parts.headers);
 
+    let body = routed.filters.mirror(&parts, body);
     let send = cluster.send(endpoint, Request::from_parts(parts, body));
     let result = match grpc::effective_timeout(fwd.timeout, grpc_timeout) {
         None => send.await,
@@ -645,6 +668,7 @@ async fn forward<'r>(
             }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            routed.filters.on_response(&mut parts.headers, cors);
             (
                 stats,
                 Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),

@@ -7,11 +7,26 @@
 //! table (rewrite, then route again, at most [`MAX_DELEGATIONS`] times), or answer directly.
 //! Compiling checks every reference (route tables, clusters), regular expression and weight, and
 //! reports the first problem with the resource and field path, which becomes the NACK reason.
+//!
+//! Per-request cost does not grow with the number of hosts and routes: hosts are found with a
+//! hash map and a suffix trie ([`host`]), and the routes of a large virtual host through a path
+//! trie that yields only the candidate routes, in order ([`index`]). Routes may also redirect
+//! ([`redirect`]), rewrite paths with regular expressions ([`rewrite`]), change headers, mirror
+//! requests and answer CORS ([`filters`], [`mirror`], [`cors`]).
 
+mod cors;
+mod filters;
 mod host;
+mod index;
 mod matcher;
+mod mirror;
+mod redirect;
+mod rewrite;
 mod schedule;
+mod trie;
 
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;
 
@@ -28,14 +43,22 @@ use http::uri::Authority;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+pub use self::cors::CorsPolicy;
+pub use self::filters::{CorsOrigin, FilterChain, RouteFilters};
 use self::host::HostMap;
 pub use self::host::strip_port;
+use self::index::RouteIndex;
 pub use self::matcher::RequestHead;
 use self::matcher::{Matcher, QueryCache};
+pub use self::mirror::{MIRROR_BODY_CAP, MIRROR_TIMEOUT, MIRRORS_IN_FLIGHT};
+pub use self::redirect::{Redirect, RedirectRequest};
+use self::rewrite::RegexRewrite;
 pub use self::schedule::Schedule;
 use crate::accesslog::AccessLogger;
 use crate::metrics::{ClusterStats, NO_ROUTE, ProxyMetrics, RouteStats};
-use crate::upstream::{H2Endpoint, Http1Client, UpstreamError, Upstreams, send_http1};
+use crate::upstream::{
+    H2Endpoint, Http1Client, UpstreamBody, UpstreamError, Upstreams, send_http1,
+};
 
 /// Delegations one request may go through; one more answers 500.
 pub const MAX_DELEGATIONS: usize = 4;
@@ -107,6 +130,8 @@ struct Table {
 #[derive(Debug)]
 struct VirtualHost {
     routes: Box<[Route]>,
+    /// Which routes may match a path, in order.
+    index: RouteIndex,
 }
 
 /// A compiled route.
@@ -116,6 +141,8 @@ pub struct Route {
     matcher: Matcher,
     action: Action,
     pub stats: RouteStats,
+    /// Header changes, mirrors and CORS; `None` for most routes.
+    filters: Option<Box<RouteFilters>>,
 }
 
 #[derive(Debug)]
@@ -123,6 +150,7 @@ enum Action {
     Forward(Forward),
     Delegate { table: usize, rewrite: Rewrite },
     Direct(Direct),
+    Redirect(Redirect),
 }
 
 /// Where a forward route sends requests.
@@ -148,6 +176,7 @@ struct Rewrite {
     prefix: Option<Box<str>>,
     full_path: Option<Box<str>>,
     host: Option<HostRewrite>,
+    regex: Option<RegexRewrite>,
 }
 
 /// A host rewrite, precomputed in the forms requests need.
@@ -196,16 +225,20 @@ pub struct Endpoint {
 pub struct Routed<'r> {
     pub route: &'r Route,
     pub action: RoutedAction<'r>,
-    /// The rewritten path (without query), if a rewrite changed it.
+    /// The rewritten path (without query), if a rewrite changed it. For a redirect: the
+    /// `Location` path, if the redirect sets one.
     pub path: Option<String>,
     /// The last host rewrite applied, if any.
     pub host: Option<&'r HostRewrite>,
+    /// The filters of the routes the request went through.
+    pub filters: FilterChain<'r>,
 }
 
 #[derive(Debug)]
 pub enum RoutedAction<'r> {
     Forward(&'r Forward),
     Direct(&'r Direct),
+    Redirect(&'r Redirect),
 }
 
 // === impl Router ===
@@ -330,13 +363,17 @@ impl Router {
         let mut host_rw: Option<&'r HostRewrite> = None;
         let mut query = QueryCache::default();
         let mut delegations = 0;
+        let mut filters = FilterChain::default();
         loop {
-            let vhost = table.hosts.find(cur_host).ok_or(RouteError::NoRoute)?;
-            let route = table.vhosts[vhost]
-                .routes
-                .iter()
-                .find(|r| r.matcher.matches(req, &path, &mut query))
+            let vhost = &table.vhosts[table.hosts.find(cur_host).ok_or(RouteError::NoRoute)?];
+            let route = vhost
+                .index
+                .find(&path, |i| {
+                    vhost.routes[i].matcher.matches(req, &path, &mut query)
+                })
+                .map(|i| &vhost.routes[i])
                 .ok_or(RouteError::NoRoute)?;
+            filters.push(route.filters.as_deref());
             let finish = |path: Cow<'_, str>| match path {
                 Cow::Owned(p) => Some(p),
                 Cow::Borrowed(_) => None,
@@ -348,6 +385,16 @@ impl Router {
                         action: RoutedAction::Direct(d),
                         path: finish(path),
                         host: host_rw,
+                        filters,
+                    });
+                }
+                Action::Redirect(r) => {
+                    return Ok(Routed {
+                        route,
+                        action: RoutedAction::Redirect(r),
+                        path: r.path(route.matcher.prefix(), &path),
+                        host: host_rw,
+                        filters,
                     });
                 }
                 Action::Forward(f) => {
@@ -358,6 +405,7 @@ impl Router {
                         action: RoutedAction::Forward(f),
                         path: finish(path),
                         host: host_rw,
+                        filters,
                     });
                 }
                 Action::Delegate { table: t, rewrite } => {
@@ -485,7 +533,9 @@ fn compile_table(
                 path: format!("{at}.{path}"),
                 reason,
             };
-            let matcher = Matcher::compile(&r.matcher, &err)?;
+            let mut matcher = Matcher::compile(&r.matcher, &err)?;
+            let filters = RouteFilters::compile(r, clusters, &err)?;
+            matcher.set_cors_preflight(filters.as_ref().is_some_and(|f| f.has_cors()));
             let action = match &r.action {
                 ir::RouteAction::Forward(f) => {
                     let mut picked = Vec::with_capacity(f.clusters.len());
@@ -532,16 +582,32 @@ fn compile_table(
                     })?,
                     body: Bytes::from(d.body.clone()),
                 }),
+                ir::RouteAction::Redirect(rd) => {
+                    let redirect = Redirect::compile(rd, &err)?;
+                    if redirect.replaces_prefix()
+                        && matcher.prefix().is_none()
+                        && matcher.has_path_match()
+                    {
+                        return Err(err(
+                            "redirect.path.prefix",
+                            "a prefix redirect needs a prefix path match".into(),
+                        ));
+                    }
+                    Action::Redirect(redirect)
+                }
             };
             routes.push(Route {
                 name: r.name.clone(),
                 matcher,
                 action,
                 stats: cx.metrics.route(&r.name),
+                filters,
             });
         }
+        let index = RouteIndex::new(routes.iter().map(|r| r.matcher.path_key()));
         vhosts.push(VirtualHost {
             routes: routes.into(),
+            index,
         });
     }
     Ok(Table {
@@ -559,8 +625,11 @@ impl Rewrite {
         at: &str,
         err: &dyn Fn(&str, String) -> CompileError,
     ) -> Result<Rewrite, CompileError> {
-        if r.prefix.is_some() && r.full_path.is_some() {
-            return Err(err(at, "prefix and fullPath are exclusive".into()));
+        let paths = usize::from(r.prefix.is_some())
+            + usize::from(r.full_path.is_some())
+            + usize::from(r.regex.is_some());
+        if paths > 1 {
+            return Err(err(at, "prefix, fullPath and regex are exclusive".into()));
         }
         if r.prefix.is_some() && matcher.prefix().is_none() && matcher.has_path_match() {
             return Err(err(
@@ -597,10 +666,18 @@ impl Rewrite {
                 })
             }
         };
+        let regex = match &r.regex {
+            None => None,
+            Some(x) => Some(
+                RegexRewrite::compile(&x.pattern, &x.substitution)
+                    .map_err(|(field, reason)| err(&format!("{at}.regex.{field}"), reason))?,
+            ),
+        };
         Ok(Rewrite {
             prefix: r.prefix.as_deref().map(Into::into),
             full_path: r.full_path.as_deref().map(Into::into),
             host,
+            regex,
         })
     }
 
@@ -617,6 +694,10 @@ impl Rewrite {
         } else if let Some(replacement) = &self.prefix {
             let rest = path.get(matched.map_or(0, str::len)..).unwrap_or_default();
             *path = Cow::Owned(replace_prefix(replacement, rest));
+        } else if let Some(re) = &self.regex
+            && let Some(p) = re.apply(path)
+        {
+            *path = Cow::Owned(p);
         }
         if let Some(h) = &self.host {
             *host = Some(h);
@@ -671,7 +752,7 @@ impl Cluster {
     pub async fn send(
         &self,
         endpoint: &Endpoint,
-        req: Request<Incoming>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         match (&self.http1, &endpoint.h2) {
             (Some(client), _) => send_http1(client, endpoint.addr, self.connect_timeout, req).await,

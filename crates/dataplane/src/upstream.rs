@@ -9,6 +9,11 @@
 //! [`Upstreams`] outlives config updates: compiling a new config reuses the clients and
 //! connections of the previous one, so a route or endpoint change does not drop warm
 //! connections.
+//!
+//! Request bodies are [`UpstreamBody`]: the downstream body streamed through, possibly teed
+//! for a mirror, or a body the proxy holds.
+
+mod body;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,10 +30,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+pub use self::body::{Tee, UpstreamBody};
 use crate::metrics::UpstreamErrorReason;
 
 /// HTTP/1.1 client shared by the `http` clusters with one connect timeout.
-pub type Http1Client = Client<HttpConnector, Incoming>;
+pub type Http1Client = Client<HttpConnector, UpstreamBody>;
 
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -156,7 +162,7 @@ pub async fn send_http1(
     client: &Http1Client,
     addr: SocketAddr,
     connect_timeout: Duration,
-    req: Request<Incoming>,
+    req: Request<UpstreamBody>,
 ) -> Result<Response<Incoming>, UpstreamError> {
     client.request(req).await.map_err(|e| {
         if e.is_connect() {
@@ -180,7 +186,7 @@ pub async fn send_http1(
 pub struct H2Endpoint {
     addr: SocketAddr,
     connect_timeout: Duration,
-    current: ArcSwapOption<http2::SendRequest<Incoming>>,
+    current: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
     /// Held while connecting; holds the last connect failure.
     connecting: tokio::sync::Mutex<Option<ConnectFailure>>,
     /// Number of failed connects.
@@ -204,7 +210,7 @@ impl H2Endpoint {
         }
     }
 
-    fn live(&self) -> Option<http2::SendRequest<Incoming>> {
+    fn live(&self) -> Option<http2::SendRequest<UpstreamBody>> {
         self.current
             .load()
             .as_deref()
@@ -212,7 +218,7 @@ impl H2Endpoint {
             .cloned()
     }
 
-    async fn sender(&self) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+    async fn sender(&self) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
         if let Some(s) = self.live() {
             return Ok(s);
         }
@@ -258,7 +264,7 @@ impl H2Endpoint {
         }
     }
 
-    async fn connect(&self) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+    async fn connect(&self) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
         let addr = self.addr;
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
@@ -296,7 +302,10 @@ impl H2Endpoint {
     }
 
     /// Sends a request on the endpoint's connection. The URI's authority becomes `:authority`.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let mut sender = self.sender().await?;
         let addr = self.addr;
         sender.ready().await.map_err(|e| UpstreamError::Reset {

@@ -294,14 +294,14 @@ fn fwd(clusters: &[(&str, u32)], rewrite: ir::Rewrite, timeout_ms: Option<u64>) 
 }
 
 fn route(name: &str, prefix: &str, action: ir::RouteAction) -> ir::Route {
-    ir::Route {
-        name: name.into(),
-        matcher: ir::RouteMatch {
+    ir::Route::new(
+        name,
+        ir::RouteMatch {
             path: Some(ir::PathMatch::Prefix(prefix.into())),
             ..Default::default()
         },
         action,
-    }
+    )
 }
 
 struct Ports {

@@ -757,10 +757,23 @@ pub struct WeightedTarget {
     pub port: Option<i64>,
 }
 
+/// A router route's action: `weightedTargets`, or (Bowline extensions, httpRoute and
+/// http2Route only) `redirect` or `directResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteAction {
+    /// Required (1–10 entries) unless the action is a redirect or a direct response.
+    #[serde(default)]
     pub weighted_targets: Vec<WeightedTarget>,
+    /// Bowline extension; not in App Mesh. Answer with a redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<HttpRedirect>,
+    /// Bowline extension; not in App Mesh. Answer without an upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<HttpDirectResponse>,
+    /// Bowline extension; not in App Mesh. Rewrite the path before forwarding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<HttpRouteRewrite>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -812,6 +825,9 @@ pub struct HttpPathMatch {
 pub struct QueryParameterMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
+    /// Bowline extension; not in App Mesh. The whole value matches this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
 }
 
 /// A query parameter match. Without `match` it requires the parameter to be present.
@@ -845,6 +861,9 @@ pub struct HttpRouteMatch {
     /// The router listener port (required when the router has several listeners).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
+    /// Bowline extension; not in App Mesh. Cookies of the request (1–10 entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookies: Option<Vec<HttpCookieMatch>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -870,6 +889,18 @@ pub struct HttpRoute {
     pub retry_policy: Option<HttpRetryPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HttpTimeout>,
+    /// Bowline extension; not in App Mesh. Changes to the request headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HttpHeaderModifier>,
+    /// Bowline extension; not in App Mesh. Changes to the response headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HttpHeaderModifier>,
+    /// Bowline extension; not in App Mesh. Copies of requests sent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Vec<HttpMirror>>,
+    /// Bowline extension; not in App Mesh. Cross-origin resource sharing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<HttpCors>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -1077,6 +1108,10 @@ pub struct GatewayRouteHostnameMatch {
     /// Host ends with this value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suffix: Option<String>,
+    /// Bowline extension; not in App Mesh. `*.example.com`: one or more labels followed by
+    /// `.example.com` (Gateway API wildcard semantics; never `example.com` itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wildcard: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -1120,14 +1155,26 @@ pub struct HttpGatewayRouteRewrite {
     pub path: Option<GatewayRoutePathRewrite>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<GatewayRouteHostnameRewrite>,
+    /// Bowline extension; not in App Mesh. Rewrite the path with a regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<PathRegexRewrite>,
 }
 
+/// A gateway route's action: `target`, or (Bowline extensions) `redirect` or `directResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpGatewayRouteAction {
+    /// Required unless the action is a redirect or a direct response.
+    #[serde(default)]
     pub target: GatewayRouteTarget,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<HttpGatewayRouteRewrite>,
+    /// Bowline extension; not in App Mesh. Answer with a redirect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<HttpRedirect>,
+    /// Bowline extension; not in App Mesh. Answer without an upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<HttpDirectResponse>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -1148,6 +1195,9 @@ pub struct HttpGatewayRouteMatch {
     /// The gateway listener port (required when the gateway has several listeners).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<i64>,
+    /// Bowline extension; not in App Mesh. Cookies of the request (1–10 entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookies: Option<Vec<HttpCookieMatch>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -1156,6 +1206,18 @@ pub struct HttpGatewayRoute {
     #[serde(rename = "match")]
     pub matcher: HttpGatewayRouteMatch,
     pub action: HttpGatewayRouteAction,
+    /// Bowline extension; not in App Mesh. Changes to the request headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HttpHeaderModifier>,
+    /// Bowline extension; not in App Mesh. Changes to the response headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HttpHeaderModifier>,
+    /// Bowline extension; not in App Mesh. Copies of requests sent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Vec<HttpMirror>>,
+    /// Bowline extension; not in App Mesh. Cross-origin resource sharing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<HttpCors>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -1233,4 +1295,161 @@ pub struct GatewayRouteSpec {
     pub virtual_gateway_ref: Option<VirtualGatewayReference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh_ref: Option<MeshReference>,
+}
+
+// === Bowline routing extensions (not in App Mesh) ===
+
+/// A cookie match. Without `match` it requires the cookie to be present.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpCookieMatch {
+    /// Cookie name (case-sensitive).
+    pub name: String,
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<CookieMatchMethod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
+}
+
+/// Exactly one member is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CookieMatchMethod {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// The whole value matches this regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// A redirect answered by the gateway.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRedirect {
+    /// `http` or `https`; default: the listener's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Host name without port; default: the request's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Default: the request's port, or the default port of a new scheme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<HttpRedirectPath>,
+    /// 301, 302 (default), 303, 307 or 308.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<i64>,
+}
+
+/// Exactly one member is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRedirectPath {
+    /// Replace the whole path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// Replace the prefix matched by `match.prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// A response the gateway writes itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpDirectResponse {
+    /// 200–599.
+    pub status: i64,
+    /// Sent as `text/plain; charset=utf-8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// A regular-expression path rewrite: every match of `pattern` in the path is replaced with
+/// `substitution` (`$1`, `${1}`, `${name}` for capture groups; `$$` for `$`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathRegexRewrite {
+    pub pattern: String,
+    pub substitution: String,
+}
+
+/// A router route's path rewrite; at most one member is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRouteRewrite {
+    /// Replace the prefix matched by `match.prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<RoutePrefixRewrite>,
+    /// Replace the whole path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<GatewayRoutePathRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<PathRegexRewrite>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoutePrefixRewrite {
+    pub value: String,
+}
+
+/// A header name and value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpHeaderValue {
+    pub name: String,
+    pub value: String,
+}
+
+/// Header changes, applied as `remove`, then `set`, then `add`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpHeaderModifier {
+    /// Appended to any values already present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<Vec<HttpHeaderValue>>,
+    /// Replaces any values already present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<Vec<HttpHeaderValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove: Option<Vec<String>>,
+}
+
+/// Where copies of requests go: a virtual node, or a virtual service provided by one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpMirror {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_node_ref: Option<ObjectReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service_ref: Option<ObjectReference>,
+    /// The target node's listener port (required when it has several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<i64>,
+    /// Share of requests copied, 0–100 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i64>,
+}
+
+/// A cross-origin resource sharing policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpCors {
+    /// `*`, `scheme://host[:port]`, or `scheme://*.domain[:port]`.
+    pub allow_origins: Vec<String>,
+    /// Methods, or `*`. Default: GET, HEAD, POST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_methods: Option<Vec<String>>,
+    /// Request header names, or `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_headers: Option<Vec<String>>,
+    /// Response header names scripts may read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose_headers: Option<Vec<String>>,
+    /// How long browsers may cache a preflight answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
 }

@@ -104,7 +104,10 @@ pub enum HostMatch {
     Any,
     /// The host (without port), compared case-insensitively.
     Exact(String),
-    /// The host ends with this value (for example `.example.com`), case-insensitively.
+    /// The host ends with this value (for example `.example.com`), case-insensitively. A
+    /// Gateway API wildcard host `*.example.com` (one or more labels before `example.com`, never
+    /// `example.com` itself) is this variant with the value `.example.com`: the IR has no
+    /// separate wildcard variant. A leading `*` is ignored (`*.example.com` ≡ `.example.com`).
     Suffix(String),
 }
 
@@ -125,6 +128,22 @@ pub struct Route {
     #[serde(rename = "match")]
     pub matcher: RouteMatch,
     pub action: RouteAction,
+    /// Changes to the request headers before the request goes upstream. Across a delegation
+    /// chain, every route's changes apply, outer route first.
+    #[serde(default, skip_serializing_if = "HeaderMods::is_empty")]
+    pub request_headers: HeaderMods,
+    /// Changes to the response headers (upstream responses, direct responses and redirects),
+    /// outer route first across a delegation chain.
+    #[serde(default, skip_serializing_if = "HeaderMods::is_empty")]
+    pub response_headers: HeaderMods,
+    /// Copies of the request sent to other clusters, fire-and-forget, when the request is
+    /// forwarded (the routes of a delegation chain add up). Responses of mirrors are discarded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+    /// Cross-origin resource sharing. The innermost route of a delegation chain that has a
+    /// policy decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,7 +181,9 @@ pub struct KeyValueMatch {
     pub name: String,
     #[serde(rename = "match")]
     pub matcher: StringMatch,
-    /// Negates the result (a missing header matches an inverted match).
+    /// Negates the result for a present header or parameter. A missing one matches only an
+    /// inverted `Present` match (Envoy's, and so App Mesh's, semantics): an inverted value match
+    /// requires it to be present with another value.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub invert: bool,
 }
@@ -186,6 +207,11 @@ pub struct RouteMatch {
     /// `http` or `https`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
+    /// Cookies by name (case-sensitive), read from every `Cookie` header of the request (the
+    /// first cookie of a name counts; surrounding double quotes of a value are removed). A
+    /// missing cookie matches only an inverted match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<KeyValueMatch>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,11 +226,18 @@ pub struct Rewrite {
     /// Replace the Host header / `:authority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Replace every match of a regular expression in the path (without query). Exclusive with
+    /// `prefix` and `full_path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<RegexRewrite>,
 }
 
 impl Rewrite {
     pub fn is_empty(&self) -> bool {
-        self.prefix.is_none() && self.full_path.is_none() && self.host.is_none()
+        self.prefix.is_none()
+            && self.full_path.is_none()
+            && self.host.is_none()
+            && self.regex.is_none()
     }
 }
 
@@ -219,6 +252,8 @@ pub enum RouteAction {
     Delegate(DelegateAction),
     /// Answer without an upstream.
     DirectResponse(DirectResponse),
+    /// Answer with a redirect to a URL derived from the request's.
+    Redirect(Redirect),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,4 +326,172 @@ pub struct Endpoint {
 pub struct ClusterEndpoints {
     pub cluster: String,
     pub endpoints: Vec<Endpoint>,
+}
+
+// === routing filters (redirects, rewrites, header changes, mirrors, CORS) ===
+
+impl Route {
+    /// A route without filters.
+    pub fn new(name: impl Into<String>, matcher: RouteMatch, action: RouteAction) -> Route {
+        Route {
+            name: name.into(),
+            matcher,
+            action,
+            request_headers: HeaderMods::default(),
+            response_headers: HeaderMods::default(),
+            mirrors: Vec::new(),
+            cors: None,
+        }
+    }
+}
+
+/// A regular-expression path rewrite: every non-overlapping match of `pattern` in the path is
+/// replaced with `substitution`, where `$1` / `${1}` stand for a numbered capture group, `${name}`
+/// for a named one and `$$` for a literal `$` (Rust `regex` replacement syntax; a reference to a
+/// group the pattern does not have is an error). A result without a leading `/` gets one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegexRewrite {
+    pub pattern: String,
+    pub substitution: String,
+}
+
+/// A header name and value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderPair {
+    pub name: String,
+    pub value: String,
+}
+
+/// Header changes, applied in this order: `remove`, then `set` (replaces every value of the
+/// header), then `add` (appends a value). Names are case-insensitive. Connection-level headers
+/// (`host`, `content-length`, `transfer-encoding`, `connection`, …) and pseudo-headers cannot be
+/// changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderMods {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderPair>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderPair>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderMods {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Where a redirect points. Unset parts come from the request: the scheme of the listener, the
+/// request's host, its port (or the default port of a new scheme), its path and its query.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Redirect {
+    /// `http` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Host name (without port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port; left out of the URL when it is the scheme's default (80 for http, 443 for https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<RedirectPath>,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+}
+
+/// The path of a redirect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RedirectPath {
+    /// Replace the whole path.
+    FullPath(String),
+    /// Replace the prefix matched by the route's `PathMatch::Prefix` (as a prefix rewrite does).
+    Prefix(String),
+}
+
+/// A copy of the request sent to another cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirror {
+    pub cluster: String,
+    /// Share of requests mirrored, 0..=100 (spread evenly: 25 mirrors one request in four).
+    pub percent: u32,
+}
+
+/// A cross-origin resource sharing policy. Preflight requests (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) are answered by the proxy; other requests with an allowed
+/// `Origin` get the `Access-Control-Allow-*` response headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cors {
+    /// Origins (`scheme://host[:port]`) allowed, compared case-insensitively: exact origins,
+    /// `*` for any, or a wildcard host such as `https://*.example.com` (one or more labels).
+    pub allow_origins: Vec<String>,
+    /// Methods allowed in preflights; `*` for any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    /// Request headers allowed in preflights; `*` for any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    /// Response headers the browser may expose to scripts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache a preflight answer, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+}
+
+/// Checks that every `$name` / `${name}` of a [`RegexRewrite`] substitution names a group of
+/// `re` (`$1a` names a group `1a`: write `${1}a`), so mistakes are reported instead of expanding
+/// to nothing. `$$` is a literal `$`.
+pub fn check_substitution(re: &regex::Regex, substitution: &str) -> Result<(), String> {
+    let bytes = substitution.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            i += 1;
+            continue;
+        }
+        let rest = &substitution[i + 1..];
+        if rest.starts_with('$') {
+            i += 2;
+            continue;
+        }
+        let (name, used) = if let Some(braced) = rest.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], end + 2),
+                None => return Err(format!("unclosed \"${{\" at byte {i}")),
+            }
+        } else {
+            let len = rest
+                .bytes()
+                .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                .count();
+            (&rest[..len], len)
+        };
+        if name.is_empty() {
+            return Err(format!(
+                "\"$\" at byte {i} names no group (write \"$$\" for a literal \"$\")"
+            ));
+        }
+        let known = match name.parse::<usize>() {
+            Ok(n) => n < re.captures_len(),
+            Err(_) => re.capture_names().flatten().any(|n| n == name),
+        };
+        if !known {
+            return Err(format!(
+                "refers to group {name:?}, which the pattern does not have (write \"${{1}}x\" to follow group 1 with text)"
+            ));
+        }
+        i += 1 + used;
+    }
+    Ok(())
 }

@@ -245,6 +245,8 @@ fn rewrite_to(r: &ir::Rewrite) -> Option<pb::Rewrite> {
         prefix: r.prefix.clone(),
         full_path: r.full_path.clone(),
         host: r.host.clone(),
+        regex_pattern: r.regex.as_ref().map(|x| x.pattern.clone()),
+        regex_substitution: r.regex.as_ref().map(|x| x.substitution.clone()),
     })
 }
 
@@ -291,6 +293,7 @@ impl From<&ir::Route> for pb::Route {
                 query_parameters: m.query_parameters.iter().map(kv_to).collect(),
                 port: m.port.map(u32::from).unwrap_or(0),
                 scheme: m.scheme.clone().unwrap_or_default(),
+                cookies: m.cookies.iter().map(kv_to).collect(),
             }),
             action: Some(match &r.action {
                 ir::RouteAction::Forward(f) => route::Action::Forward(pb::ForwardAction {
@@ -315,7 +318,19 @@ impl From<&ir::Route> for pb::Route {
                         body: d.body.clone(),
                     })
                 }
+                ir::RouteAction::Redirect(r) => route::Action::Redirect(redirect_to(r)),
             }),
+            request_headers: header_mods_to(&r.request_headers),
+            response_headers: header_mods_to(&r.response_headers),
+            mirrors: r
+                .mirrors
+                .iter()
+                .map(|m| pb::Mirror {
+                    cluster: m.cluster.clone(),
+                    percent: m.percent,
+                })
+                .collect(),
+            cors: r.cors.as_ref().map(cors_to),
         }
     }
 }
@@ -434,13 +449,39 @@ impl TryFrom<pb::RouteTable> for ir::RouteTable {
     }
 }
 
-fn rewrite_from(r: Option<pb::Rewrite>) -> ir::Rewrite {
-    r.map(|r| ir::Rewrite {
+fn rewrite_from(
+    cx: &Ctx,
+    path: &str,
+    r: Option<pb::Rewrite>,
+) -> Result<ir::Rewrite, InvalidResource> {
+    let Some(r) = r else {
+        return Ok(ir::Rewrite::default());
+    };
+    let regex = match (r.regex_pattern, r.regex_substitution) {
+        (None, None) => None,
+        (Some(pattern), Some(substitution)) => Some(ir::RegexRewrite {
+            pattern,
+            substitution,
+        }),
+        (Some(_), None) => {
+            return Err(cx.err(
+                format!("{path}.regexSubstitution"),
+                "a regex rewrite needs a substitution",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(cx.err(
+                format!("{path}.regexPattern"),
+                "a regex rewrite needs a pattern",
+            ));
+        }
+    };
+    Ok(ir::Rewrite {
         prefix: r.prefix,
         full_path: r.full_path,
         host: r.host,
+        regex,
     })
-    .unwrap_or_default()
 }
 
 fn kv_from(
@@ -498,6 +539,12 @@ fn route_from(cx: &Ctx, path: &str, r: pb::Route) -> Result<ir::Route, InvalidRe
             p => Some(cx.port(&format!("{path}.match.port"), p, false)?),
         },
         scheme: (!m.scheme.is_empty()).then_some(m.scheme),
+        cookies: m
+            .cookies
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| kv_from(cx, &format!("{path}.match.cookies[{i}]"), c))
+            .collect::<Result<_, _>>()?,
     };
     let action = match r.action {
         Some(route::Action::Forward(f)) => {
@@ -516,13 +563,13 @@ fn route_from(cx: &Ctx, path: &str, r: pb::Route) -> Result<ir::Route, InvalidRe
                         weight: c.weight,
                     })
                     .collect(),
-                rewrite: rewrite_from(f.rewrite),
+                rewrite: rewrite_from(cx, &format!("{path}.forward.rewrite"), f.rewrite)?,
                 timeout_ms: (f.timeout_ms != 0).then_some(f.timeout_ms),
             })
         }
         Some(route::Action::Delegate(d)) => ir::RouteAction::Delegate(ir::DelegateAction {
             route_table: d.route_table,
-            rewrite: rewrite_from(d.rewrite),
+            rewrite: rewrite_from(cx, &format!("{path}.delegate.rewrite"), d.rewrite)?,
         }),
         Some(route::Action::DirectResponse(d)) => {
             let status = u16::try_from(d.status)
@@ -539,12 +586,43 @@ fn route_from(cx: &Ctx, path: &str, r: pb::Route) -> Result<ir::Route, InvalidRe
                 body: d.body,
             })
         }
+        Some(route::Action::Redirect(rd)) => {
+            ir::RouteAction::Redirect(redirect_from(cx, &format!("{path}.redirect"), rd)?)
+        }
         None => return Err(cx.err(format!("{path}.action"), "route has no action")),
     };
+    let mut mirrors = Vec::with_capacity(r.mirrors.len());
+    for (i, m) in r.mirrors.into_iter().enumerate() {
+        if m.cluster.is_empty() {
+            return Err(cx.err(format!("{path}.mirrors[{i}].cluster"), "cluster is empty"));
+        }
+        if m.percent > 100 {
+            return Err(cx.err(
+                format!("{path}.mirrors[{i}].percent"),
+                format!("{} is not a percentage (0..=100)", m.percent),
+            ));
+        }
+        mirrors.push(ir::Mirror {
+            cluster: m.cluster,
+            percent: m.percent,
+        });
+    }
     Ok(ir::Route {
         name: r.name,
         matcher,
         action,
+        request_headers: header_mods_from(
+            cx,
+            &format!("{path}.requestHeaders"),
+            r.request_headers,
+        )?,
+        response_headers: header_mods_from(
+            cx,
+            &format!("{path}.responseHeaders"),
+            r.response_headers,
+        )?,
+        mirrors,
+        cors: r.cors.map(cors_from),
     })
 }
 
@@ -595,6 +673,126 @@ impl TryFrom<pb::ClusterEndpoints> for ir::ClusterEndpoints {
     }
 }
 
+// === routing filters: encode and decode ===
+
+fn redirect_to(r: &ir::Redirect) -> pb::Redirect {
+    use pb::redirect::Path as P;
+    pb::Redirect {
+        scheme: r.scheme.clone(),
+        host: r.host.clone(),
+        port: r.port.map(u32::from).unwrap_or(0),
+        path: r.path.as_ref().map(|p| match p {
+            ir::RedirectPath::FullPath(s) => P::FullPath(s.clone()),
+            ir::RedirectPath::Prefix(s) => P::Prefix(s.clone()),
+        }),
+        status: u32::from(r.status),
+    }
+}
+
+/// Redirect statuses the IR accepts.
+pub const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
+
+fn redirect_from(cx: &Ctx, path: &str, r: pb::Redirect) -> Result<ir::Redirect, InvalidResource> {
+    use pb::redirect::Path as P;
+    let status = u16::try_from(r.status)
+        .ok()
+        .filter(|s| REDIRECT_STATUSES.contains(s))
+        .ok_or_else(|| {
+            cx.err(
+                format!("{path}.status"),
+                format!(
+                    "{} is not a redirect status (301, 302, 303, 307, 308)",
+                    r.status
+                ),
+            )
+        })?;
+    Ok(ir::Redirect {
+        scheme: r.scheme,
+        host: r.host,
+        port: match r.port {
+            0 => None,
+            p => Some(cx.port(&format!("{path}.port"), p, false)?),
+        },
+        path: r.path.map(|p| match p {
+            P::FullPath(s) => ir::RedirectPath::FullPath(s),
+            P::Prefix(s) => ir::RedirectPath::Prefix(s),
+        }),
+        status,
+    })
+}
+
+fn header_mods_to(m: &ir::HeaderMods) -> Option<pb::HeaderMods> {
+    let pairs = |v: &[ir::HeaderPair]| {
+        v.iter()
+            .map(|h| pb::HeaderPair {
+                name: h.name.clone(),
+                value: h.value.clone(),
+            })
+            .collect()
+    };
+    (!m.is_empty()).then(|| pb::HeaderMods {
+        add: pairs(&m.add),
+        set: pairs(&m.set),
+        remove: m.remove.clone(),
+    })
+}
+
+fn header_mods_from(
+    cx: &Ctx,
+    path: &str,
+    m: Option<pb::HeaderMods>,
+) -> Result<ir::HeaderMods, InvalidResource> {
+    let Some(m) = m else {
+        return Ok(ir::HeaderMods::default());
+    };
+    let pairs = |field: &str, v: Vec<pb::HeaderPair>| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, h)| {
+                if h.name.is_empty() {
+                    return Err(cx.err(format!("{path}.{field}[{i}].name"), "name is empty"));
+                }
+                Ok(ir::HeaderPair {
+                    name: h.name,
+                    value: h.value,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let add = pairs("add", m.add)?;
+    let set = pairs("set", m.set)?;
+    if let Some(i) = m.remove.iter().position(String::is_empty) {
+        return Err(cx.err(format!("{path}.remove[{i}]"), "name is empty"));
+    }
+    Ok(ir::HeaderMods {
+        add,
+        set,
+        remove: m.remove,
+    })
+}
+
+fn cors_to(c: &ir::Cors) -> pb::Cors {
+    pb::Cors {
+        allow_origins: c.allow_origins.clone(),
+        allow_methods: c.allow_methods.clone(),
+        allow_headers: c.allow_headers.clone(),
+        expose_headers: c.expose_headers.clone(),
+        max_age_seconds: c.max_age_seconds,
+        allow_credentials: c.allow_credentials,
+    }
+}
+
+fn cors_from(c: pb::Cors) -> ir::Cors {
+    ir::Cors {
+        allow_origins: c.allow_origins,
+        allow_methods: c.allow_methods,
+        allow_headers: c.allow_headers,
+        expose_headers: c.expose_headers,
+        max_age_seconds: c.max_age_seconds,
+        allow_credentials: c.allow_credentials,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,32 +815,80 @@ mod tests {
                         ir::HostMatch::Any,
                         ir::HostMatch::Suffix(".example.com".into()),
                     ],
-                    routes: vec![ir::Route {
-                        name: "r".into(),
-                        matcher: ir::RouteMatch {
-                            path: Some(ir::PathMatch::Prefix("/a".into())),
-                            method: Some("GET".into()),
-                            headers: vec![ir::KeyValueMatch {
-                                name: "x".into(),
-                                matcher: ir::StringMatch::Range { start: 1, end: 5 },
-                                invert: true,
-                            }],
-                            query_parameters: vec![],
-                            port: Some(8080),
-                            scheme: None,
-                        },
-                        action: ir::RouteAction::Forward(ir::ForwardAction {
-                            clusters: vec![ir::WeightedCluster {
-                                cluster: "c".into(),
-                                weight: 1,
-                            }],
-                            rewrite: ir::Rewrite {
-                                prefix: Some("/".into()),
+                    routes: vec![
+                        ir::Route {
+                            name: "r".into(),
+                            matcher: ir::RouteMatch {
+                                path: Some(ir::PathMatch::Prefix("/a".into())),
+                                method: Some("GET".into()),
+                                headers: vec![ir::KeyValueMatch {
+                                    name: "x".into(),
+                                    matcher: ir::StringMatch::Range { start: 1, end: 5 },
+                                    invert: true,
+                                }],
+                                query_parameters: vec![],
+                                port: Some(8080),
+                                scheme: None,
+                                cookies: vec![ir::KeyValueMatch {
+                                    name: "session".into(),
+                                    matcher: ir::StringMatch::Regex("[a-z]+".into()),
+                                    invert: false,
+                                }],
+                            },
+                            action: ir::RouteAction::Forward(ir::ForwardAction {
+                                clusters: vec![ir::WeightedCluster {
+                                    cluster: "c".into(),
+                                    weight: 1,
+                                }],
+                                rewrite: ir::Rewrite {
+                                    regex: Some(ir::RegexRewrite {
+                                        pattern: "^/a/(\\d+)".into(),
+                                        substitution: "/b/${1}".into(),
+                                    }),
+                                    ..Default::default()
+                                },
+                                timeout_ms: Some(1500),
+                            }),
+                            request_headers: ir::HeaderMods {
+                                add: vec![ir::HeaderPair {
+                                    name: "x-add".into(),
+                                    value: "1".into(),
+                                }],
+                                set: vec![ir::HeaderPair {
+                                    name: "x-set".into(),
+                                    value: "2".into(),
+                                }],
+                                remove: vec!["x-remove".into()],
+                            },
+                            response_headers: ir::HeaderMods {
+                                remove: vec!["server".into()],
                                 ..Default::default()
                             },
-                            timeout_ms: Some(1500),
-                        }),
-                    }],
+                            mirrors: vec![ir::Mirror {
+                                cluster: "c".into(),
+                                percent: 50,
+                            }],
+                            cors: Some(ir::Cors {
+                                allow_origins: vec!["https://*.example.com".into()],
+                                allow_methods: vec!["GET".into()],
+                                allow_headers: vec!["x-token".into()],
+                                expose_headers: vec!["x-trace".into()],
+                                max_age_seconds: Some(600),
+                                allow_credentials: true,
+                            }),
+                        },
+                        ir::Route::new(
+                            "moved",
+                            ir::RouteMatch::default(),
+                            ir::RouteAction::Redirect(ir::Redirect {
+                                scheme: Some("https".into()),
+                                host: Some("new.example.com".into()),
+                                port: Some(8443),
+                                path: Some(ir::RedirectPath::Prefix("/new/".into())),
+                                status: 308,
+                            }),
+                        ),
+                    ],
                 }],
             }],
             clusters: vec![ir::Cluster {
@@ -681,6 +927,56 @@ mod tests {
         let b = snapshot_to_resources(&changed);
         assert_eq!(a[0].1.version, b[0].1.version, "listener unchanged");
         assert_ne!(a[3].1.version, b[3].1.version, "endpoints changed");
+    }
+
+    #[test]
+    fn invalid_routing_filters_name_the_field() {
+        let encode = |s: &ir::Snapshot| {
+            snapshot_to_resources(s)
+                .into_iter()
+                .find(|(k, _)| k.starts_with("routeTable/"))
+                .unwrap()
+                .1
+        };
+        let mut s = sample();
+        let ir::RouteAction::Redirect(r) = &mut s.route_tables[0].virtual_hosts[0].routes[1].action
+        else {
+            panic!("second route redirects")
+        };
+        r.status = 200;
+        let err = resources_to_snapshot([&encode(&s)]).unwrap_err();
+        assert_eq!(err.path, "virtualHosts[0].routes[1].redirect.status");
+
+        let mut s = sample();
+        s.route_tables[0].virtual_hosts[0].routes[0].mirrors[0].percent = 101;
+        let err = resources_to_snapshot([&encode(&s)]).unwrap_err();
+        assert_eq!(err.path, "virtualHosts[0].routes[0].mirrors[0].percent");
+
+        let mut s = sample();
+        s.route_tables[0].virtual_hosts[0].routes[0]
+            .request_headers
+            .set[0]
+            .name
+            .clear();
+        let err = resources_to_snapshot([&encode(&s)]).unwrap_err();
+        assert_eq!(
+            err.path,
+            "virtualHosts[0].routes[0].requestHeaders.set[0].name"
+        );
+
+        let mut wire = encode(&sample());
+        let Some(pb::resource::Kind::RouteTable(t)) = &mut wire.kind else {
+            panic!("a route table")
+        };
+        let Some(route::Action::Forward(f)) = &mut t.virtual_hosts[0].routes[0].action else {
+            panic!("a forward")
+        };
+        f.rewrite.as_mut().unwrap().regex_substitution = None;
+        let err = resources_to_snapshot([&wire]).unwrap_err();
+        assert_eq!(
+            err.path,
+            "virtualHosts[0].routes[0].forward.rewrite.regexSubstitution"
+        );
     }
 
     #[test]

@@ -21,11 +21,12 @@ use crate::appmesh::{
     BackendDefaults, BackendTlsValidationTrust, ClientPolicy, ConnectionPool, Duration,
     GatewayConnectionPool, GatewayRouteHostnameMatch, GatewayRouteSpec, GatewayRouteTarget,
     GrpcGatewayRoute, GrpcRetryPolicy, GrpcRoute, GrpcRouteMetadata, HeaderMatchMethod,
-    HealthCheckPolicy, HttpGatewayRoute, HttpHeaderMatch, HttpPathMatch, HttpQueryParameter,
-    HttpRetryPolicy, HttpRoute, HttpRouteMatch, HttpTimeout, LabelSelector, ListenerTimeout,
-    ListenerTls, Logging, MeshReference, MeshSpec, ObjectReference, OutlierDetection, PortProtocol,
-    RouteAction, TcpRoute, TcpTimeout, VirtualGatewaySpec, VirtualNodeSpec, VirtualRouterSpec,
-    VirtualServiceSpec,
+    HealthCheckPolicy, HttpCookieMatch, HttpCors, HttpDirectResponse, HttpGatewayRoute,
+    HttpHeaderMatch, HttpHeaderModifier, HttpMirror, HttpPathMatch, HttpQueryParameter,
+    HttpRedirect, HttpRetryPolicy, HttpRoute, HttpRouteMatch, HttpTimeout, LabelSelector,
+    ListenerTimeout, ListenerTls, Logging, MeshReference, MeshSpec, ObjectReference,
+    OutlierDetection, PathRegexRewrite, PortProtocol, RouteAction, TcpRoute, TcpTimeout,
+    VirtualGatewaySpec, VirtualNodeSpec, VirtualRouterSpec, VirtualServiceSpec,
 };
 use crate::manifest::{Kind, Meta, Object, ObjectKey, Problem, Resource, Source};
 
@@ -728,6 +729,9 @@ impl Checker {
         self.count(path, q.len(), 1, 10);
         for (i, q) in q.iter().enumerate() {
             self.not_empty(&path.i(i).f("name"), &q.name);
+            if let Some(m) = &q.matcher {
+                self.query_parameter_match(&path.i(i).f("match"), m);
+            }
         }
     }
 
@@ -740,8 +744,15 @@ impl Checker {
     fn hostname_match(&mut self, path: &Path, h: &GatewayRouteHostnameMatch) {
         self.exactly_one(
             path,
-            &[("exact", h.exact.is_some()), ("suffix", h.suffix.is_some())],
+            &[
+                ("exact", h.exact.is_some()),
+                ("suffix", h.suffix.is_some()),
+                ("wildcard", h.wildcard.is_some()),
+            ],
         );
+        if let Some(w) = &h.wildcard {
+            self.wildcard_host(&path.f("wildcard"), w);
+        }
         if let Some(e) = &h.exact {
             self.not_empty(&path.f("exact"), e);
         }
@@ -1045,6 +1056,7 @@ impl Checker {
     fn http_route(&mut self, path: &Path, r: &HttpRoute, ports: &[i64]) {
         self.http_route_match(&path.f("match"), &r.matcher, ports);
         self.route_action(&path.f("action"), &r.action);
+        self.router_route_extensions(path, r);
         if let Some(rp) = &r.retry_policy {
             self.not_enforced(&path.f("retryPolicy"), "retry policy");
             self.http_retry_policy(&path.f("retryPolicy"), rp);
@@ -1076,6 +1088,9 @@ impl Checker {
             self.query_parameters(&path.f("queryParameters"), q);
         }
         self.match_port(&path.f("port"), m.port, ports);
+        if let Some(c) = &m.cookies {
+            self.cookies(&path.f("cookies"), c);
+        }
     }
 
     fn grpc_route(&mut self, path: &Path, r: &GrpcRoute, ports: &[i64]) {
@@ -1089,6 +1104,7 @@ impl Checker {
         }
         self.match_port(&mp.f("port"), m.port, ports);
         self.route_action(&path.f("action"), &r.action);
+        self.http_only_actions(&path.f("action"), &r.action);
         if let Some(rp) = &r.retry_policy {
             self.not_enforced(&path.f("retryPolicy"), "retry policy");
             self.grpc_retry_policy(&path.f("retryPolicy"), rp);
@@ -1102,6 +1118,7 @@ impl Checker {
         let port = r.matcher.as_ref().and_then(|m| m.port);
         self.match_port(&path.f("match").f("port"), port, ports);
         self.route_action(&path.f("action"), &r.action);
+        self.http_only_actions(&path.f("action"), &r.action);
         if let Some(t) = &r.timeout {
             self.tcp_timeout(&path.f("timeout"), t);
         }
@@ -1109,7 +1126,10 @@ impl Checker {
 
     fn route_action(&mut self, path: &Path, a: &RouteAction) {
         let wp = path.f("weightedTargets");
-        self.count(&wp, a.weighted_targets.len(), 1, 10);
+        // A redirect or direct response has no targets (checked with the extensions).
+        if a.redirect.is_none() && a.direct_response.is_none() {
+            self.count(&wp, a.weighted_targets.len(), 1, 10);
+        }
         for (i, t) in a.weighted_targets.iter().enumerate() {
             let p = wp.i(i);
             self.ref_or_arn(
@@ -1340,8 +1360,14 @@ impl Checker {
             self.port(&mp.f("port"), port);
         }
 
+        if let Some(c) = &m.cookies {
+            self.cookies(&mp.f("cookies"), c);
+        }
+
         let ap = path.f("action");
-        self.gateway_target(&ap.f("target"), &r.action.target);
+        if !self.gateway_route_extensions(path, r) {
+            self.gateway_target(&ap.f("target"), &r.action.target);
+        }
         if let Some(rw) = &r.action.rewrite {
             let rp = ap.f("rewrite");
             if let Some(prefix) = &rw.prefix {
@@ -1454,6 +1480,401 @@ impl Checker {
             }
         }
     }
+}
+
+// === Checker: Bowline routing extensions (not in App Mesh) ===
+
+/// Headers header changes may not touch: they describe the connection or the framing.
+pub const PROTECTED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Redirect status codes.
+pub const REDIRECT_STATUS_CODES: [i64; 5] = [301, 302, 303, 307, 308];
+
+/// An RFC 9110 token (header names, cookie names).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl Checker {
+    fn query_parameter_match(&mut self, path: &Path, m: &crate::appmesh::QueryParameterMatch) {
+        self.exactly_one(
+            path,
+            &[("exact", m.exact.is_some()), ("regex", m.regex.is_some())],
+        );
+        if let Some(r) = &m.regex {
+            self.regex(&path.f("regex"), r);
+        }
+    }
+
+    fn wildcard_host(&mut self, path: &Path, w: &str) {
+        let ok = w
+            .strip_prefix("*.")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('*') && !rest.starts_with('.'));
+        if !ok {
+            self.error(
+                path,
+                format!(
+                    "must be \"*.\" followed by a domain, such as \"*.example.com\" (got {w:?})"
+                ),
+            );
+        }
+    }
+
+    fn cookies(&mut self, path: &Path, cookies: &[HttpCookieMatch]) {
+        self.count(path, cookies.len(), 1, 10);
+        for (i, c) in cookies.iter().enumerate() {
+            let p = path.i(i);
+            if !is_token(&c.name) {
+                self.error(&p.f("name"), format!("{:?} is not a cookie name", c.name));
+            }
+            if let Some(m) = &c.matcher {
+                self.exactly_one(
+                    &p.f("match"),
+                    &[("exact", m.exact.is_some()), ("regex", m.regex.is_some())],
+                );
+                if let Some(r) = &m.regex {
+                    self.regex(&p.f("match").f("regex"), r);
+                }
+            }
+        }
+    }
+
+    /// Extensions of a router httpRoute / http2Route.
+    fn router_route_extensions(&mut self, path: &Path, r: &HttpRoute) {
+        let ap = path.f("action");
+        let a = &r.action;
+        // Without an answer, weightedTargets are required (checked with the action).
+        if a.redirect.is_some() || a.direct_response.is_some() {
+            self.answer_or_targets(
+                &ap,
+                !a.weighted_targets.is_empty(),
+                "weightedTargets",
+                a.redirect.as_ref(),
+                a.direct_response.as_ref(),
+                r.matcher.prefix.is_some(),
+            );
+        }
+        if let Some(rw) = &a.rewrite {
+            let rp = ap.f("rewrite");
+            if a.weighted_targets.is_empty() {
+                self.error(&rp, "requires weightedTargets");
+            }
+            let set = usize::from(rw.prefix.is_some())
+                + usize::from(rw.path.is_some())
+                + usize::from(rw.regex.is_some());
+            if set != 1 {
+                self.error(&rp, "exactly one of prefix, path and regex must be set");
+            }
+            if let Some(prefix) = &rw.prefix {
+                if r.matcher.prefix.is_none() {
+                    self.error(&rp.f("prefix"), "requires match.prefix");
+                }
+                if prefix.value.contains('?') {
+                    self.error(&rp.f("prefix").f("value"), "must not contain \"?\"");
+                }
+            }
+            if let Some(p) = &rw.path {
+                self.starts_with_slash(&rp.f("path").f("exact"), &p.exact);
+            }
+            if let Some(re) = &rw.regex {
+                self.regex_rewrite(&rp.f("regex"), re);
+            }
+        }
+        self.route_filters(
+            path,
+            r.request_headers.as_ref(),
+            r.response_headers.as_ref(),
+            r.mirror.as_deref(),
+            r.cors.as_ref(),
+            a.redirect.is_some() || a.direct_response.is_some(),
+        );
+    }
+
+    /// Extensions of a GatewayRoute httpRoute / http2Route. Returns whether the route answers
+    /// itself (redirect or direct response), so it has no target.
+    fn gateway_route_extensions(&mut self, path: &Path, r: &HttpGatewayRoute) -> bool {
+        let ap = path.f("action");
+        let a = &r.action;
+        let t = &a.target;
+        let has_target = t.virtual_service.virtual_service_ref.is_some()
+            || t.virtual_service.virtual_service_arn.is_some()
+            || t.port.is_some();
+        let answers = a.redirect.is_some() || a.direct_response.is_some();
+        if answers {
+            self.answer_or_targets(
+                &ap,
+                has_target,
+                "target",
+                a.redirect.as_ref(),
+                a.direct_response.as_ref(),
+                r.matcher.prefix.is_some(),
+            );
+            if a.rewrite.is_some() {
+                self.error(&ap.f("rewrite"), "requires a target");
+            }
+        }
+        if let Some(re) = a.rewrite.as_ref().and_then(|rw| rw.regex.as_ref()) {
+            let rw = a.rewrite.as_ref().expect("rewrite is set");
+            if rw.prefix.is_some() || rw.path.is_some() {
+                self.error(
+                    &ap.f("rewrite"),
+                    "regex and prefix or path are mutually exclusive",
+                );
+            }
+            self.regex_rewrite(&ap.f("rewrite").f("regex"), re);
+        }
+        self.route_filters(
+            path,
+            r.request_headers.as_ref(),
+            r.response_headers.as_ref(),
+            r.mirror.as_deref(),
+            r.cors.as_ref(),
+            answers,
+        );
+        answers
+    }
+
+    /// Exactly one of targets, `redirect` and `directResponse`, and their own rules.
+    fn answer_or_targets(
+        &mut self,
+        ap: &Path,
+        has_targets: bool,
+        targets: &str,
+        redirect: Option<&HttpRedirect>,
+        direct: Option<&HttpDirectResponse>,
+        has_prefix_match: bool,
+    ) {
+        self.exactly_one(
+            ap,
+            &[
+                (targets, has_targets),
+                ("redirect", redirect.is_some()),
+                ("directResponse", direct.is_some()),
+            ],
+        );
+        if let Some(r) = redirect {
+            let rp = ap.f("redirect");
+            if let Some(s) = &r.scheme {
+                self.one_of_values(&rp.f("scheme"), s, &["http", "https"]);
+            }
+            if let Some(h) = &r.hostname {
+                let ok = !h.is_empty()
+                    && !h.contains([':', '/', '?', '#', '@', ' '])
+                    && h.bytes().all(|b| b.is_ascii_graphic());
+                if !ok {
+                    self.error(&rp.f("hostname"), format!("{h:?} is not a host name"));
+                }
+            }
+            if let Some(p) = r.port {
+                self.port(&rp.f("port"), p);
+            }
+            if let Some(path) = &r.path {
+                let pp = rp.f("path");
+                self.exactly_one(
+                    &pp,
+                    &[
+                        ("exact", path.exact.is_some()),
+                        ("prefix", path.prefix.is_some()),
+                    ],
+                );
+                if let Some(e) = &path.exact {
+                    self.starts_with_slash(&pp.f("exact"), e);
+                }
+                if path.prefix.is_some() && !has_prefix_match {
+                    self.error(&pp.f("prefix"), "requires match.prefix");
+                }
+                for (field, v) in [("exact", &path.exact), ("prefix", &path.prefix)] {
+                    if let Some(v) = v
+                        && v.contains(['?', '#', ' '])
+                    {
+                        self.error(&pp.f(field), "must be a path without query or fragment");
+                    }
+                }
+            }
+            if let Some(code) = r.status_code
+                && !REDIRECT_STATUS_CODES.contains(&code)
+            {
+                self.error(
+                    &rp.f("statusCode"),
+                    format!("must be 301, 302, 303, 307 or 308 (got {code})"),
+                );
+            }
+        }
+        if let Some(d) = direct {
+            self.range(&ap.f("directResponse").f("status"), d.status, 200, 599);
+        }
+    }
+
+    fn regex_rewrite(&mut self, path: &Path, r: &PathRegexRewrite) {
+        self.regex(&path.f("pattern"), &r.pattern);
+        if let Ok(re) = regex::Regex::new(&r.pattern)
+            && let Err(e) = crate::ir::check_substitution(&re, &r.substitution)
+        {
+            self.error(&path.f("substitution"), e);
+        }
+    }
+
+    fn route_filters(
+        &mut self,
+        path: &Path,
+        request: Option<&HttpHeaderModifier>,
+        response: Option<&HttpHeaderModifier>,
+        mirror: Option<&[HttpMirror]>,
+        cors: Option<&HttpCors>,
+        answers: bool,
+    ) {
+        if let Some(m) = request {
+            self.header_modifier(&path.f("requestHeaders"), m);
+        }
+        if let Some(m) = response {
+            self.header_modifier(&path.f("responseHeaders"), m);
+        }
+        if let Some(mirrors) = mirror {
+            let mp = path.f("mirror");
+            self.count(&mp, mirrors.len(), 1, 4);
+            if answers {
+                self.error(
+                    &mp,
+                    "requires a route that forwards (not a redirect or direct response)",
+                );
+            }
+            for (i, m) in mirrors.iter().enumerate() {
+                let p = mp.i(i);
+                self.exactly_one(
+                    &p,
+                    &[
+                        ("virtualNodeRef", m.virtual_node_ref.is_some()),
+                        ("virtualServiceRef", m.virtual_service_ref.is_some()),
+                    ],
+                );
+                if let Some(port) = m.port {
+                    self.port(&p.f("port"), port);
+                }
+                if let Some(pct) = m.percent {
+                    self.range(&p.f("percent"), pct, 0, 100);
+                }
+            }
+        }
+        if let Some(c) = cors {
+            self.cors(&path.f("cors"), c);
+        }
+    }
+
+    fn header_modifier(&mut self, path: &Path, m: &HttpHeaderModifier) {
+        let check_name = |c: &mut Checker, p: &Path, name: &str| {
+            if !is_token(name) {
+                c.error(p, format!("{name:?} is not a header name"));
+            } else if PROTECTED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                c.error(
+                    p,
+                    format!(
+                        "{name:?} describes the connection or the framing and cannot be changed"
+                    ),
+                );
+            }
+        };
+        for (field, list) in [("add", &m.add), ("set", &m.set)] {
+            let Some(list) = list else { continue };
+            let lp = path.f(field);
+            self.count(&lp, list.len(), 1, 16);
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            for (i, h) in list.iter().enumerate() {
+                check_name(self, &lp.i(i).f("name"), &h.name);
+                if h.value
+                    .bytes()
+                    .any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+                {
+                    self.error(&lp.i(i).f("value"), "must not contain control characters");
+                }
+                if let Some(first) = seen.insert(h.name.to_ascii_lowercase(), i) {
+                    self.error(
+                        &lp.i(i).f("name"),
+                        format!("duplicate header {:?} (also {})", h.name, lp.i(first)),
+                    );
+                }
+            }
+        }
+        if let Some(list) = &m.remove {
+            let lp = path.f("remove");
+            self.count(&lp, list.len(), 1, 16);
+            for (i, n) in list.iter().enumerate() {
+                check_name(self, &lp.i(i), n);
+            }
+        }
+    }
+
+    fn cors(&mut self, path: &Path, c: &HttpCors) {
+        let op = path.f("allowOrigins");
+        self.count(&op, c.allow_origins.len(), 1, 64);
+        for (i, o) in c.allow_origins.iter().enumerate() {
+            if !valid_origin(o) {
+                self.error(
+                    &op.i(i),
+                    format!("{o:?} is not \"*\", \"scheme://host[:port]\" or \"scheme://*.domain[:port]\""),
+                );
+            }
+        }
+        for (i, m) in c.allow_methods.iter().flatten().enumerate() {
+            if m != "*" {
+                self.one_of_values(&path.f("allowMethods").i(i), m, &HTTP_METHODS);
+            }
+        }
+        for (field, list) in [
+            ("allowHeaders", &c.allow_headers),
+            ("exposeHeaders", &c.expose_headers),
+        ] {
+            for (i, h) in list.iter().flatten().enumerate() {
+                if h != "*" && !is_token(h) {
+                    self.error(&path.f(field).i(i), format!("{h:?} is not a header name"));
+                }
+            }
+        }
+        if let Some(d) = &c.max_age {
+            self.duration(&path.f("maxAge"), d);
+        }
+    }
+
+    /// Bowline extensions are errors on gRPC and TCP routes.
+    fn http_only_actions(&mut self, path: &Path, a: &RouteAction) {
+        for (field, set) in [
+            ("redirect", a.redirect.is_some()),
+            ("directResponse", a.direct_response.is_some()),
+            ("rewrite", a.rewrite.is_some()),
+        ] {
+            if set {
+                self.error(&path.f(field), "only httpRoute and http2Route support this");
+            }
+        }
+    }
+}
+
+/// `*`, `scheme://host[:port]` or `scheme://*.domain[:port]`.
+fn valid_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Some((scheme, host)) = o.split_once("://") else {
+        return false;
+    };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && !host.is_empty()
+        && !host.contains(['*', '/', '?', '#', '@', ' '])
 }
 
 // === RefChecker ===
@@ -1599,6 +2020,27 @@ impl<'a> RefChecker<'a> {
                     }
                 }
             }
+            for (name, route) in [("httpRoute", &r.http_route), ("http2Route", &r.http2_route)] {
+                if let Some(route) = route {
+                    self.mirrors(&rp.f(name).f("mirror"), o, route.mirror.as_deref());
+                }
+            }
+        }
+    }
+
+    /// Mirror targets (Bowline extension) resolve; a node's `port` names one of its listeners.
+    fn mirrors<S>(&mut self, path: &Path, from: &Resource<S>, mirrors: Option<&[HttpMirror]>) {
+        for (i, m) in mirrors.unwrap_or_default().iter().enumerate() {
+            let mp = path.i(i);
+            if let Some(node) = &m.virtual_node_ref
+                && let Some((key, target)) =
+                    self.resolve_ref(&mp.f("virtualNodeRef"), from, Kind::VirtualNode, node)
+            {
+                self.port(&mp.f("port"), m.port, target, &key.to_string());
+            }
+            if let Some(vs) = &m.virtual_service_ref {
+                self.resolve_ref(&mp.f("virtualServiceRef"), from, Kind::VirtualService, vs);
+            }
         }
     }
 
@@ -1672,6 +2114,12 @@ impl<'a> RefChecker<'a> {
             }
         }
 
+        for (name, route) in [("httpRoute", &s.http_route), ("http2Route", &s.http2_route)] {
+            if let Some(route) = route {
+                self.mirrors(&spec.f(name).f("mirror"), o, route.mirror.as_deref());
+            }
+        }
+
         if let Some(g) = &s.virtual_gateway_ref {
             let path = spec.f("virtualGatewayRef");
             if let Some((key, gateway)) = self.resolve(
@@ -1698,5 +2146,7 @@ impl<'a> RefChecker<'a> {
     }
 }
 
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;

@@ -20,13 +20,19 @@
 //!   `rewrite.prefix.defaultPrefix: DISABLED` (App Mesh: `/chapter/page` → `/page` and
 //!   `/chapter1` → `/1` for the prefix `/chapter`, which takes two IR routes: `/chapter/` and
 //!   `/chapter`, both rewritten to `/`); `rewrite.path.exact` replaces the whole path.
+//! * Bowline extensions (not in App Mesh; see docs/resources.md): cookie and regex query matches,
+//!   wildcard hostnames (`*.example.com` becomes the suffix `.example.com`), redirects and direct
+//!   responses instead of a target, regex path rewrites (a gateway route's `rewrite.regex`
+//!   replaces its default prefix rewrite), router route rewrites, request and response header
+//!   changes, mirrors (to a virtual node, or a virtual service provided by one) and CORS. The
+//!   filters of a resource route go on every IR route it becomes.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use bowline_model::appmesh::{
     DefaultRewrite, GatewayRouteTarget, GrpcRouteMetadata, HeaderMatchMethod,
-    HttpGatewayRouteAction, HttpGatewayRouteMatch, HttpHeaderMatch, HttpPathMatch,
-    HttpQueryParameter, PortProtocol, Route as RouterRoute, RouteAction, VirtualGatewaySpec,
+    HttpGatewayRouteAction, HttpGatewayRouteMatch, HttpHeaderMatch, HttpPathMatch, PortProtocol,
+    Route as RouterRoute, RouteAction, VirtualGatewaySpec,
 };
 use bowline_model::ir;
 use bowline_model::manifest::{Kind, Meta, Resource};
@@ -36,6 +42,10 @@ use super::{
     gateway_table_name, listener_name, router_table_name, selector_matches,
 };
 use crate::discovery;
+
+mod routing;
+
+use self::routing::Filters;
 
 /// Translates one VirtualGateway. An unknown gateway yields an empty snapshot and a diagnostic.
 pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation {
@@ -440,14 +450,25 @@ impl Cx<'_> {
                 path: &path,
                 ..base
             };
-            return self.http_gateway_route(
+            let mut t = self.http_gateway_route(
                 at,
                 family,
                 route_name,
                 spec.priority,
                 &r.matcher,
                 &r.action,
+            )?;
+            let filters = self.route_filters(
+                at,
+                r.request_headers.as_ref(),
+                r.response_headers.as_ref(),
+                r.mirror.as_deref(),
+                r.cors.as_ref(),
             );
+            for route in &mut t.routes {
+                filters.apply(route);
+            }
+            return Some(t);
         }
         let r = spec.grpc_route.as_ref()?;
         let path = "spec.grpcRoute";
@@ -482,11 +503,11 @@ impl Cx<'_> {
             port: matcher.port,
             key,
             host,
-            routes: vec![ir::Route {
-                name: route_name,
+            routes: vec![ir::Route::new(
+                route_name,
                 matcher,
-                action: action.with_rewrite(rewrite),
-            }],
+                action.with_rewrite(rewrite),
+            )],
         })
     }
 
@@ -506,9 +527,29 @@ impl Cx<'_> {
             ..Default::default()
         };
         matcher.headers = self.headers(at, "match.headers", m.headers.as_deref())?;
-        matcher.query_parameters = query(m.query_parameters.as_deref());
+        matcher.query_parameters = self.query(at, m.query_parameters.as_deref())?;
+        matcher.cookies = self.cookies(at, m.cookies.as_deref())?;
         matcher.port = self.match_port(at, m.port)?;
         let host = host_key(m.hostname.as_ref());
+        if let Some(answer) = self.answer(
+            at,
+            action.redirect.as_ref(),
+            action.direct_response.as_ref(),
+        ) {
+            let key = OrderKey::new(
+                priority,
+                &matcher,
+                host != HostKey::Any,
+                format!("{}/{}", at.namespace, at.name),
+            );
+            return Some(GatewayRouteIr {
+                family,
+                port: matcher.port,
+                key,
+                host,
+                routes: vec![ir::Route::new(route_name, matcher, answer?)],
+            });
+        }
         let (target, vs_name) = self.target(at, "action.target", &action.target)?;
 
         let rw = action.rewrite.clone().unwrap_or_default();
@@ -523,10 +564,12 @@ impl Cx<'_> {
             host != HostKey::Any,
             format!("{}/{}", at.namespace, at.name),
         );
-        let mk = |matcher: ir::RouteMatch, rewrite: ir::Rewrite| ir::Route {
-            name: route_name.clone(),
-            matcher,
-            action: target.clone().with_rewrite(rewrite),
+        let mk = |matcher: ir::RouteMatch, rewrite: ir::Rewrite| {
+            ir::Route::new(
+                route_name.clone(),
+                matcher,
+                target.clone().with_rewrite(rewrite),
+            )
         };
         let mut routes = Vec::new();
         if let Some(p) = &rw.path {
@@ -534,6 +577,15 @@ impl Cx<'_> {
                 matcher.clone(),
                 ir::Rewrite {
                     full_path: Some(p.exact.clone()),
+                    ..base_rewrite
+                },
+            ));
+        } else if let Some(re) = &rw.regex {
+            let regex = self.regex_rewrite(at, "action.rewrite.regex", re)?;
+            routes.push(mk(
+                matcher.clone(),
+                ir::Rewrite {
+                    regex: Some(regex),
                     ..base_rewrite
                 },
             ));
@@ -788,7 +840,7 @@ impl Cx<'_> {
     ) -> Option<Candidate> {
         let route_name = format!("route/{ns}/{router}/{}", r.name);
         let order_name = format!("{ns}/{router}/{}", r.name);
-        let (matcher, action, timeout) = match proto {
+        let (matcher, action, filters) = match proto {
             ir::Protocol::Http | ir::Protocol::Http2 => {
                 let (field, hr) = if proto == ir::Protocol::Http {
                     ("httpRoute", r.http_route.as_ref()?)
@@ -809,10 +861,27 @@ impl Cx<'_> {
                     ..Default::default()
                 };
                 matcher.headers = self.headers(at, "match.headers", m.headers.as_deref())?;
-                matcher.query_parameters = query(m.query_parameters.as_deref());
+                matcher.query_parameters = self.query(at, m.query_parameters.as_deref())?;
+                matcher.cookies = self.cookies(at, m.cookies.as_deref())?;
                 let timeout = hr.timeout.as_ref().and_then(|t| t.per_request);
-                let clusters = self.weighted(at, &hr.action)?;
-                (matcher, clusters, timeout)
+                let a = &hr.action;
+                let action = match self.answer(at, a.redirect.as_ref(), a.direct_response.as_ref())
+                {
+                    Some(answer) => answer?,
+                    None => ir::RouteAction::Forward(ir::ForwardAction {
+                        clusters: self.weighted(at, a)?,
+                        rewrite: self.router_rewrite(at, a)?,
+                        timeout_ms: timeout.and_then(|d| d.as_millis()).filter(|ms| *ms > 0),
+                    }),
+                };
+                let filters = self.route_filters(
+                    at,
+                    hr.request_headers.as_ref(),
+                    hr.response_headers.as_ref(),
+                    hr.mirror.as_deref(),
+                    hr.cors.as_ref(),
+                );
+                (matcher, action, filters)
             }
             ir::Protocol::Grpc => {
                 let gr = r.grpc_route.as_ref()?;
@@ -842,8 +911,12 @@ impl Cx<'_> {
                 };
                 matcher.headers = self.metadata(at, "match.metadata", m.metadata.as_deref())?;
                 let timeout = gr.timeout.as_ref().and_then(|t| t.per_request);
-                let clusters = self.weighted(at, &gr.action)?;
-                (matcher, clusters, timeout)
+                let action = ir::RouteAction::Forward(ir::ForwardAction {
+                    clusters: self.weighted(at, &gr.action)?,
+                    rewrite: ir::Rewrite::default(),
+                    timeout_ms: timeout.and_then(|d| d.as_millis()).filter(|ms| *ms > 0),
+                });
+                (matcher, action, Filters::default())
             }
             ir::Protocol::Tcp => {
                 if r.tcp_route.is_some() {
@@ -857,18 +930,12 @@ impl Cx<'_> {
             }
         };
         let key = OrderKey::new(r.priority, &matcher, false, order_name);
+        let mut route = ir::Route::new(route_name, matcher, action);
+        filters.apply(&mut route);
         Some(Candidate {
             key,
             host: HostKey::Any,
-            routes: vec![ir::Route {
-                name: route_name,
-                matcher,
-                action: ir::RouteAction::Forward(ir::ForwardAction {
-                    clusters: action,
-                    rewrite: ir::Rewrite::default(),
-                    timeout_ms: timeout.and_then(|d| d.as_millis()).filter(|ms| *ms > 0),
-                }),
-            }],
+            routes: vec![route],
         })
     }
 
@@ -1114,28 +1181,17 @@ fn virtual_hosts(mut cands: Vec<Candidate>) -> Vec<ir::VirtualHost> {
 
 fn host_key(m: Option<&bowline_model::appmesh::GatewayRouteHostnameMatch>) -> HostKey {
     match m {
-        Some(h) => match (&h.exact, &h.suffix) {
-            (Some(e), _) => HostKey::Exact(e.to_ascii_lowercase()),
-            (None, Some(s)) => HostKey::Suffix(s.to_ascii_lowercase()),
-            (None, None) => HostKey::Any,
+        Some(h) => match (&h.exact, &h.suffix, &h.wildcard) {
+            (Some(e), _, _) => HostKey::Exact(e.to_ascii_lowercase()),
+            (None, Some(s), _) => HostKey::Suffix(s.to_ascii_lowercase()),
+            // `*.example.com`: one or more labels before `example.com`.
+            (None, None, Some(w)) => {
+                HostKey::Suffix(w.strip_prefix('*').unwrap_or(w).to_ascii_lowercase())
+            }
+            (None, None, None) => HostKey::Any,
         },
         None => HostKey::Any,
     }
-}
-
-fn query(params: Option<&[HttpQueryParameter]>) -> Vec<ir::KeyValueMatch> {
-    params
-        .unwrap_or_default()
-        .iter()
-        .map(|q| ir::KeyValueMatch {
-            name: q.name.clone(),
-            matcher: match q.matcher.as_ref().and_then(|m| m.exact.clone()) {
-                Some(v) => ir::StringMatch::Exact(v),
-                None => ir::StringMatch::Present,
-            },
-            invert: false,
-        })
-        .collect()
 }
 
 /// The name a virtual service is served under, which a GatewayRoute rewrites the Host to by

@@ -22,7 +22,8 @@
 //! 1. explicit `priority`, ascending; routes without a priority come after all that have one;
 //! 2. specificity: an exact path before a regex path before a prefix, longer prefixes before
 //!    shorter ones (no path counts as an empty prefix), then routes with more conditions
-//!    (headers, query parameters, method, scheme, port, hostname) before those with fewer;
+//!    (headers, query parameters, cookies, method, scheme, port, hostname) before those with
+//!    fewer;
 //! 3. namespace/name of the resource (then the route name inside a router), so the order is total
 //!    and deterministic.
 
@@ -197,7 +198,8 @@ impl OrderKey {
             + usize::from(m.method.is_some())
             + usize::from(m.scheme.is_some())
             + usize::from(m.port.is_some())
-            + usize::from(has_host);
+            + usize::from(has_host)
+            + m.cookies.len();
         OrderKey {
             priority,
             path_rank,

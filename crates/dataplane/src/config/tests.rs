@@ -49,10 +49,10 @@ fn snapshot(cluster_of_route: &str, port: u16) -> ir::Snapshot {
             virtual_hosts: vec![ir::VirtualHost {
                 name: "any".into(),
                 hosts: vec![ir::HostMatch::Any],
-                routes: vec![ir::Route {
-                    name: "r".into(),
-                    matcher: ir::RouteMatch::default(),
-                    action: ir::RouteAction::Forward(ir::ForwardAction {
+                routes: vec![ir::Route::new(
+                    "r",
+                    ir::RouteMatch::default(),
+                    ir::RouteAction::Forward(ir::ForwardAction {
                         clusters: vec![ir::WeightedCluster {
                             cluster: cluster_of_route.into(),
                             weight: 1,
@@ -60,7 +60,7 @@ fn snapshot(cluster_of_route: &str, port: u16) -> ir::Snapshot {
                         rewrite: ir::Rewrite::default(),
                         timeout_ms: None,
                     }),
-                }],
+                )],
             }],
         }],
         clusters: vec![ir::Cluster {

@@ -1,14 +1,18 @@
 //! Compiled route matchers. Regular expressions are compiled once per config update, header names
 //! parsed into [`HeaderName`]s and methods into [`Method`]s, so matching a request allocates
-//! nothing (query parameters are parsed once per request, and only when a route needs them).
+//! nothing (query parameters and cookies are parsed once per request, and only when a route
+//! needs them; a header sent several times is matched on its values joined with `,`, as RFC 9110
+//! combines them, which allocates only then).
 
 use std::borrow::Cow;
 
 use bowline_model::ir;
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, COOKIE, ORIGIN};
 use http::{HeaderMap, HeaderName, Method};
 use regex::Regex;
 
 use super::CompileError;
+use super::index::PathKey;
 
 /// What a route matches a request on.
 #[derive(Debug, Default)]
@@ -19,6 +23,11 @@ pub(super) struct Matcher {
     scheme: Option<Box<str>>,
     headers: Box<[HeaderMatcher]>,
     query: Box<[QueryMatcher]>,
+    cookies: Box<[QueryMatcher]>,
+    /// The route has a CORS policy: a preflight (`OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`) matches the method condition when the method it asks
+    /// for does, so the policy can answer it.
+    cors_preflight: bool,
 }
 
 #[derive(Debug)]
@@ -66,13 +75,43 @@ pub struct RequestHead<'a> {
     pub scheme: &'a str,
 }
 
-/// Query parameters, decoded on first use and then shared by every route tried.
+/// Query parameters and cookies, parsed on first use and then shared by every route tried.
 #[derive(Debug, Default)]
 pub(super) struct QueryCache<'a> {
     params: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
+    cookies: Option<Vec<(&'a str, &'a str)>>,
 }
 
 impl<'a> QueryCache<'a> {
+    /// The cookies of every `Cookie` header, in order: `name=value` pairs separated by `;`,
+    /// trimmed, surrounding double quotes removed from values. Pairs without `=` and headers that
+    /// are not UTF-8 are skipped.
+    fn cookies(&mut self, headers: &'a HeaderMap) -> &[(&'a str, &'a str)] {
+        self.cookies.get_or_insert_with(|| {
+            let mut out = Vec::new();
+            for value in headers.get_all(COOKIE) {
+                let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
+                    continue;
+                };
+                for pair in value.split(';') {
+                    let Some((name, v)) = pair.split_once('=') else {
+                        continue;
+                    };
+                    let name = name.trim_matches([' ', '\t']);
+                    let v = v.trim_matches([' ', '\t']);
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|x| x.strip_suffix('"'))
+                        .unwrap_or(v);
+                    if !name.is_empty() {
+                        out.push((name, v));
+                    }
+                }
+            }
+            out
+        })
+    }
+
     fn get(&mut self, query: Option<&'a str>) -> &[(Cow<'a, str>, Cow<'a, str>)] {
         self.params.get_or_insert_with(|| {
             query
@@ -176,6 +215,22 @@ impl Matcher {
                 })
             })
             .collect::<Result<_, CompileError>>()?;
+        let cookies = m
+            .cookies
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let at = format!("match.cookies[{i}]");
+                if c.name.is_empty() {
+                    return Err(err(&format!("{at}.name"), "empty cookie name".into()));
+                }
+                Ok(QueryMatcher {
+                    name: c.name.as_str().into(),
+                    value: ValueMatcher::compile(&c.matcher, &at, err)?,
+                    invert: c.invert,
+                })
+            })
+            .collect::<Result<_, CompileError>>()?;
         let scheme = match m.scheme.as_deref() {
             None => None,
             Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {
@@ -192,7 +247,23 @@ impl Matcher {
             scheme,
             headers,
             query,
+            cookies,
+            cors_preflight: false,
         })
+    }
+
+    /// Lets CORS preflights through the method condition (see `cors_preflight`).
+    pub(super) fn set_cors_preflight(&mut self, on: bool) {
+        self.cors_preflight = on;
+    }
+
+    /// The key the route index files this matcher under.
+    pub(super) fn path_key(&self) -> PathKey<'_> {
+        match &self.path {
+            Some(PathMatcher::Prefix(p)) => PathKey::Prefix(p),
+            Some(PathMatcher::Exact(p)) => PathKey::Exact(p),
+            Some(PathMatcher::Regex(_)) | None => PathKey::Any,
+        }
     }
 
     /// The prefix this matcher matched, when it matches on a path prefix.
@@ -215,6 +286,7 @@ impl Matcher {
     ) -> bool {
         if let Some(m) = &self.method
             && m != req.method
+            && !(self.cors_preflight && is_preflight_for(req, m))
         {
             return false;
         }
@@ -238,11 +310,17 @@ impl Matcher {
             return false;
         }
         for h in self.headers.iter() {
-            let value = req
-                .headers
-                .get(&h.name)
-                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok());
-            if h.value.matches(value) == h.invert {
+            let mut values = req.headers.get_all(&h.name).iter();
+            let ok = match (values.next(), values.next()) {
+                (None, _) => h.value.decide(Value::Absent, h.invert),
+                (Some(v), None) => h.value.decide(Value::of(v.as_bytes()), h.invert),
+                (Some(_), Some(_)) => {
+                    let joined = join_values(req.headers.get_all(&h.name).iter());
+                    let v = joined.as_deref().map_or(Value::Opaque, Value::Text);
+                    h.value.decide(v, h.invert)
+                }
+            };
+            if !ok {
                 return false;
             }
         }
@@ -253,13 +331,68 @@ impl Matcher {
                     .iter()
                     .find(|(k, _)| *k == *q.name)
                     .map(|(_, v)| v.as_ref());
-                if q.value.matches(value) == q.invert {
+                if !q
+                    .value
+                    .decide(value.map_or(Value::Absent, Value::Text), q.invert)
+                {
+                    return false;
+                }
+            }
+        }
+        if !self.cookies.is_empty() {
+            let cookies = query.cookies(req.headers);
+            for c in self.cookies.iter() {
+                let value = cookies
+                    .iter()
+                    .find(|(k, _)| **k == *c.name)
+                    .map(|(_, v)| *v);
+                if !c
+                    .value
+                    .decide(value.map_or(Value::Absent, Value::Text), c.invert)
+                {
                     return false;
                 }
             }
         }
         true
     }
+}
+
+/// A header, parameter or cookie value as matchers see it.
+#[derive(Clone, Copy, Debug)]
+enum Value<'a> {
+    Absent,
+    /// Present, but not UTF-8: only presence can match it.
+    Opaque,
+    Text(&'a str),
+}
+
+impl<'a> Value<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        std::str::from_utf8(bytes).map_or(Value::Opaque, Value::Text)
+    }
+}
+
+/// A CORS preflight asking for `method`.
+fn is_preflight_for(req: &RequestHead<'_>, method: &Method) -> bool {
+    *req.method == Method::OPTIONS
+        && req.headers.contains_key(ORIGIN)
+        && req
+            .headers
+            .get(ACCESS_CONTROL_REQUEST_METHOD)
+            .is_some_and(|v| v.as_bytes() == method.as_str().as_bytes())
+}
+
+/// The values of a repeated header joined with `,`; `None` if one is not UTF-8.
+fn join_values<'h>(values: impl Iterator<Item = &'h http::HeaderValue>) -> Option<String> {
+    let mut out = String::new();
+    for (i, v) in values.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(std::str::from_utf8(v.as_bytes()).ok()?);
+    }
+    Some(out)
 }
 
 /// Compiles a regular expression that must match a whole value.
@@ -296,6 +429,17 @@ impl ValueMatcher {
             }
             ir::StringMatch::Present => ValueMatcher::Present,
         })
+    }
+
+    /// Whether a header, parameter or cookie passes this match, `invert`ed or not. Envoy's
+    /// (and so App Mesh's) rule: an absent one passes only an inverted presence match; an
+    /// inverted value match needs it present with a value that does not match.
+    fn decide(&self, value: Value<'_>, invert: bool) -> bool {
+        match value {
+            Value::Absent => invert && matches!(self, ValueMatcher::Present),
+            Value::Opaque => matches!(self, ValueMatcher::Present) != invert,
+            Value::Text(v) => self.matches(Some(v)) != invert,
+        }
     }
 
     /// Whether a value (`None`: absent) matches, before inversion.

@@ -17,11 +17,7 @@ fn forward(cluster: &str) -> ir::RouteAction {
 }
 
 fn route(name: &str, matcher: ir::RouteMatch, action: ir::RouteAction) -> ir::Route {
-    ir::Route {
-        name: name.into(),
-        matcher,
-        action,
-    }
+    ir::Route::new(name, matcher, action)
 }
 
 fn prefix(p: &str) -> ir::RouteMatch {
@@ -156,6 +152,13 @@ fn run(router: &Router, r: &Req<'_>) -> String {
                 }
                 RoutedAction::Direct(d) => {
                     format!("{} direct {}", routed.route.name, d.status.as_u16())
+                }
+                RoutedAction::Redirect(rd) => {
+                    format!(
+                        "{} redirect {} {path}",
+                        routed.route.name,
+                        rd.status.as_u16()
+                    )
                 }
             }
         }
@@ -363,7 +366,8 @@ fn header_matchers() {
         ),
         (
             kv("X-V", ir::StringMatch::Exact("red".into()), true),
-            vec![(Some("red"), false), (Some("blue"), true), (None, true)],
+            // Envoy's (App Mesh's) rule: an inverted value match needs the header present.
+            vec![(Some("red"), false), (Some("blue"), true), (None, false)],
         ),
         (
             kv("x-v", ir::StringMatch::Prefix("ab".into()), false),
@@ -395,7 +399,7 @@ fn header_matchers() {
         ),
         (
             kv("x-v", ir::StringMatch::Range { start: -5, end: 0 }, true),
-            vec![(Some("-5"), false), (Some("0"), true), (None, true)],
+            vec![(Some("-5"), false), (Some("0"), true), (None, false)],
         ),
         (
             kv("x-v", ir::StringMatch::Present, false),
@@ -461,12 +465,13 @@ fn query_parameter_matchers() {
     for (uri, want) in [
         ("/?a=hello+world&b", "both"),
         ("/?b=&a=hello%20world", "both"),
-        ("/?a=hello%20world", "not-debug"),
+        // An inverted value match needs the parameter present (as for headers).
+        ("/?a=hello%20world", "rest"),
         // Names are case-sensitive.
-        ("/?A=hello+world&b=1", "not-debug"),
+        ("/?A=hello+world&b=1&debug=0", "not-debug"),
         ("/?debug=1", "rest"),
         ("/?debug=2", "not-debug"),
-        ("/", "not-debug"),
+        ("/", "rest"),
         ("/?bad=%zz&debug=%31", "rest"),
     ] {
         let out = run(&r, &req("h", uri));

@@ -342,7 +342,7 @@ http2Route:
 "#,
             ),
             vec![
-                "spec.httpRoute.match.hostname: exactly one of exact and suffix must be set (exact and suffix are)",
+                "spec.httpRoute.match.hostname: exactly one of exact, suffix and wildcard must be set (exact and suffix are)",
                 r#"spec.httpRoute.match.method: must be one of CONNECT, DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT, TRACE (got "get")"#,
                 "spec.httpRoute.action.rewrite.prefix: requires match.prefix",
                 "spec.httpRoute.action.rewrite.path: requires match.path",
