@@ -262,6 +262,7 @@ fn cluster(name: &str, protocol: ir::Protocol) -> ir::Cluster {
         protocol,
         lb_policy: ir::LbPolicy::RoundRobin,
         connect_timeout_ms: 1000,
+        tls: None,
     }
 }
 
@@ -382,6 +383,7 @@ fn config(port: u16, p: &Ports, weights: (u32, u32)) -> ir::Snapshot {
             port,
             protocol: ir::Protocol::Http,
             route_table: "main".into(),
+            tls: None,
         }],
         route_tables: vec![ir::RouteTable {
             name: "main".into(),

@@ -58,6 +58,9 @@ pub struct Listener {
     pub protocol: Protocol,
     /// Name of the [`RouteTable`] that routes this listener's requests.
     pub route_table: String,
+    /// TLS termination; `None` serves plaintext (HTTP/1.1 and h2c).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +248,9 @@ pub struct Cluster {
     pub lb_policy: LbPolicy,
     /// Connect timeout in milliseconds.
     pub connect_timeout_ms: u64,
+    /// TLS origination to the endpoints; `None` connects in plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,4 +268,120 @@ pub struct Endpoint {
 pub struct ClusterEndpoints {
     pub cluster: String,
     pub endpoints: Vec<Endpoint>,
+}
+
+// === TLS ===
+
+/// Which connections a TLS listener accepts (App Mesh listener `tls.mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS only.
+    #[default]
+    Strict,
+    /// TLS and plaintext on the same port, told apart by the first byte of the connection (a
+    /// TLS ClientHello record or not). A client certificate is requested from TLS clients and
+    /// verified when presented, but not required.
+    Permissive,
+    /// Plaintext only: the certificates are not loaded.
+    Disabled,
+}
+
+/// TLS termination on a listener. PEM files are read by the proxy, watched, and reloaded when
+/// they change (new handshakes use the new certificate; open connections keep theirs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerTls {
+    pub mode: TlsMode,
+    /// The certificates served, chosen by the client's SNI: an exact server name first, then a
+    /// wildcard (`*.example.com` matches one label), then the certificate without server names
+    /// (at most one). At least one unless the mode is `disabled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<TlsCertificate>,
+    /// Client certificate validation (mutual TLS). In `strict` mode a client certificate is
+    /// required; in `permissive` mode it is verified when presented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<TlsValidation>,
+}
+
+/// A certificate chain and its private key, as PEM files, and the SNI names it serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsCertificate {
+    /// Path of the PEM certificate chain, leaf first.
+    pub certificate_chain: String,
+    /// Path of the PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: String,
+    /// Lower-case DNS names (`api.example.com`) or wildcards (`*.example.com`); empty: the
+    /// default certificate, served when no other certificate's name matches or without SNI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_names: Vec<String>,
+}
+
+/// How a peer's certificate is validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsValidation {
+    /// Path of the PEM bundle of trusted certificate authorities.
+    pub trust_chain: String,
+    /// The peer certificate must carry one of these subject alternative names (DNS names
+    /// compared case-insensitively, URIs and IP addresses exactly); empty: any name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alternative_names: Vec<String>,
+}
+
+/// A client certificate presented to upstreams (mutual TLS), as PEM files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsClientCertificate {
+    pub certificate_chain: String,
+    pub private_key: String,
+}
+
+/// TLS origination to a cluster's endpoints: `http` clusters speak HTTP/1.1 over TLS (ALPN
+/// `http/1.1`), `http2` and `grpc` clusters HTTP/2 over TLS (ALPN `h2`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamTls {
+    /// Sent as SNI (unless it is an IP address) and, when `subject_alternative_names` is empty,
+    /// the name the endpoint's certificate must be valid for.
+    pub server_name: String,
+    /// Path of the PEM bundle of authorities the endpoint's certificate must chain to. Required:
+    /// the proxy has no system roots.
+    pub trust_chain: String,
+    /// When set, the endpoint's certificate must carry one of these subject alternative names
+    /// (as in [`TlsValidation`]) instead of being valid for `server_name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alternative_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<TlsClientCertificate>,
+}
+
+/// Whether `name` is a valid TLS server name pattern: a lower-case DNS name, or `*.` followed
+/// by one (a wildcard of exactly one label).
+pub fn is_server_name_pattern(name: &str) -> bool {
+    is_dns_name(name.strip_prefix("*.").unwrap_or(name))
+}
+
+/// Whether `name` is a lower-case DNS name: labels of 1 to 63 letters, digits and inner hyphens
+/// (underscores are tolerated), at most 253 characters, not all-numeric at the end.
+pub fn is_dns_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let mut last = "";
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            return false;
+        }
+        last = label;
+    }
+    !last.bytes().all(|b| b.is_ascii_digit())
 }

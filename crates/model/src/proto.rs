@@ -163,6 +163,7 @@ impl From<&ir::Listener> for pb::Listener {
             port: u32::from(l.port),
             protocol: protocol_to(l.protocol),
             route_table: l.route_table.clone(),
+            tls: l.tls.as_ref().map(tls_listener_to),
         }
     }
 }
@@ -285,6 +286,7 @@ impl From<&ir::Cluster> for pb::Cluster {
                 ir::LbPolicy::RoundRobin => pb::LbPolicy::RoundRobin as i32,
             },
             connect_timeout_ms: c.connect_timeout_ms,
+            tls: c.tls.as_ref().map(tls_upstream_to),
         }
     }
 }
@@ -345,12 +347,14 @@ impl TryFrom<pb::Listener> for ir::Listener {
     fn try_from(l: pb::Listener) -> Result<Self, Self::Error> {
         let key = Kind::Listener.key(&l.name);
         let cx = Ctx { resource: &key };
+        let tls = l.tls.map(|t| tls_listener_from(&cx, t)).transpose()?;
         Ok(ir::Listener {
             port: cx.port("port", l.port, false)?,
             protocol: cx.protocol("protocol", l.protocol)?,
             name: l.name,
             address: l.address,
             route_table: l.route_table,
+            tls,
         })
     }
 }
@@ -508,6 +512,7 @@ impl TryFrom<pb::Cluster> for ir::Cluster {
     fn try_from(c: pb::Cluster) -> Result<Self, Self::Error> {
         let key = Kind::Cluster.key(&c.name);
         let cx = Ctx { resource: &key };
+        let tls = c.tls.map(|t| tls_upstream_from(&cx, t)).transpose()?;
         Ok(ir::Cluster {
             protocol: cx.protocol("protocol", c.protocol)?,
             lb_policy: match pb::LbPolicy::try_from(c.lb_policy) {
@@ -520,6 +525,7 @@ impl TryFrom<pb::Cluster> for ir::Cluster {
             },
             connect_timeout_ms: c.connect_timeout_ms,
             name: c.name,
+            tls,
         })
     }
 }
@@ -550,6 +556,164 @@ impl TryFrom<pb::ClusterEndpoints> for ir::ClusterEndpoints {
     }
 }
 
+// === TLS ===
+
+fn tls_listener_to(t: &ir::ListenerTls) -> pb::TlsListener {
+    pb::TlsListener {
+        mode: (match t.mode {
+            ir::TlsMode::Strict => pb::TlsMode::Strict,
+            ir::TlsMode::Permissive => pb::TlsMode::Permissive,
+            ir::TlsMode::Disabled => pb::TlsMode::Disabled,
+        }) as i32,
+        certificates: t
+            .certificates
+            .iter()
+            .map(|c| pb::TlsCertificate {
+                certificate_chain: c.certificate_chain.clone(),
+                private_key: c.private_key.clone(),
+                server_names: c.server_names.clone(),
+            })
+            .collect(),
+        client_validation: t.client_validation.as_ref().map(|v| pb::TlsValidation {
+            trust_chain: v.trust_chain.clone(),
+            subject_alternative_names: v.subject_alternative_names.clone(),
+        }),
+    }
+}
+
+fn tls_upstream_to(t: &ir::UpstreamTls) -> pb::TlsUpstream {
+    pb::TlsUpstream {
+        server_name: t.server_name.clone(),
+        trust_chain: t.trust_chain.clone(),
+        subject_alternative_names: t.subject_alternative_names.clone(),
+        client_certificate: t
+            .client_certificate
+            .as_ref()
+            .map(|c| pb::TlsClientCertificate {
+                certificate_chain: c.certificate_chain.clone(),
+                private_key: c.private_key.clone(),
+            }),
+    }
+}
+
+impl Ctx<'_> {
+    fn file(&self, path: &str, value: String) -> Result<String, InvalidResource> {
+        if value.is_empty() {
+            return Err(self.err(path, "a file path is required"));
+        }
+        Ok(value)
+    }
+
+    fn subject_alternative_names(
+        &self,
+        path: &str,
+        sans: Vec<String>,
+    ) -> Result<Vec<String>, InvalidResource> {
+        if let Some(i) = sans.iter().position(String::is_empty) {
+            return Err(self.err(format!("{path}[{i}]"), "empty subject alternative name"));
+        }
+        Ok(sans)
+    }
+}
+
+fn tls_listener_from(cx: &Ctx, t: pb::TlsListener) -> Result<ir::ListenerTls, InvalidResource> {
+    let mode = match pb::TlsMode::try_from(t.mode) {
+        Ok(pb::TlsMode::Strict) => ir::TlsMode::Strict,
+        Ok(pb::TlsMode::Permissive) => ir::TlsMode::Permissive,
+        Ok(pb::TlsMode::Disabled) => ir::TlsMode::Disabled,
+        _ => return Err(cx.err("tls.mode", format!("unknown TLS mode {}", t.mode))),
+    };
+    if t.certificates.is_empty() && mode != ir::TlsMode::Disabled {
+        return Err(cx.err(
+            "tls.certificates",
+            "at least one certificate is required unless the mode is disabled",
+        ));
+    }
+    let mut certificates = Vec::with_capacity(t.certificates.len());
+    let mut names: std::collections::HashMap<String, usize> = Default::default();
+    let mut default: Option<usize> = None;
+    for (i, c) in t.certificates.into_iter().enumerate() {
+        let p = format!("tls.certificates[{i}]");
+        if c.server_names.is_empty()
+            && let Some(first) = default.replace(i)
+        {
+            return Err(cx.err(
+                &p,
+                format!(
+                    "certificates[{first}] is already the default certificate (without \
+                     serverNames); at most one may be"
+                ),
+            ));
+        }
+        for (j, n) in c.server_names.iter().enumerate() {
+            let np = format!("{p}.serverNames[{j}]");
+            if !ir::is_server_name_pattern(n) {
+                return Err(cx.err(
+                    &np,
+                    format!("{n:?} is not a lower-case DNS name or *.wildcard"),
+                ));
+            }
+            if let Some(first) = names.insert(n.clone(), i) {
+                return Err(cx.err(
+                    &np,
+                    format!("{n:?} is also served by certificates[{first}]"),
+                ));
+            }
+        }
+        certificates.push(ir::TlsCertificate {
+            certificate_chain: cx.file(&format!("{p}.certificateChain"), c.certificate_chain)?,
+            private_key: cx.file(&format!("{p}.privateKey"), c.private_key)?,
+            server_names: c.server_names,
+        });
+    }
+    let client_validation = match t.client_validation {
+        None => None,
+        Some(v) => Some(ir::TlsValidation {
+            trust_chain: cx.file("tls.clientValidation.trustChain", v.trust_chain)?,
+            subject_alternative_names: cx.subject_alternative_names(
+                "tls.clientValidation.subjectAlternativeNames",
+                v.subject_alternative_names,
+            )?,
+        }),
+    };
+    Ok(ir::ListenerTls {
+        mode,
+        certificates,
+        client_validation,
+    })
+}
+
+fn tls_upstream_from(cx: &Ctx, t: pb::TlsUpstream) -> Result<ir::UpstreamTls, InvalidResource> {
+    if !ir::is_dns_name(&t.server_name) && t.server_name.parse::<std::net::IpAddr>().is_err() {
+        return Err(cx.err(
+            "tls.serverName",
+            format!(
+                "{:?} is not a lower-case DNS name or an IP address",
+                t.server_name
+            ),
+        ));
+    }
+    let client_certificate = match t.client_certificate {
+        None => None,
+        Some(c) => Some(ir::TlsClientCertificate {
+            certificate_chain: cx.file(
+                "tls.clientCertificate.certificateChain",
+                c.certificate_chain,
+            )?,
+            private_key: cx.file("tls.clientCertificate.privateKey", c.private_key)?,
+        }),
+    };
+    Ok(ir::UpstreamTls {
+        server_name: t.server_name,
+        trust_chain: cx.file("tls.trustChain", t.trust_chain)?,
+        subject_alternative_names: cx.subject_alternative_names(
+            "tls.subjectAlternativeNames",
+            t.subject_alternative_names,
+        )?,
+        client_certificate,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,6 +726,7 @@ mod tests {
                 port: 8080,
                 protocol: ir::Protocol::Http,
                 route_table: "rt".into(),
+                tls: None,
             }],
             route_tables: vec![ir::RouteTable {
                 name: "rt".into(),
@@ -604,6 +769,7 @@ mod tests {
                 protocol: ir::Protocol::Http2,
                 lb_policy: ir::LbPolicy::RoundRobin,
                 connect_timeout_ms: 1000,
+                tls: None,
             }],
             endpoints: vec![ir::ClusterEndpoints {
                 cluster: "c".into(),
@@ -645,5 +811,128 @@ mod tests {
         let err = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap_err();
         assert_eq!(err.resource, "endpoints/c");
         assert_eq!(err.path, "endpoints[0].address");
+    }
+
+    fn tls_sample() -> ir::Snapshot {
+        let mut s = sample();
+        s.listeners[0].tls = Some(ir::ListenerTls {
+            mode: ir::TlsMode::Permissive,
+            certificates: vec![
+                ir::TlsCertificate {
+                    certificate_chain: "/certs/default.pem".into(),
+                    private_key: "/certs/default.key".into(),
+                    server_names: vec![],
+                },
+                ir::TlsCertificate {
+                    certificate_chain: "/certs/api.pem".into(),
+                    private_key: "/certs/api.key".into(),
+                    server_names: vec!["api.example.com".into(), "*.api.example.com".into()],
+                },
+            ],
+            client_validation: Some(ir::TlsValidation {
+                trust_chain: "/certs/clients.pem".into(),
+                subject_alternative_names: vec!["spiffe://example/ns/a/sa/b".into()],
+            }),
+        });
+        s.clusters[0].tls = Some(ir::UpstreamTls {
+            server_name: "c.shop.svc.cluster.local".into(),
+            trust_chain: "/certs/ca.pem".into(),
+            subject_alternative_names: vec![],
+            client_certificate: Some(ir::TlsClientCertificate {
+                certificate_chain: "/certs/gw.pem".into(),
+                private_key: "/certs/gw.key".into(),
+            }),
+        });
+        s
+    }
+
+    #[test]
+    fn tls_round_trip() {
+        let s = tls_sample();
+        let wire = snapshot_to_resources(&s);
+        let back = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap();
+        assert_eq!(back, s);
+    }
+
+    fn tls_error(edit: impl FnOnce(&mut ir::Snapshot)) -> InvalidResource {
+        let mut s = tls_sample();
+        edit(&mut s);
+        let wire = snapshot_to_resources(&s);
+        resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap_err()
+    }
+
+    #[test]
+    fn invalid_tls_names_the_field() {
+        let err = tls_error(|s| {
+            let tls = s.listeners[0].tls.as_mut().unwrap();
+            tls.certificates[1].server_names[1] = "API.example.com".into();
+        });
+        assert_eq!(err.resource, "listener/http-8080");
+        assert_eq!(err.path, "tls.certificates[1].serverNames[1]");
+
+        let err = tls_error(|s| {
+            let tls = s.listeners[0].tls.as_mut().unwrap();
+            tls.certificates[1].server_names.clear();
+        });
+        assert_eq!(err.path, "tls.certificates[1]");
+        assert!(err.reason.contains("default"), "{err}");
+
+        let err = tls_error(|s| {
+            let tls = s.listeners[0].tls.as_mut().unwrap();
+            tls.certificates[0].server_names = vec!["api.example.com".into()];
+        });
+        assert_eq!(err.path, "tls.certificates[1].serverNames[0]");
+
+        let err = tls_error(|s| {
+            let tls = s.listeners[0].tls.as_mut().unwrap();
+            tls.certificates.clear();
+        });
+        assert_eq!(err.path, "tls.certificates");
+
+        let err = tls_error(|s| {
+            let tls = s.listeners[0].tls.as_mut().unwrap();
+            tls.client_validation.as_mut().unwrap().trust_chain.clear();
+        });
+        assert_eq!(err.path, "tls.clientValidation.trustChain");
+
+        let err = tls_error(|s| s.clusters[0].tls.as_mut().unwrap().server_name.clear());
+        assert_eq!(err.resource, "cluster/c");
+        assert_eq!(err.path, "tls.serverName");
+
+        let err = tls_error(|s| {
+            let tls = s.clusters[0].tls.as_mut().unwrap();
+            tls.client_certificate.as_mut().unwrap().private_key.clear();
+        });
+        assert_eq!(err.path, "tls.clientCertificate.privateKey");
+    }
+
+    #[test]
+    fn disabled_tls_needs_no_certificate() {
+        let mut s = tls_sample();
+        let tls = s.listeners[0].tls.as_mut().unwrap();
+        tls.mode = ir::TlsMode::Disabled;
+        tls.certificates.clear();
+        let wire = snapshot_to_resources(&s);
+        let back = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn server_name_patterns() {
+        for ok in ["example.com", "*.example.com", "a-b.c_d.io", "localhost"] {
+            assert!(ir::is_server_name_pattern(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Example.com",
+            "*.",
+            "a..b",
+            "-a.com",
+            "a*.com",
+            "*.*.com",
+            "10.0.0.1",
+        ] {
+            assert!(!ir::is_server_name_pattern(bad), "{bad}");
+        }
     }
 }

@@ -66,6 +66,7 @@ pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation 
             protocol: c.protocol,
             lb_policy: ir::LbPolicy::RoundRobin,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            tls: None,
         });
         let endpoints = match inputs.world.virtual_node(&c.namespace, &c.node) {
             Some(node) => {
@@ -338,6 +339,7 @@ impl Cx<'_> {
                 port: *port,
                 protocol: *protocol,
                 route_table: table.clone(),
+                tls: None,
             });
             let cands = per_port.remove(port).unwrap_or_default();
             snapshot.route_tables.push(ir::RouteTable {

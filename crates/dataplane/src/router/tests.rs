@@ -37,6 +37,7 @@ fn cluster(name: &str) -> ir::Cluster {
         protocol: ir::Protocol::Http,
         lb_policy: ir::LbPolicy::RoundRobin,
         connect_timeout_ms: 1000,
+        tls: None,
     }
 }
 
@@ -69,6 +70,7 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
             port: 8080,
             protocol: ir::Protocol::Http,
             route_table: "main".into(),
+            tls: None,
         }],
         route_tables,
         clusters: vec![cluster("a"), cluster("b"), cluster("c")],
@@ -904,6 +906,7 @@ fn compile_errors_name_the_resource_and_field() {
         port: 8080,
         protocol: ir::Protocol::Http2,
         route_table: "main".into(),
+        tls: None,
     });
     cases.push((
         s,
