@@ -1,4 +1,5 @@
-//! The HTTP proxy: one server per listener (HTTP/1.1 and HTTP/2 prior knowledge on the same port),
+//! The HTTP proxy: one server per listener (HTTP/1.1 and HTTP/2 prior knowledge on the same port,
+//! behind TLS on listeners that have it: see [`crate::tls`]),
 //! routing each request with the [`Router`] in service and forwarding it to a cluster endpoint
 //! over pooled connections, bodies streamed both ways.
 //!
@@ -40,6 +41,7 @@ use crate::router::{
     CompileContext, CompileError, RequestHead, RouteError, RoutedAction, Router, UpstreamProtocol,
     strip_port,
 };
+use crate::tls;
 use crate::upstream::Upstreams;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -109,6 +111,8 @@ struct Running {
 struct ConnCtx {
     port: u16,
     client_ip: HeaderValue,
+    /// `https` when the connection is TLS, otherwise `http`.
+    scheme: &'static str,
 }
 
 // === impl Proxy ===
@@ -343,10 +347,19 @@ async fn serve_connection(
     gauge.inc();
     let _open = OpenConnection(gauge);
     let _ = stream.set_nodelay(true);
+    let listener_tls = shared
+        .router
+        .load()
+        .listener(port)
+        .and_then(|l| l.tls.clone());
+    let Some(stream) = tls::accept(listener_tls.as_deref(), stream).await else {
+        return;
+    };
     let ctx = Arc::new(ConnCtx {
         port,
         client_ip: HeaderValue::from_str(&peer.ip().to_string())
             .expect("an IP address is a header value"),
+        scheme: if stream.is_tls() { "https" } else { "http" },
     });
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -411,7 +424,7 @@ async fn forward<'r>(
         query: parts.uri.query(),
         headers: &parts.headers,
         port: listener.port,
-        scheme: listener.scheme,
+        scheme: ctx.scheme,
     };
     let routed = match router.route(listener, host, &head) {
         Ok(r) => r,
@@ -504,10 +517,9 @@ async fn forward<'r>(
     parts
         .headers
         .append(&X_FORWARDED_FOR, ctx.client_ip.clone());
-    parts.headers.insert(
-        &X_FORWARDED_PROTO,
-        HeaderValue::from_static(listener.scheme),
-    );
+    parts
+        .headers
+        .insert(&X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme));
 
     let send = cluster.send(endpoint, Request::from_parts(parts, body));
     let result = match fwd.timeout {
