@@ -357,6 +357,120 @@ pub struct UpstreamTls {
     pub client_certificate: Option<TlsClientCertificate>,
 }
 
+/// A TLS setting the engine cannot serve: the field (relative to the `tls` object) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidTls {
+    pub path: String,
+    pub reason: String,
+}
+
+impl InvalidTls {
+    fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        InvalidTls {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+fn check_file(path: impl Into<String>, value: &str) -> Result<(), InvalidTls> {
+    if value.is_empty() {
+        return Err(InvalidTls::new(path, "a file path is required"));
+    }
+    Ok(())
+}
+
+fn check_subject_alternative_names(path: &str, names: &[String]) -> Result<(), InvalidTls> {
+    match names.iter().position(String::is_empty) {
+        Some(i) => Err(InvalidTls::new(
+            format!("{path}[{i}]"),
+            "empty subject alternative name",
+        )),
+        None => Ok(()),
+    }
+}
+
+impl ListenerTls {
+    /// Checks what the engine relies on: at least one certificate unless disabled, file paths,
+    /// valid server names each served by one certificate, one default certificate at most.
+    pub fn check(&self) -> Result<(), InvalidTls> {
+        if self.certificates.is_empty() && self.mode != TlsMode::Disabled {
+            return Err(InvalidTls::new(
+                "certificates",
+                "at least one certificate is required unless the mode is disabled",
+            ));
+        }
+        let mut names: std::collections::HashMap<&str, usize> = Default::default();
+        let mut default: Option<usize> = None;
+        for (i, c) in self.certificates.iter().enumerate() {
+            let p = format!("certificates[{i}]");
+            check_file(format!("{p}.certificateChain"), &c.certificate_chain)?;
+            check_file(format!("{p}.privateKey"), &c.private_key)?;
+            if c.server_names.is_empty()
+                && let Some(first) = default.replace(i)
+            {
+                return Err(InvalidTls::new(
+                    p,
+                    format!(
+                        "certificates[{first}] is already the default certificate (without \
+                         serverNames); at most one may be"
+                    ),
+                ));
+            }
+            for (j, n) in c.server_names.iter().enumerate() {
+                let np = format!("{p}.serverNames[{j}]");
+                if !is_server_name_pattern(n) {
+                    return Err(InvalidTls::new(
+                        np,
+                        format!("{n:?} is not a lower-case DNS name or *.wildcard"),
+                    ));
+                }
+                if let Some(first) = names.insert(n, i) {
+                    return Err(InvalidTls::new(
+                        np,
+                        format!("{n:?} is also served by certificates[{first}]"),
+                    ));
+                }
+            }
+        }
+        if let Some(v) = &self.client_validation {
+            check_file("clientValidation.trustChain", &v.trust_chain)?;
+            check_subject_alternative_names(
+                "clientValidation.subjectAlternativeNames",
+                &v.subject_alternative_names,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamTls {
+    /// Checks what the engine relies on: a server name (DNS name or IP address), a trust bundle,
+    /// file paths.
+    pub fn check(&self) -> Result<(), InvalidTls> {
+        if !is_dns_name(&self.server_name) && self.server_name.parse::<std::net::IpAddr>().is_err()
+        {
+            return Err(InvalidTls::new(
+                "serverName",
+                format!(
+                    "{:?} is not a lower-case DNS name or an IP address",
+                    self.server_name
+                ),
+            ));
+        }
+        check_file("trustChain", &self.trust_chain)?;
+        check_subject_alternative_names(
+            "subjectAlternativeNames",
+            &self.subject_alternative_names,
+        )?;
+        if let Some(c) = &self.client_certificate {
+            check_file("clientCertificate.certificateChain", &c.certificate_chain)?;
+            check_file("clientCertificate.privateKey", &c.private_key)?;
+        }
+        Ok(())
+    }
+}
+
 /// Whether `name` is a valid TLS server name pattern: a lower-case DNS name, or `*.` followed
 /// by one (a wildcard of exactly one label).
 pub fn is_server_name_pattern(name: &str) -> bool {

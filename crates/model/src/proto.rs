@@ -596,26 +596,6 @@ fn tls_upstream_to(t: &ir::UpstreamTls) -> pb::TlsUpstream {
     }
 }
 
-impl Ctx<'_> {
-    fn file(&self, path: &str, value: String) -> Result<String, InvalidResource> {
-        if value.is_empty() {
-            return Err(self.err(path, "a file path is required"));
-        }
-        Ok(value)
-    }
-
-    fn subject_alternative_names(
-        &self,
-        path: &str,
-        sans: Vec<String>,
-    ) -> Result<Vec<String>, InvalidResource> {
-        if let Some(i) = sans.iter().position(String::is_empty) {
-            return Err(self.err(format!("{path}[{i}]"), "empty subject alternative name"));
-        }
-        Ok(sans)
-    }
-}
-
 fn tls_listener_from(cx: &Ctx, t: pb::TlsListener) -> Result<ir::ListenerTls, InvalidResource> {
     let mode = match pb::TlsMode::try_from(t.mode) {
         Ok(pb::TlsMode::Strict) => ir::TlsMode::Strict,
@@ -623,95 +603,40 @@ fn tls_listener_from(cx: &Ctx, t: pb::TlsListener) -> Result<ir::ListenerTls, In
         Ok(pb::TlsMode::Disabled) => ir::TlsMode::Disabled,
         _ => return Err(cx.err("tls.mode", format!("unknown TLS mode {}", t.mode))),
     };
-    if t.certificates.is_empty() && mode != ir::TlsMode::Disabled {
-        return Err(cx.err(
-            "tls.certificates",
-            "at least one certificate is required unless the mode is disabled",
-        ));
-    }
-    let mut certificates = Vec::with_capacity(t.certificates.len());
-    let mut names: std::collections::HashMap<String, usize> = Default::default();
-    let mut default: Option<usize> = None;
-    for (i, c) in t.certificates.into_iter().enumerate() {
-        let p = format!("tls.certificates[{i}]");
-        if c.server_names.is_empty()
-            && let Some(first) = default.replace(i)
-        {
-            return Err(cx.err(
-                &p,
-                format!(
-                    "certificates[{first}] is already the default certificate (without \
-                     serverNames); at most one may be"
-                ),
-            ));
-        }
-        for (j, n) in c.server_names.iter().enumerate() {
-            let np = format!("{p}.serverNames[{j}]");
-            if !ir::is_server_name_pattern(n) {
-                return Err(cx.err(
-                    &np,
-                    format!("{n:?} is not a lower-case DNS name or *.wildcard"),
-                ));
-            }
-            if let Some(first) = names.insert(n.clone(), i) {
-                return Err(cx.err(
-                    &np,
-                    format!("{n:?} is also served by certificates[{first}]"),
-                ));
-            }
-        }
-        certificates.push(ir::TlsCertificate {
-            certificate_chain: cx.file(&format!("{p}.certificateChain"), c.certificate_chain)?,
-            private_key: cx.file(&format!("{p}.privateKey"), c.private_key)?,
-            server_names: c.server_names,
-        });
-    }
-    let client_validation = match t.client_validation {
-        None => None,
-        Some(v) => Some(ir::TlsValidation {
-            trust_chain: cx.file("tls.clientValidation.trustChain", v.trust_chain)?,
-            subject_alternative_names: cx.subject_alternative_names(
-                "tls.clientValidation.subjectAlternativeNames",
-                v.subject_alternative_names,
-            )?,
+    let tls = ir::ListenerTls {
+        mode,
+        certificates: t
+            .certificates
+            .into_iter()
+            .map(|c| ir::TlsCertificate {
+                certificate_chain: c.certificate_chain,
+                private_key: c.private_key,
+                server_names: c.server_names,
+            })
+            .collect(),
+        client_validation: t.client_validation.map(|v| ir::TlsValidation {
+            trust_chain: v.trust_chain,
+            subject_alternative_names: v.subject_alternative_names,
         }),
     };
-    Ok(ir::ListenerTls {
-        mode,
-        certificates,
-        client_validation,
-    })
+    tls.check()
+        .map_err(|e| cx.err(format!("tls.{}", e.path), e.reason))?;
+    Ok(tls)
 }
 
 fn tls_upstream_from(cx: &Ctx, t: pb::TlsUpstream) -> Result<ir::UpstreamTls, InvalidResource> {
-    if !ir::is_dns_name(&t.server_name) && t.server_name.parse::<std::net::IpAddr>().is_err() {
-        return Err(cx.err(
-            "tls.serverName",
-            format!(
-                "{:?} is not a lower-case DNS name or an IP address",
-                t.server_name
-            ),
-        ));
-    }
-    let client_certificate = match t.client_certificate {
-        None => None,
-        Some(c) => Some(ir::TlsClientCertificate {
-            certificate_chain: cx.file(
-                "tls.clientCertificate.certificateChain",
-                c.certificate_chain,
-            )?,
-            private_key: cx.file("tls.clientCertificate.privateKey", c.private_key)?,
+    let tls = ir::UpstreamTls {
+        server_name: t.server_name,
+        trust_chain: t.trust_chain,
+        subject_alternative_names: t.subject_alternative_names,
+        client_certificate: t.client_certificate.map(|c| ir::TlsClientCertificate {
+            certificate_chain: c.certificate_chain,
+            private_key: c.private_key,
         }),
     };
-    Ok(ir::UpstreamTls {
-        server_name: t.server_name,
-        trust_chain: cx.file("tls.trustChain", t.trust_chain)?,
-        subject_alternative_names: cx.subject_alternative_names(
-            "tls.subjectAlternativeNames",
-            t.subject_alternative_names,
-        )?,
-        client_certificate,
-    })
+    tls.check()
+        .map_err(|e| cx.err(format!("tls.{}", e.path), e.reason))?;
+    Ok(tls)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 //!   `rewrite.prefix.defaultPrefix: DISABLED` (App Mesh: `/chapter/page` → `/page` and
 //!   `/chapter1` → `/1` for the prefix `/chapter`, which takes two IR routes: `/chapter/` and
 //!   `/chapter`, both rewritten to `/`); `rewrite.path.exact` replaces the whole path.
+//! * TLS (listener termination, the client policy's origination): see [`tls`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -36,6 +37,8 @@ use super::{
     gateway_table_name, listener_name, router_table_name, selector_matches,
 };
 use crate::discovery;
+
+mod tls;
 
 /// Translates one VirtualGateway. An unknown gateway yields an empty snapshot and a diagnostic.
 pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation {
@@ -60,15 +63,29 @@ pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation 
     snapshot
         .route_tables
         .extend(cx.router_tables.values().cloned());
+    let client_policy = inputs
+        .world
+        .virtual_gateway(namespace, name)
+        .and_then(|gw| gw.spec.backend_defaults.as_ref())
+        .and_then(|d| d.client_policy.as_ref())
+        .and_then(|p| p.tls.as_ref());
+    let gw_at = At {
+        kind: Kind::VirtualGateway,
+        namespace,
+        name,
+        path: "spec",
+    };
     for (cname, c) in std::mem::take(&mut cx.clusters) {
+        let tls = cx.cluster_tls(gw_at, client_policy, &cname, &c);
         snapshot.clusters.push(ir::Cluster {
             name: cname.clone(),
             protocol: c.protocol,
             lb_policy: ir::LbPolicy::RoundRobin,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
-            tls: None,
+            tls: tls.clone().ok().flatten(),
         });
-        let endpoints = match inputs.world.virtual_node(&c.namespace, &c.node) {
+        let node = inputs.world.virtual_node(&c.namespace, &c.node);
+        let endpoints = match node.filter(|_| tls.is_ok()) {
             Some(node) => {
                 let resolved = discovery::resolve(inputs.world, inputs.dns, &node.spec, c.port);
                 for note in resolved.notes {
@@ -226,6 +243,7 @@ impl Cx<'_> {
         };
         // Listeners by port.
         let mut listeners: BTreeMap<u16, ir::Protocol> = BTreeMap::new();
+        let mut listener_tls: BTreeMap<u16, Option<ir::ListenerTls>> = BTreeMap::new();
         for (i, l) in spec.listeners.iter().enumerate() {
             let path = format!("listeners[{i}].portMapping");
             let Some(port) = port_of(l.port_mapping.port) else {
@@ -257,6 +275,15 @@ impl Cx<'_> {
                 );
                 continue;
             }
+            let listener_path = format!("spec.listeners[{i}]");
+            let at = At {
+                path: &listener_path,
+                ..gw_at
+            };
+            let Ok(tls) = self.listener_tls(at, l.tls.as_ref()) else {
+                continue;
+            };
+            listener_tls.insert(port, tls);
             listeners.insert(port, protocol);
         }
 
@@ -339,7 +366,7 @@ impl Cx<'_> {
                 port: *port,
                 protocol: *protocol,
                 route_table: table.clone(),
-                tls: None,
+                tls: listener_tls.remove(port).flatten(),
             });
             let cands = per_port.remove(port).unwrap_or_default();
             snapshot.route_tables.push(ir::RouteTable {
