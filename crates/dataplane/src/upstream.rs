@@ -81,9 +81,24 @@ impl UpstreamError {
         match find_io_error(&*err).map(std::io::Error::kind) {
             Some(std::io::ErrorKind::ConnectionRefused) => Self::ConnectRefused { addr },
             Some(std::io::ErrorKind::TimedOut) => Self::ConnectTimeout { addr, timeout },
-            _ => Self::Connect { addr, source: err },
+            _ => match find_tls_error(&*err) {
+                // The handshake failed: say why (a certificate not valid for the name, ...).
+                Some(tls) => Self::Connect {
+                    addr,
+                    source: Box::new(tls),
+                },
+                None => Self::Connect { addr, source: err },
+            },
         }
     }
+}
+
+/// The rustls error inside an I/O error of the chain, if any.
+fn find_tls_error(err: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    find_io_error(err)?
+        .get_ref()?
+        .downcast_ref::<rustls::Error>()
+        .cloned()
 }
 
 fn find_io_error<'a>(mut err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {

@@ -529,3 +529,46 @@ async fn origination_verifies_the_name_or_the_subject_alternative_names() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn origination_presents_the_client_certificate() {
+    let pki = Pki::new();
+    let files = TlsFiles::default();
+    let upstream = pki.issue("upstream", &["echo.test"], &[]);
+    let gateway = pki.issue("gateway", &["gateway.test"], &["spiffe://test/gateway"]);
+    let tls = mtls_listener(
+        &pki,
+        &upstream,
+        ir::TlsMode::Strict,
+        &["spiffe://test/gateway"],
+    );
+    let addr = serve(ServerTls::compile(Some(&tls), &files).unwrap().unwrap()).await;
+    let exchange = |client_certificate: Option<ir::TlsClientCertificate>| {
+        let up = ir::UpstreamTls {
+            server_name: "echo.test".into(),
+            trust_chain: pki.ca_path().display().to_string(),
+            subject_alternative_names: vec![],
+            client_certificate,
+        };
+        let client = ClientTls::compile(&up, true, &files).unwrap();
+        async move {
+            let tcp = TcpStream::connect(addr).await?;
+            let mut s = client.connect(tcp).await?;
+            s.write_all(b"hi\n").await?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).await?;
+            Ok::<_, std::io::Error>(answer)
+        }
+    };
+    let answer = exchange(Some(ir::TlsClientCertificate {
+        certificate_chain: gateway.chain.display().to_string(),
+        private_key: gateway.key.display().to_string(),
+    }))
+    .await
+    .unwrap();
+    assert!(answer.starts_with("tls"), "{answer}");
+    assert!(
+        exchange(None).await.is_err(),
+        "served without a client certificate"
+    );
+}
