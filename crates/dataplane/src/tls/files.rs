@@ -31,6 +31,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tracing::{debug, info, warn};
 
 use super::provider;
+use super::server::ServerTls;
 
 /// How long the watcher waits for a burst of events to settle before reloading (a certificate
 /// and its key are usually written one after the other).
@@ -253,6 +254,9 @@ impl fmt::Debug for Inner {
 struct State {
     certificates: HashMap<(PathBuf, PathBuf), Arc<Watched<CertifiedKey>>>,
     trusts: HashMap<PathBuf, Arc<Watched<Trust>>>,
+    /// Compiled listener TLS by settings, so that an update that keeps a listener's settings
+    /// keeps its config (and the TLS sessions clients can resume).
+    servers: HashMap<String, Weak<ServerTls>>,
     /// Started with the first file.
     watcher: Option<notify::RecommendedWatcher>,
     /// Directories the watcher watches.
@@ -301,6 +305,7 @@ impl TlsFiles {
     /// directories.
     pub fn prune(&self) {
         let mut state = self.lock();
+        state.servers.retain(|_, s| s.strong_count() > 0);
         state.certificates.retain(|_, w| Arc::strong_count(w) > 1);
         state.trusts.retain(|_, w| Arc::strong_count(w) > 1);
         let needed: BTreeSet<PathBuf> = state
@@ -322,6 +327,16 @@ impl TlsFiles {
             }
             debug!(dir = %dir.display(), "stopped watching");
         }
+    }
+
+    /// The listener TLS compiled for these settings (see [`ServerTls::compile`]), if any is in
+    /// use.
+    pub(super) fn server(&self, key: &str) -> Option<Arc<ServerTls>> {
+        self.lock().servers.get(key).and_then(Weak::upgrade)
+    }
+
+    pub(super) fn keep_server(&self, key: String, server: &Arc<ServerTls>) {
+        self.lock().servers.insert(key, Arc::downgrade(server));
     }
 
     /// Number of files sets held (for tests).

@@ -46,8 +46,9 @@ pub struct ServerTls {
 // === impl ServerTls ===
 
 impl ServerTls {
-    /// Compiles a listener's TLS settings, loading the files it names that are not loaded yet.
-    /// `None` when the listener serves plaintext (no TLS, or mode `disabled`).
+    /// Compiles a listener's TLS settings, loading the files it names that are not loaded yet;
+    /// settings equal to those of a listener in service get its config back. `None` when the
+    /// listener serves plaintext (no TLS, or mode `disabled`).
     pub fn compile(
         tls: Option<&ir::ListenerTls>,
         files: &TlsFiles,
@@ -60,6 +61,11 @@ impl ServerTls {
             ir::TlsMode::Permissive => true,
             ir::TlsMode::Disabled => return Ok(None),
         };
+        // Same settings as a listener in service: same config (its files are kept current).
+        let key = format!("{tls:?}");
+        if let Some(server) = files.server(&key) {
+            return Ok(Some(server));
+        }
         let mut resolver = SniResolver::default();
         for (i, c) in tls.certificates.iter().enumerate() {
             let at = format!("tls.certificates[{i}]");
@@ -107,11 +113,13 @@ impl ServerTls {
         let resolver = Arc::new(resolver);
         let mut config = builder.with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
-        Ok(Some(Arc::new(ServerTls {
+        let server = Arc::new(ServerTls {
             permissive,
             config: Arc::new(config),
             resolver,
-        })))
+        });
+        files.keep_server(key, &server);
+        Ok(Some(server))
     }
 
     /// Whether plaintext connections are accepted too.

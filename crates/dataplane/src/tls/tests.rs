@@ -297,6 +297,30 @@ fn the_watcher_reloads_a_replaced_certificate() {
 }
 
 #[test]
+fn equal_settings_reuse_the_compiled_listener() {
+    let pki = Pki::new();
+    let files = TlsFiles::default();
+    let leaf = pki.issue("site", &["site.test"], &[]);
+    let tls = ir::ListenerTls {
+        mode: ir::TlsMode::Strict,
+        certificates: vec![tls_cert(&leaf, &[])],
+        client_validation: None,
+    };
+    let first = ServerTls::compile(Some(&tls), &files).unwrap().unwrap();
+    let again = ServerTls::compile(Some(&tls), &files).unwrap().unwrap();
+    assert!(Arc::ptr_eq(&first, &again));
+    let mut other = tls.clone();
+    other.mode = ir::TlsMode::Permissive;
+    let different = ServerTls::compile(Some(&other), &files).unwrap().unwrap();
+    assert!(!Arc::ptr_eq(&first, &different));
+    drop((first, again));
+    files.prune();
+    let fresh = ServerTls::compile(Some(&tls), &files).unwrap().unwrap();
+    assert!(!Arc::ptr_eq(&fresh, &different));
+    assert!(!fresh.permissive());
+}
+
+#[test]
 fn unused_files_are_forgotten() {
     let pki = Pki::new();
     let files = TlsFiles::default();
