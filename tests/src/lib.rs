@@ -644,3 +644,273 @@ impl Drop for Silent {
         self.task.abort();
     }
 }
+
+// === TLS ===
+
+/// A test certificate authority that issues PEM files into its own temporary directory.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// The files (and DER) of a certificate issued by a [`TestPki`].
+#[derive(Clone, Debug)]
+pub struct IssuedCert {
+    pub chain: PathBuf,
+    pub key: PathBuf,
+    pub der: rustls_pki_types::CertificateDer<'static>,
+}
+
+impl TestPki {
+    /// A new CA named `name`, its certificate in `ca.pem`.
+    pub fn new(name: &str) -> TestPki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write ca.pem");
+        TestPki { dir, ca }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The CA certificate (a trust bundle).
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Issues a certificate for `dns` names (or IP addresses) and `uris` into `<file>.pem` and
+    /// `<file>.key`, each replaced atomically (write, then rename) if it exists: the key first,
+    /// then the chain.
+    pub fn issue(&self, file: &str, dns: &[&str], uris: &[&str]) -> IssuedCert {
+        let names: Vec<String> = dns.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("leaf params");
+        for uri in uris {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI((*uri).try_into().expect("URI SAN")));
+        }
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, file);
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.ca).expect("leaf certificate");
+        let issued = IssuedCert {
+            chain: self.dir.path().join(format!("{file}.pem")),
+            key: self.dir.path().join(format!("{file}.key")),
+            der: cert.der().clone(),
+        };
+        replace_file(&issued.key, key.serialize_pem().as_bytes());
+        replace_file(&issued.chain, cert.pem().as_bytes());
+        issued
+    }
+}
+
+/// Replaces a file atomically: write a temporary file beside it, then rename.
+pub fn replace_file(path: &Path, content: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).expect("write temporary file");
+    std::fs::rename(&tmp, path).expect("rename temporary file");
+}
+
+impl Echo {
+    /// An echo upstream serving TLS with `cert`.
+    pub fn start_tls(name: &str, cert: &IssuedCert) -> anyhow::Result<Echo> {
+        let mut child = Command::new(binary("bowline-echo"))
+            .args(["--name", name, "--listen", "127.0.0.1:0", "--tls-cert"])
+            .arg(&cert.chain)
+            .arg("--tls-key")
+            .arg(&cert.key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("echo stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected echo output {line:?}"))?
+            .parse()?;
+        Ok(Echo {
+            name: name.to_string(),
+            addr,
+            child,
+        })
+    }
+}
+
+/// How a [`TlsConn`] connects.
+#[derive(Clone, Copy, Debug)]
+pub struct TlsOptions<'a> {
+    /// The CA bundle the server certificate must chain to.
+    pub ca: &'a Path,
+    pub client_cert: Option<&'a IssuedCert>,
+    /// Offer TLS 1.2 only (instead of 1.3 and 1.2).
+    pub tls12_only: bool,
+    /// Offer `h2` (and speak HTTP/2 when the server picks it) besides `http/1.1`.
+    pub h2: bool,
+}
+
+impl<'a> TlsOptions<'a> {
+    pub fn new(ca: &'a Path) -> Self {
+        TlsOptions {
+            ca,
+            client_cert: None,
+            tls12_only: false,
+            h2: false,
+        }
+    }
+}
+
+/// One TLS connection to a server (rustls), with HTTP/1.1 keep-alive or HTTP/2 on top.
+pub struct TlsConn {
+    /// The server's end-entity certificate.
+    pub peer: rustls_pki_types::CertificateDer<'static>,
+    pub alpn: Option<Vec<u8>>,
+    pub version: Option<rustls::ProtocolVersion>,
+    sender: TlsSender,
+}
+
+enum TlsSender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl TlsConn {
+    /// Connects to `addr` with SNI `sni` and completes the handshake.
+    pub async fn connect(
+        addr: SocketAddr,
+        sni: &str,
+        opts: TlsOptions<'_>,
+    ) -> anyhow::Result<TlsConn> {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(opts.ca)? {
+            roots.add(cert?)?;
+        }
+        let versions: &[&'static rustls::SupportedProtocolVersion] = if opts.tls12_only {
+            &[&rustls::version::TLS12]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(versions)?
+        .with_root_certificates(roots);
+        let mut config = match opts.client_cert {
+            None => builder.with_no_client_auth(),
+            Some(c) => builder.with_client_auth_cert(
+                vec![c.der.clone()],
+                rustls_pki_types::PrivateKeyDer::from_pem_file(&c.key)?,
+            )?,
+        };
+        config.alpn_protocols = if opts.h2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let server_name = rustls_pki_types::ServerName::try_from(sni.to_string())?;
+        let tls = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, tcp),
+        )
+        .await
+        .context("TLS handshake timed out")??;
+        let (_, conn) = tls.get_ref();
+        let peer = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .context("no server certificate")?
+            .clone()
+            .into_owned();
+        let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+        let version = conn.protocol_version();
+        let io = hyper_util::rt::TokioIo::new(tls);
+        let sender = if alpn.as_deref() == Some(b"h2") {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .context("HTTP/2 handshake")?;
+            tokio::spawn(conn);
+            TlsSender::H2(sender)
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .context("HTTP/1.1 handshake")?;
+            tokio::spawn(conn);
+            TlsSender::H1(sender)
+        };
+        Ok(TlsConn {
+            peer,
+            alpn,
+            version,
+            sender,
+        })
+    }
+
+    /// The DNS names of the server certificate's subject alternative names.
+    pub fn peer_dns_names(&self) -> Vec<String> {
+        webpki::EndEntityCert::try_from(&self.peer)
+            .map(|c| c.valid_dns_names().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// GET `path` with Host (HTTP/1.1) or `:authority` (HTTP/2) `host` on this connection.
+    pub async fn get(&mut self, host: &str, path: &str) -> anyhow::Result<Reply> {
+        let fut = async {
+            let resp = match &mut self.sender {
+                TlsSender::H1(s) => {
+                    s.ready().await?;
+                    let req = http::Request::get(path)
+                        .header(http::header::HOST, host)
+                        .body(Full::new(Bytes::new()))?;
+                    s.send_request(req).await?
+                }
+                TlsSender::H2(s) => {
+                    s.ready().await?;
+                    let req = http::Request::get(format!("https://{host}{path}"))
+                        .body(Full::new(Bytes::new()))?;
+                    s.send_request(req).await?
+                }
+            };
+            let status = resp.status().as_u16();
+            let headers = resp.headers().clone();
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok(Reply {
+                status,
+                headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(10), fut)
+            .await
+            .context("request timed out")?
+    }
+}
+
+/// Connects with TLS and GETs `path` on a new connection.
+pub async fn tls_get(
+    addr: SocketAddr,
+    sni: &str,
+    host: &str,
+    path: &str,
+    opts: TlsOptions<'_>,
+) -> anyhow::Result<Reply> {
+    TlsConn::connect(addr, sni, opts)
+        .await?
+        .get(host, path)
+        .await
+}

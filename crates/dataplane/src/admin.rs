@@ -219,6 +219,7 @@ mod tests {
                     protocol: ir::Protocol::Http,
                     lb_policy: ir::LbPolicy::RoundRobin,
                     connect_timeout_ms: 1,
+                    tls: None,
                 }],
                 ..Default::default()
             },

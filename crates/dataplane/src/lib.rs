@@ -6,6 +6,7 @@
 //! * [`proxy`]: listeners, the HTTP/1.1 + h2c server, forwarding, the one place errors become
 //!   responses.
 //! * [`upstream`]: pooled upstream connections that survive config updates.
+//! * [`tls`]: TLS termination (SNI, mutual TLS, reloaded certificate files) and origination.
 //! * [`admin`]: `/live`, `/ready`, `/config_dump`, `/metrics` on the admin address.
 //! * [`engine`]: all of the above wired together for a proxy binary.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod readiness;
 pub mod router;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
+pub mod tls;
 pub mod upstream;
 
 pub use engine::{Engine, EngineConfig, EngineError};

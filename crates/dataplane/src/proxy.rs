@@ -1,4 +1,5 @@
-//! The HTTP proxy: one server per listener (HTTP/1.1 and HTTP/2 prior knowledge on the same port),
+//! The HTTP proxy: one server per listener (HTTP/1.1 and HTTP/2 prior knowledge on the same port,
+//! behind TLS on listeners that have it: see [`crate::tls`]),
 //! routing each request with the [`Router`] in service and forwarding it to a cluster endpoint
 //! over pooled connections, bodies streamed both ways.
 //!
@@ -47,6 +48,7 @@ use crate::router::{
     CompileContext, CompileError, RedirectRequest, RequestHead, RouteError, RoutedAction, Router,
     UpstreamProtocol, strip_port,
 };
+use crate::tls;
 use crate::upstream::Upstreams;
 
 const LISTEN_BACKLOG: u32 = 1024;
@@ -127,6 +129,8 @@ struct ConnCtx {
     /// The peer is a trusted proxy: its forwarding headers are kept.
     trusted: bool,
     peer: SocketAddr,
+    /// `https` when the connection is TLS, otherwise `http`.
+    scheme: &'static str,
 }
 
 /// What forwarding a request chose, for the access log.
@@ -378,12 +382,21 @@ async fn serve_connection(
     gauge.inc();
     let _open = OpenConnection(gauge);
     let _ = stream.set_nodelay(true);
+    let listener_tls = shared
+        .router
+        .load()
+        .listener(port)
+        .and_then(|l| l.tls.clone());
+    let Some(stream) = tls::accept(listener_tls.as_deref(), stream).await else {
+        return;
+    };
     let ctx = Arc::new(ConnCtx {
         port,
         client_ip: HeaderValue::from_str(&peer.ip().to_string())
             .expect("an IP address is a header value"),
         trusted: shared.edge.trusts(peer.ip()),
         peer,
+        scheme: if stream.is_tls() { "https" } else { "http" },
     });
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -499,7 +512,7 @@ async fn forward<'r>(
         query: parts.uri.query(),
         headers: &parts.headers,
         port: listener.port,
-        scheme: listener.scheme,
+        scheme: ctx.scheme,
     };
     let routed = match router.route(listener, host, &head) {
         Ok(r) => r,
@@ -533,7 +546,7 @@ async fn forward<'r>(
         }
         RoutedAction::Redirect(r) => {
             let req = RedirectRequest {
-                scheme: listener.scheme,
+                scheme: ctx.scheme,
                 authority,
                 path: parts.uri.path(),
                 query: parts.uri.query(),
@@ -630,7 +643,7 @@ async fn forward<'r>(
         &mut parts.headers,
         ctx.trusted,
         &ctx.client_ip,
-        listener.scheme,
+        ctx.scheme,
         original_host.as_ref(),
     );
     routed.filters.on_request(&mut parts.headers);

@@ -56,6 +56,7 @@ use self::rewrite::RegexRewrite;
 pub use self::schedule::Schedule;
 use crate::accesslog::AccessLogger;
 use crate::metrics::{ClusterStats, NO_ROUTE, ProxyMetrics, RouteStats};
+use crate::tls::{ClientTls, ServerTls, TlsError};
 use crate::upstream::{
     H2Endpoint, Http1Client, UpstreamBody, UpstreamError, Upstreams, send_http1,
 };
@@ -114,11 +115,14 @@ pub struct Listener {
     pub address: Option<IpAddr>,
     pub port: u16,
     pub protocol: ir::Protocol,
-    /// `http` (TLS comes later).
+    /// `https` for TLS-only listeners, otherwise `http` (a permissive listener's connections
+    /// tell their own).
     pub scheme: &'static str,
     table: usize,
     /// The listener's access log, if it has one.
     pub access_log: Option<AccessLogger>,
+    /// TLS termination (`None`: plaintext).
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 #[derive(Debug)]
@@ -317,14 +321,20 @@ impl Router {
                     Some((path, reason)) => err(&format!("accessLog.{path}"), reason.to_string()),
                     None => err("accessLog", e),
                 })?;
+            let tls = ServerTls::compile(l.tls.as_ref(), cx.upstreams.tls_files())
+                .map_err(|e: TlsError| err(&e.path, e.reason))?;
             listeners.push(Listener {
                 name: l.name.clone(),
                 address,
                 port: l.port,
                 protocol: l.protocol,
-                scheme: "http",
+                scheme: match &tls {
+                    Some(t) if !t.permissive() => "https",
+                    _ => "http",
+                },
                 table,
                 access_log,
+                tls,
             });
         }
         Ok(Router {
@@ -471,6 +481,21 @@ fn compile_clusters(
             0 => DEFAULT_CONNECT_TIMEOUT,
             ms => Duration::from_millis(ms),
         };
+        let tls = match &c.tls {
+            None => None,
+            Some(t) => Some(Arc::new(
+                ClientTls::compile(
+                    t,
+                    protocol == UpstreamProtocol::Http2,
+                    cx.upstreams.tls_files(),
+                )
+                .map_err(|e| CompileError {
+                    resource: Kind::Cluster.key(&c.name),
+                    path: e.path,
+                    reason: e.reason,
+                })?,
+            )),
+        };
         let mut eps = Vec::new();
         let mut weights = Vec::new();
         let mut key = format!("cluster/{}|", c.name);
@@ -492,7 +517,7 @@ fn compile_clusters(
                 authority: Authority::from_maybe_shared(Bytes::from(addr.to_string()))
                     .expect("a socket address is an authority"),
                 h2: (protocol == UpstreamProtocol::Http2)
-                    .then(|| cx.upstreams.h2(addr, connect_timeout)),
+                    .then(|| cx.upstreams.h2_tls(addr, connect_timeout, tls.as_ref())),
             });
             // An unset weight (0) counts as 1: endpoints are drained by removing them.
             weights.push(ep.weight.max(1));
@@ -507,7 +532,7 @@ fn compile_clusters(
                 lb: schedules.get(key, &weights),
                 endpoints: eps.into(),
                 http1: (protocol == UpstreamProtocol::Http1)
-                    .then(|| cx.upstreams.http1(connect_timeout)),
+                    .then(|| cx.upstreams.http1_tls(connect_timeout, tls.as_ref())),
                 stats: cx.metrics.cluster(&c.name),
             }),
         );

@@ -5,6 +5,9 @@
 //! * `http2`/`grpc` clusters: one multiplexed HTTP/2 prior-knowledge connection per endpoint
 //!   ([`H2Endpoint`]), so the request's `:authority` can carry the virtual host while the
 //!   connection goes to the endpoint picked by the load balancer.
+//! * Clusters with TLS: the same over TLS ([`ClientTls`]): the HTTP/1.1 pools' [`Connector`]
+//!   runs the handshake after TCP, and HTTP/2 endpoints run it before the HTTP/2 handshake. Their
+//!   pools and connections are shared by clusters with equal TLS settings.
 //!
 //! [`Upstreams`] outlives config updates: compiling a new config reuses the clients and
 //! connections of the previous one, so a route or endpoint change does not drop warm
@@ -21,20 +24,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use arc_swap::ArcSwapOption;
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 pub use self::body::{Tee, UpstreamBody};
 use crate::metrics::UpstreamErrorReason;
+use crate::tls::{ClientTls, ClientTlsStream, TlsFiles};
 
-/// HTTP/1.1 client shared by the `http` clusters with one connect timeout.
-pub type Http1Client = Client<HttpConnector, UpstreamBody>;
+/// HTTP/1.1 client shared by the `http` clusters with one connect timeout (and TLS settings).
+pub type Http1Client = Client<Connector, UpstreamBody>;
 
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -79,9 +87,24 @@ impl UpstreamError {
         match find_io_error(&*err).map(std::io::Error::kind) {
             Some(std::io::ErrorKind::ConnectionRefused) => Self::ConnectRefused { addr },
             Some(std::io::ErrorKind::TimedOut) => Self::ConnectTimeout { addr, timeout },
-            _ => Self::Connect { addr, source: err },
+            _ => match find_tls_error(&*err) {
+                // The handshake failed: say why (a certificate not valid for the name, ...).
+                Some(tls) => Self::Connect {
+                    addr,
+                    source: Box::new(tls),
+                },
+                None => Self::Connect { addr, source: err },
+            },
         }
     }
+}
+
+/// The rustls error inside an I/O error of the chain, if any.
+fn find_tls_error(err: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    find_io_error(err)?
+        .get_ref()?
+        .downcast_ref::<rustls::Error>()
+        .cloned()
 }
 
 fn find_io_error<'a>(mut err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
@@ -95,16 +118,29 @@ fn find_io_error<'a>(mut err: &'a (dyn std::error::Error + 'static)) -> Option<&
 
 // === impl Upstreams ===
 
-/// The upstream clients and connections, kept across config updates.
+/// The upstream clients and connections, kept across config updates, and the TLS files they
+/// and the listeners use.
 #[derive(Debug, Default)]
 pub struct Upstreams {
     inner: Mutex<Inner>,
+    tls_files: TlsFiles,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     http1: HashMap<Duration, Http1Client>,
     h2: HashMap<(SocketAddr, Duration), Arc<H2Endpoint>>,
+    tls: TlsPools,
+}
+
+/// The clients and connections of clusters with TLS, by connect timeout and TLS key.
+#[derive(Debug, Default)]
+struct TlsPools {
+    /// With the generation of the last compile that asked for it.
+    http1: HashMap<(Duration, Arc<str>), (Http1Client, u64)>,
+    h2: HashMap<(SocketAddr, Duration, Arc<str>), Arc<H2Endpoint>>,
+    /// Advanced by each prune: clients not asked for since the previous prune are dropped.
+    generation: u64,
 }
 
 impl Upstreams {
@@ -114,19 +150,7 @@ impl Upstreams {
         inner
             .http1
             .entry(connect_timeout)
-            .or_insert_with(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                connector.enforce_http(true);
-                connector.set_connect_timeout(Some(connect_timeout));
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    // The proxy sets Host itself (the client would use the endpoint address).
-                    .set_host(false)
-                    .build(connector)
-            })
+            .or_insert_with(|| http1_client(connect_timeout, None))
             .clone()
     }
 
@@ -145,6 +169,9 @@ impl Upstreams {
     pub fn prune(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.h2.retain(|_, ep| Arc::strong_count(ep) > 1);
+        inner.tls.prune();
+        drop(inner);
+        self.tls_files.prune();
     }
 
     /// Number of HTTP/2 endpoints held (for tests).
@@ -154,6 +181,209 @@ impl Upstreams {
             .unwrap_or_else(PoisonError::into_inner)
             .h2
             .len()
+    }
+
+    /// The TLS files of listeners and clusters.
+    pub fn tls_files(&self) -> &TlsFiles {
+        &self.tls_files
+    }
+
+    /// The HTTP/1.1 client for clusters with this connect timeout and TLS (`None`: plaintext,
+    /// as [`Upstreams::http1`]).
+    pub fn http1_tls(
+        &self,
+        connect_timeout: Duration,
+        tls: Option<&Arc<ClientTls>>,
+    ) -> Http1Client {
+        let Some(tls) = tls else {
+            return self.http1(connect_timeout);
+        };
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let generation = inner.tls.generation;
+        let (client, used) = inner
+            .tls
+            .http1
+            .entry((connect_timeout, tls.key().clone()))
+            .or_insert_with(|| (http1_client(connect_timeout, Some(tls.clone())), generation));
+        *used = generation;
+        client.clone()
+    }
+
+    /// The HTTP/2 connection slot of one endpoint of a cluster with this TLS (`None`: h2c, as
+    /// [`Upstreams::h2`]).
+    pub fn h2_tls(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        tls: Option<&Arc<ClientTls>>,
+    ) -> Arc<H2Endpoint> {
+        let Some(tls) = tls else {
+            return self.h2(addr, connect_timeout);
+        };
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner
+            .tls
+            .h2
+            .entry((addr, connect_timeout, tls.key().clone()))
+            .or_insert_with(|| {
+                let mut ep = H2Endpoint::new(addr, connect_timeout);
+                ep.tls = Some(tls.clone());
+                Arc::new(ep)
+            })
+            .clone()
+    }
+}
+
+impl TlsPools {
+    fn prune(&mut self) {
+        let generation = self.generation;
+        self.http1.retain(|_, (_, used)| *used == generation);
+        self.h2.retain(|_, ep| Arc::strong_count(ep) > 1);
+        self.generation += 1;
+    }
+}
+
+fn http1_client(connect_timeout: Duration, tls: Option<Arc<ClientTls>>) -> Http1Client {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        // The proxy sets Host itself (the client would use the endpoint address).
+        .set_host(false)
+        .build(Connector {
+            http,
+            tls,
+            handshake_timeout: connect_timeout,
+        })
+}
+
+// === impl Connector ===
+
+/// Connects the HTTP/1.1 pools: TCP, then the TLS handshake for clusters with TLS (within its
+/// own connect timeout).
+#[derive(Clone, Debug)]
+pub struct Connector {
+    http: HttpConnector,
+    tls: Option<Arc<ClientTls>>,
+    handshake_timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Conn;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        tower_service::Service::<Uri>::poll_ready(&mut self.http, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.http.call(uri);
+        let tls = self.tls.clone();
+        let timeout = self.handshake_timeout;
+        Box::pin(async move {
+            let tcp = connecting.await?;
+            match tls {
+                None => Ok(Conn::Plain(tcp)),
+                Some(tls) => {
+                    let stream = tokio::time::timeout(timeout, tls.connect(tcp.into_inner()))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "TLS handshake timed out",
+                            )
+                        })??;
+                    Ok(Conn::Tls(Box::new(TokioIo::new(stream))))
+                }
+            }
+        })
+    }
+}
+
+/// A connection of an HTTP/1.1 pool.
+#[derive(Debug)]
+pub enum Conn {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<ClientTlsStream>>),
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        match self {
+            Conn::Plain(s) => s.connected(),
+            Conn::Tls(s) => s.inner().get_ref().0.connected(),
+        }
+    }
+}
+
+impl hyper::rt::Read for Conn {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => hyper::rt::Write::is_write_vectored(s),
+            Conn::Tls(s) => hyper::rt::Write::is_write_vectored(s.as_ref()),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    #[inline]
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -186,6 +416,8 @@ pub async fn send_http1(
 pub struct H2Endpoint {
     addr: SocketAddr,
     connect_timeout: Duration,
+    /// TLS before HTTP/2 (`None`: h2c).
+    tls: Option<Arc<ClientTls>>,
     current: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
     /// Held while connecting; holds the last connect failure.
     connecting: tokio::sync::Mutex<Option<ConnectFailure>>,
@@ -204,6 +436,7 @@ impl H2Endpoint {
         Self {
             addr,
             connect_timeout,
+            tls: None,
             current: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(None),
             failures: AtomicU64::new(0),
@@ -283,22 +516,35 @@ impl H2Endpoint {
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
-            .handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| UpstreamError::Connect {
-                addr,
-                source: Box::new(e),
-            })?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(%addr, %error, "upstream HTTP/2 connection closed");
+        let sender = match &self.tls {
+            None => h2_handshake(addr, tcp).await?,
+            Some(tls) => {
+                let stream =
+                    match tokio::time::timeout(self.connect_timeout, tls.connect(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            return Err(UpstreamError::Connect {
+                                addr,
+                                source: Box::new(e),
+                            });
+                        }
+                        Err(_) => {
+                            return Err(UpstreamError::ConnectTimeout {
+                                addr,
+                                timeout: self.connect_timeout,
+                            });
+                        }
+                    };
+                h2_handshake(addr, stream).await?
             }
-        });
+        };
         self.current.store(Some(Arc::new(sender.clone())));
         Ok(sender)
+    }
+
+    /// Whether connections to the endpoint use TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Sends a request on the endpoint's connection. The URI's authority becomes `:authority`.
@@ -320,6 +566,31 @@ impl H2Endpoint {
                 source: Box::new(e),
             })
     }
+}
+
+/// The HTTP/2 handshake on a connected stream; the connection runs in its own task.
+async fn h2_handshake<I>(
+    addr: SocketAddr,
+    io: I,
+) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| UpstreamError::Connect {
+            addr,
+            source: Box::new(e),
+        })?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.await {
+            tracing::debug!(%addr, %error, "upstream HTTP/2 connection closed");
+        }
+    });
+    Ok(sender)
 }
 
 #[cfg(test)]

@@ -262,6 +262,7 @@ fn cluster(name: &str, protocol: ir::Protocol) -> ir::Cluster {
         protocol,
         lb_policy: ir::LbPolicy::RoundRobin,
         connect_timeout_ms: 1000,
+        tls: None,
     }
 }
 
@@ -383,6 +384,7 @@ fn config(port: u16, p: &Ports, weights: (u32, u32)) -> ir::Snapshot {
             protocol: ir::Protocol::Http,
             route_table: "main".into(),
             access_log: None,
+            tls: None,
         }],
         route_tables: vec![ir::RouteTable {
             name: "main".into(),

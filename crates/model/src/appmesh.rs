@@ -375,10 +375,34 @@ pub struct BackendTlsValidation {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListenerTls {
+    /// The listener's certificate (App Mesh). May be left out when `certificates` is set.
+    #[serde(default, skip_serializing_if = "ListenerTlsCertificate::is_unset")]
     pub certificate: ListenerTlsCertificate,
     pub mode: TlsMode,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ListenerTlsValidation>,
+    /// Bowline extension: more certificates, chosen by the client's SNI. Together with
+    /// `certificate` (which serves as the default, as does an entry without `serverNames`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<Vec<SniCertificate>>,
+}
+
+impl ListenerTlsCertificate {
+    /// No source set (the field was left out).
+    pub fn is_unset(&self) -> bool {
+        self.acm.is_none() && self.file.is_none() && self.sds.is_none()
+    }
+}
+
+/// A listener certificate served for some SNI names (Bowline extension).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SniCertificate {
+    pub file: FileCertificate,
+    /// DNS names (`api.example.com`) or one-label wildcards (`*.example.com`) this certificate
+    /// serves. Unset or empty: the default certificate (at most one per listener).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_names: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -61,6 +61,9 @@ pub struct Listener {
     /// Where and how to log each request this listener answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLog>,
+    /// TLS termination; `None` serves plaintext (HTTP/1.1 and h2c).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
 }
 
 /// An access log: one line per request, in Envoy's command-operator format as App Mesh uses it
@@ -309,6 +312,9 @@ pub struct Cluster {
     pub lb_policy: LbPolicy,
     /// Connect timeout in milliseconds.
     pub connect_timeout_ms: u64,
+    /// TLS origination to the endpoints; `None` connects in plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,6 +347,109 @@ impl Route {
             response_headers: HeaderMods::default(),
             mirrors: Vec::new(),
             cors: None,
+        }
+    }
+}
+
+// === TLS ===
+
+/// Which connections a TLS listener accepts (App Mesh listener `tls.mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS only.
+    #[default]
+    Strict,
+    /// TLS and plaintext on the same port, told apart by the first byte of the connection (a
+    /// TLS ClientHello record or not). A client certificate is requested from TLS clients and
+    /// verified when presented, but not required.
+    Permissive,
+    /// Plaintext only: the certificates are not loaded.
+    Disabled,
+}
+
+/// TLS termination on a listener. PEM files are read by the proxy, watched, and reloaded when
+/// they change (new handshakes use the new certificate; open connections keep theirs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerTls {
+    pub mode: TlsMode,
+    /// The certificates served, chosen by the client's SNI: an exact server name first, then a
+    /// wildcard (`*.example.com` matches one label), then the certificate without server names
+    /// (at most one). At least one unless the mode is `disabled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<TlsCertificate>,
+    /// Client certificate validation (mutual TLS). In `strict` mode a client certificate is
+    /// required; in `permissive` mode it is verified when presented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<TlsValidation>,
+}
+
+/// A certificate chain and its private key, as PEM files, and the SNI names it serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsCertificate {
+    /// Path of the PEM certificate chain, leaf first.
+    pub certificate_chain: String,
+    /// Path of the PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: String,
+    /// Lower-case DNS names (`api.example.com`) or wildcards (`*.example.com`); empty: the
+    /// default certificate, served when no other certificate's name matches or without SNI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_names: Vec<String>,
+}
+
+/// How a peer's certificate is validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsValidation {
+    /// Path of the PEM bundle of trusted certificate authorities.
+    pub trust_chain: String,
+    /// The peer certificate must carry one of these subject alternative names (DNS names
+    /// compared case-insensitively, URIs and IP addresses exactly); empty: any name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alternative_names: Vec<String>,
+}
+
+/// A client certificate presented to upstreams (mutual TLS), as PEM files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsClientCertificate {
+    pub certificate_chain: String,
+    pub private_key: String,
+}
+
+/// TLS origination to a cluster's endpoints: `http` clusters speak HTTP/1.1 over TLS (ALPN
+/// `http/1.1`), `http2` and `grpc` clusters HTTP/2 over TLS (ALPN `h2`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamTls {
+    /// Sent as SNI (unless it is an IP address) and, when `subject_alternative_names` is empty,
+    /// the name the endpoint's certificate must be valid for.
+    pub server_name: String,
+    /// Path of the PEM bundle of authorities the endpoint's certificate must chain to. Required:
+    /// the proxy has no system roots.
+    pub trust_chain: String,
+    /// When set, the endpoint's certificate must carry one of these subject alternative names
+    /// (as in [`TlsValidation`]) instead of being valid for `server_name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alternative_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<TlsClientCertificate>,
+}
+
+/// A TLS setting the engine cannot serve: the field (relative to the `tls` object) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidTls {
+    pub path: String,
+    pub reason: String,
+}
+
+impl InvalidTls {
+    fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        InvalidTls {
+            path: path.into(),
+            reason: reason.into(),
         }
     }
 }
@@ -494,4 +603,130 @@ pub fn check_substitution(re: &regex::Regex, substitution: &str) -> Result<(), S
         i += 1 + used;
     }
     Ok(())
+}
+fn check_file(path: impl Into<String>, value: &str) -> Result<(), InvalidTls> {
+    if value.is_empty() {
+        return Err(InvalidTls::new(path, "a file path is required"));
+    }
+    Ok(())
+}
+
+fn check_subject_alternative_names(path: &str, names: &[String]) -> Result<(), InvalidTls> {
+    match names.iter().position(String::is_empty) {
+        Some(i) => Err(InvalidTls::new(
+            format!("{path}[{i}]"),
+            "empty subject alternative name",
+        )),
+        None => Ok(()),
+    }
+}
+
+impl ListenerTls {
+    /// Checks what the engine relies on: at least one certificate unless disabled, file paths,
+    /// valid server names each served by one certificate, one default certificate at most.
+    pub fn check(&self) -> Result<(), InvalidTls> {
+        if self.certificates.is_empty() && self.mode != TlsMode::Disabled {
+            return Err(InvalidTls::new(
+                "certificates",
+                "at least one certificate is required unless the mode is disabled",
+            ));
+        }
+        let mut names: std::collections::HashMap<&str, usize> = Default::default();
+        let mut default: Option<usize> = None;
+        for (i, c) in self.certificates.iter().enumerate() {
+            let p = format!("certificates[{i}]");
+            check_file(format!("{p}.certificateChain"), &c.certificate_chain)?;
+            check_file(format!("{p}.privateKey"), &c.private_key)?;
+            if c.server_names.is_empty()
+                && let Some(first) = default.replace(i)
+            {
+                return Err(InvalidTls::new(
+                    p,
+                    format!(
+                        "certificates[{first}] is already the default certificate (without \
+                         serverNames); at most one may be"
+                    ),
+                ));
+            }
+            for (j, n) in c.server_names.iter().enumerate() {
+                let np = format!("{p}.serverNames[{j}]");
+                if !is_server_name_pattern(n) {
+                    return Err(InvalidTls::new(
+                        np,
+                        format!("{n:?} is not a lower-case DNS name or *.wildcard"),
+                    ));
+                }
+                if let Some(first) = names.insert(n, i) {
+                    return Err(InvalidTls::new(
+                        np,
+                        format!("{n:?} is also served by certificates[{first}]"),
+                    ));
+                }
+            }
+        }
+        if let Some(v) = &self.client_validation {
+            check_file("clientValidation.trustChain", &v.trust_chain)?;
+            check_subject_alternative_names(
+                "clientValidation.subjectAlternativeNames",
+                &v.subject_alternative_names,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamTls {
+    /// Checks what the engine relies on: a server name (DNS name or IP address), a trust bundle,
+    /// file paths.
+    pub fn check(&self) -> Result<(), InvalidTls> {
+        if !is_dns_name(&self.server_name) && self.server_name.parse::<std::net::IpAddr>().is_err()
+        {
+            return Err(InvalidTls::new(
+                "serverName",
+                format!(
+                    "{:?} is not a lower-case DNS name or an IP address",
+                    self.server_name
+                ),
+            ));
+        }
+        check_file("trustChain", &self.trust_chain)?;
+        check_subject_alternative_names(
+            "subjectAlternativeNames",
+            &self.subject_alternative_names,
+        )?;
+        if let Some(c) = &self.client_certificate {
+            check_file("clientCertificate.certificateChain", &c.certificate_chain)?;
+            check_file("clientCertificate.privateKey", &c.private_key)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` is a valid TLS server name pattern: a lower-case DNS name, or `*.` followed
+/// by one (a wildcard of exactly one label).
+pub fn is_server_name_pattern(name: &str) -> bool {
+    is_dns_name(name.strip_prefix("*.").unwrap_or(name))
+}
+
+/// Whether `name` is a lower-case DNS name: labels of 1 to 63 letters, digits and inner hyphens
+/// (underscores are tolerated), at most 253 characters, not all-numeric at the end.
+pub fn is_dns_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let mut last = "";
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok {
+            return false;
+        }
+        last = label;
+    }
+    !last.bytes().all(|b| b.is_ascii_digit())
 }

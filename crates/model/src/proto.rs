@@ -164,6 +164,7 @@ impl From<&ir::Listener> for pb::Listener {
             protocol: protocol_to(l.protocol),
             route_table: l.route_table.clone(),
             access_log: l.access_log.as_ref().map(access_log_to),
+            tls: l.tls.as_ref().map(tls_listener_to),
         }
     }
 }
@@ -344,6 +345,7 @@ impl From<&ir::Cluster> for pb::Cluster {
                 ir::LbPolicy::RoundRobin => pb::LbPolicy::RoundRobin as i32,
             },
             connect_timeout_ms: c.connect_timeout_ms,
+            tls: c.tls.as_ref().map(tls_upstream_to),
         }
     }
 }
@@ -404,6 +406,7 @@ impl TryFrom<pb::Listener> for ir::Listener {
     fn try_from(l: pb::Listener) -> Result<Self, Self::Error> {
         let key = Kind::Listener.key(&l.name);
         let cx = Ctx { resource: &key };
+        let tls = l.tls.map(|t| tls_listener_from(&cx, t)).transpose()?;
         Ok(ir::Listener {
             port: cx.port("port", l.port, false)?,
             protocol: cx.protocol("protocol", l.protocol)?,
@@ -411,6 +414,7 @@ impl TryFrom<pb::Listener> for ir::Listener {
             name: l.name,
             address: l.address,
             route_table: l.route_table,
+            tls,
         })
     }
 }
@@ -631,6 +635,7 @@ impl TryFrom<pb::Cluster> for ir::Cluster {
     fn try_from(c: pb::Cluster) -> Result<Self, Self::Error> {
         let key = Kind::Cluster.key(&c.name);
         let cx = Ctx { resource: &key };
+        let tls = c.tls.map(|t| tls_upstream_from(&cx, t)).transpose()?;
         Ok(ir::Cluster {
             protocol: cx.protocol("protocol", c.protocol)?,
             lb_policy: match pb::LbPolicy::try_from(c.lb_policy) {
@@ -643,6 +648,7 @@ impl TryFrom<pb::Cluster> for ir::Cluster {
             },
             connect_timeout_ms: c.connect_timeout_ms,
             name: c.name,
+            tls,
         })
     }
 }
@@ -793,6 +799,89 @@ fn cors_from(c: pb::Cors) -> ir::Cors {
     }
 }
 
+// === TLS ===
+
+fn tls_listener_to(t: &ir::ListenerTls) -> pb::TlsListener {
+    pb::TlsListener {
+        mode: (match t.mode {
+            ir::TlsMode::Strict => pb::TlsMode::Strict,
+            ir::TlsMode::Permissive => pb::TlsMode::Permissive,
+            ir::TlsMode::Disabled => pb::TlsMode::Disabled,
+        }) as i32,
+        certificates: t
+            .certificates
+            .iter()
+            .map(|c| pb::TlsCertificate {
+                certificate_chain: c.certificate_chain.clone(),
+                private_key: c.private_key.clone(),
+                server_names: c.server_names.clone(),
+            })
+            .collect(),
+        client_validation: t.client_validation.as_ref().map(|v| pb::TlsValidation {
+            trust_chain: v.trust_chain.clone(),
+            subject_alternative_names: v.subject_alternative_names.clone(),
+        }),
+    }
+}
+
+fn tls_upstream_to(t: &ir::UpstreamTls) -> pb::TlsUpstream {
+    pb::TlsUpstream {
+        server_name: t.server_name.clone(),
+        trust_chain: t.trust_chain.clone(),
+        subject_alternative_names: t.subject_alternative_names.clone(),
+        client_certificate: t
+            .client_certificate
+            .as_ref()
+            .map(|c| pb::TlsClientCertificate {
+                certificate_chain: c.certificate_chain.clone(),
+                private_key: c.private_key.clone(),
+            }),
+    }
+}
+
+fn tls_listener_from(cx: &Ctx, t: pb::TlsListener) -> Result<ir::ListenerTls, InvalidResource> {
+    let mode = match pb::TlsMode::try_from(t.mode) {
+        Ok(pb::TlsMode::Strict) => ir::TlsMode::Strict,
+        Ok(pb::TlsMode::Permissive) => ir::TlsMode::Permissive,
+        Ok(pb::TlsMode::Disabled) => ir::TlsMode::Disabled,
+        _ => return Err(cx.err("tls.mode", format!("unknown TLS mode {}", t.mode))),
+    };
+    let tls = ir::ListenerTls {
+        mode,
+        certificates: t
+            .certificates
+            .into_iter()
+            .map(|c| ir::TlsCertificate {
+                certificate_chain: c.certificate_chain,
+                private_key: c.private_key,
+                server_names: c.server_names,
+            })
+            .collect(),
+        client_validation: t.client_validation.map(|v| ir::TlsValidation {
+            trust_chain: v.trust_chain,
+            subject_alternative_names: v.subject_alternative_names,
+        }),
+    };
+    tls.check()
+        .map_err(|e| cx.err(format!("tls.{}", e.path), e.reason))?;
+    Ok(tls)
+}
+
+fn tls_upstream_from(cx: &Ctx, t: pb::TlsUpstream) -> Result<ir::UpstreamTls, InvalidResource> {
+    let tls = ir::UpstreamTls {
+        server_name: t.server_name,
+        trust_chain: t.trust_chain,
+        subject_alternative_names: t.subject_alternative_names,
+        client_certificate: t.client_certificate.map(|c| ir::TlsClientCertificate {
+            certificate_chain: c.certificate_chain,
+            private_key: c.private_key,
+        }),
+    };
+    tls.check()
+        .map_err(|e| cx.err(format!("tls.{}", e.path), e.reason))?;
+    Ok(tls)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -806,6 +895,7 @@ mod tests {
                 protocol: ir::Protocol::Http,
                 route_table: "rt".into(),
                 access_log: None,
+                tls: None,
             }],
             route_tables: vec![ir::RouteTable {
                 name: "rt".into(),
@@ -896,6 +986,7 @@ mod tests {
                 protocol: ir::Protocol::Http2,
                 lb_policy: ir::LbPolicy::RoundRobin,
                 connect_timeout_ms: 1000,
+                tls: None,
             }],
             endpoints: vec![ir::ClusterEndpoints {
                 cluster: "c".into(),
@@ -987,5 +1078,128 @@ mod tests {
         let err = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap_err();
         assert_eq!(err.resource, "endpoints/c");
         assert_eq!(err.path, "endpoints[0].address");
+    }
+
+    fn tls_sample() -> ir::Snapshot {
+        let mut s = sample();
+        s.listeners[0].tls = Some(ir::ListenerTls {
+            mode: ir::TlsMode::Permissive,
+            certificates: vec![
+                ir::TlsCertificate {
+                    certificate_chain: "/certs/default.pem".into(),
+                    private_key: "/certs/default.key".into(),
+                    server_names: vec![],
+                },
+                ir::TlsCertificate {
+                    certificate_chain: "/certs/api.pem".into(),
+                    private_key: "/certs/api.key".into(),
+                    server_names: vec!["api.example.com".into(), "*.api.example.com".into()],
+                },
+            ],
+            client_validation: Some(ir::TlsValidation {
+                trust_chain: "/certs/clients.pem".into(),
+                subject_alternative_names: vec!["spiffe://example/ns/a/sa/b".into()],
+            }),
+        });
+        s.clusters[0].tls = Some(ir::UpstreamTls {
+            server_name: "c.shop.svc.cluster.local".into(),
+            trust_chain: "/certs/ca.pem".into(),
+            subject_alternative_names: vec![],
+            client_certificate: Some(ir::TlsClientCertificate {
+                certificate_chain: "/certs/gw.pem".into(),
+                private_key: "/certs/gw.key".into(),
+            }),
+        });
+        s
+    }
+
+    #[test]
+    fn tls_round_trip() {
+        let s = tls_sample();
+        let wire = snapshot_to_resources(&s);
+        let back = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap();
+        assert_eq!(back, s);
+    }
+
+    fn tls_error(edit: impl FnOnce(&mut ir::Snapshot)) -> InvalidResource {
+        let mut s = tls_sample();
+        edit(&mut s);
+        let wire = snapshot_to_resources(&s);
+        resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap_err()
+    }
+
+    #[test]
+    fn invalid_tls_names_the_field() {
+        let err = tls_error(|s| {
+            let tls = s.listeners[0].tls.as_mut().unwrap();
+            tls.certificates[1].server_names[1] = "API.example.com".into();
+        });
+        assert_eq!(err.resource, "listener/http-8080");
+        assert_eq!(err.path, "tls.certificates[1].serverNames[1]");
+
+        let err = tls_error(|s| {
+            let tls = s.listeners[0].tls.as_mut().unwrap();
+            tls.certificates[1].server_names.clear();
+        });
+        assert_eq!(err.path, "tls.certificates[1]");
+        assert!(err.reason.contains("default"), "{err}");
+
+        let err = tls_error(|s| {
+            let tls = s.listeners[0].tls.as_mut().unwrap();
+            tls.certificates[0].server_names = vec!["api.example.com".into()];
+        });
+        assert_eq!(err.path, "tls.certificates[1].serverNames[0]");
+
+        let err = tls_error(|s| {
+            let tls = s.listeners[0].tls.as_mut().unwrap();
+            tls.certificates.clear();
+        });
+        assert_eq!(err.path, "tls.certificates");
+
+        let err = tls_error(|s| {
+            let tls = s.listeners[0].tls.as_mut().unwrap();
+            tls.client_validation.as_mut().unwrap().trust_chain.clear();
+        });
+        assert_eq!(err.path, "tls.clientValidation.trustChain");
+
+        let err = tls_error(|s| s.clusters[0].tls.as_mut().unwrap().server_name.clear());
+        assert_eq!(err.resource, "cluster/c");
+        assert_eq!(err.path, "tls.serverName");
+
+        let err = tls_error(|s| {
+            let tls = s.clusters[0].tls.as_mut().unwrap();
+            tls.client_certificate.as_mut().unwrap().private_key.clear();
+        });
+        assert_eq!(err.path, "tls.clientCertificate.privateKey");
+    }
+
+    #[test]
+    fn disabled_tls_needs_no_certificate() {
+        let mut s = tls_sample();
+        let tls = s.listeners[0].tls.as_mut().unwrap();
+        tls.mode = ir::TlsMode::Disabled;
+        tls.certificates.clear();
+        let wire = snapshot_to_resources(&s);
+        let back = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn server_name_patterns() {
+        for ok in ["example.com", "*.example.com", "a-b.c_d.io", "localhost"] {
+            assert!(ir::is_server_name_pattern(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Example.com",
+            "*.",
+            "a..b",
+            "-a.com",
+            "a*.com",
+            "*.*.com",
+            "10.0.0.1",
+        ] {
+            assert!(!ir::is_server_name_pattern(bad), "{bad}");
+        }
     }
 }

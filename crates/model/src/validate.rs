@@ -25,8 +25,9 @@ use crate::appmesh::{
     HttpHeaderMatch, HttpHeaderModifier, HttpMirror, HttpPathMatch, HttpQueryParameter,
     HttpRedirect, HttpRetryPolicy, HttpRoute, HttpRouteMatch, HttpTimeout, LabelSelector,
     ListenerTimeout, ListenerTls, Logging, MeshReference, MeshSpec, ObjectReference,
-    OutlierDetection, PathRegexRewrite, PortProtocol, RouteAction, TcpRoute, TcpTimeout,
-    VirtualGatewaySpec, VirtualNodeSpec, VirtualRouterSpec, VirtualServiceSpec,
+    OutlierDetection, PathRegexRewrite, PortProtocol, RouteAction, SniCertificate,
+    SubjectAlternativeNames, TcpRoute, TcpTimeout, VirtualGatewaySpec, VirtualNodeSpec,
+    VirtualRouterSpec, VirtualServiceSpec,
 };
 use crate::manifest::{Kind, Meta, Object, ObjectKey, Problem, Resource, Source};
 
@@ -59,6 +60,14 @@ pub const AWS_ONLY: &str = "AWS only:";
 
 const AWS_NAME: &str = "App Mesh's name for the object; Bowline uses metadata.name";
 const SDS: &str = "SDS (SPIRE) certificates; Bowline issues workload identities itself";
+const GATEWAY_ACM_CERTIFICATE: &str =
+    "ACM certificates are not available; the listener is not served (rather than in plaintext)";
+const GATEWAY_SDS: &str = "SDS (SPIRE) certificates and trust are not available; the listener is \
+     not served (rather than without them)";
+const GATEWAY_ACM_TRUST: &str = "ACM Private CA trust is not available; requests to the backends \
+     the policy applies to are refused (rather than sent unverified)";
+const GATEWAY_CLIENT_SDS: &str = "SDS (SPIRE) certificates and trust are not available; requests \
+     to the backends the policy applies to are refused (rather than sent without them)";
 
 /// Checks one object. Errors reject it; `Ignored` notes name fields that have no effect.
 pub fn object(object: &Object) -> Vec<Problem> {
@@ -515,22 +524,33 @@ impl Checker {
         }
     }
 
-    fn listener_tls(&mut self, path: &Path, tls: &ListenerTls) {
-        self.not_enforced(path, "listener TLS");
+    /// `gateway`: a VirtualGateway listener, whose TLS the gateway serves (a VirtualNode's is
+    /// the sidecar's).
+    fn listener_tls(&mut self, path: &Path, tls: &ListenerTls, gateway: bool) {
+        if !gateway {
+            self.not_enforced(path, "listener TLS");
+        }
         let cert = &tls.certificate;
         let cp = path.f("certificate");
-        self.exactly_one(
-            &cp,
-            &[
-                ("acm", cert.acm.is_some()),
-                ("file", cert.file.is_some()),
-                ("sds", cert.sds.is_some()),
-            ],
-        );
+        let extra = tls.certificates.as_deref().unwrap_or_default();
+        if !cert.is_unset() || extra.is_empty() {
+            self.exactly_one(
+                &cp,
+                &[
+                    ("acm", cert.acm.is_some()),
+                    ("file", cert.file.is_some()),
+                    ("sds", cert.sds.is_some()),
+                ],
+            );
+        }
         if cert.acm.is_some() {
             self.aws_only(
                 &cp.f("acm"),
-                "ACM certificates are not available; the listener gets no certificate from it",
+                if gateway {
+                    GATEWAY_ACM_CERTIFICATE
+                } else {
+                    "ACM certificates are not available; the listener gets no certificate from it"
+                },
             );
         }
         if let Some(f) = &cert.file {
@@ -538,9 +558,10 @@ impl Checker {
             self.not_empty(&cp.f("file").f("privateKey"), &f.private_key);
         }
         if let Some(s) = &cert.sds {
-            self.aws_only(&cp.f("sds"), SDS);
+            self.aws_only(&cp.f("sds"), if gateway { GATEWAY_SDS } else { SDS });
             self.not_empty(&cp.f("sds").f("secretName"), &s.secret_name);
         }
+        self.sni_certificates(&path.f("certificates"), extra, !cert.is_unset());
         if let Some(v) = &tls.validation {
             let tp = path.f("validation").f("trust");
             self.exactly_one(
@@ -554,12 +575,69 @@ impl Checker {
                 self.not_empty(&tp.f("file").f("certificateChain"), &f.certificate_chain);
             }
             if v.trust.sds.is_some() {
-                self.aws_only(&tp.f("sds"), SDS);
+                self.aws_only(&tp.f("sds"), if gateway { GATEWAY_SDS } else { SDS });
+            }
+            if let Some(sans) = &v.subject_alternative_names {
+                self.subject_alternative_names(
+                    &path.f("validation").f("subjectAlternativeNames"),
+                    sans,
+                );
             }
         }
     }
 
-    fn client_policy(&mut self, path: &Path, cp: &ClientPolicy) {
+    /// `subjectAlternativeNames.match.exact`: names, none empty.
+    fn subject_alternative_names(&mut self, path: &Path, sans: &SubjectAlternativeNames) {
+        let p = path.f("match").f("exact");
+        for (i, name) in sans.matchers.exact.iter().flatten().enumerate() {
+            self.not_empty(&p.i(i), name);
+        }
+    }
+
+    /// The Bowline `certificates` extension of listener TLS: files, valid server names each
+    /// served once, one default certificate at most (`certificate` counts as one when set).
+    fn sni_certificates(&mut self, path: &Path, certs: &[SniCertificate], has_default: bool) {
+        let mut default = has_default.then(|| "certificate".to_string());
+        let mut names: HashMap<String, Path> = HashMap::new();
+        for (i, c) in certs.iter().enumerate() {
+            let p = path.i(i);
+            self.not_empty(
+                &p.f("file").f("certificateChain"),
+                &c.file.certificate_chain,
+            );
+            self.not_empty(&p.f("file").f("privateKey"), &c.file.private_key);
+            let server_names = c.server_names.as_deref().unwrap_or_default();
+            if server_names.is_empty() {
+                match &default {
+                    Some(first) => self.error(
+                        &p,
+                        format!(
+                            "{first} is already the default certificate (without serverNames); \
+                             at most one may be"
+                        ),
+                    ),
+                    None => default = Some(p.to_string()),
+                }
+            }
+            for (j, name) in server_names.iter().enumerate() {
+                let np = p.f("serverNames").i(j);
+                let lower = name.to_ascii_lowercase();
+                if !crate::ir::is_server_name_pattern(&lower) {
+                    self.error(
+                        &np,
+                        format!("{name:?} is not a DNS name or a *. wildcard of one label"),
+                    );
+                } else if let Some(first) = names.get(&lower) {
+                    self.error(&np, format!("{name:?} is also served by {first}"));
+                } else {
+                    names.insert(lower, np);
+                }
+            }
+        }
+    }
+
+    /// `gateway`: the backend defaults of a VirtualGateway, which the gateway applies.
+    fn client_policy(&mut self, path: &Path, cp: &ClientPolicy, gateway: bool) {
         let Some(tls) = &cp.tls else {
             return;
         };
@@ -578,10 +656,17 @@ impl Checker {
                 self.not_empty(&cp.f("file").f("privateKey"), &f.private_key);
             }
             if cert.sds.is_some() {
-                self.aws_only(&cp.f("sds"), SDS);
+                self.aws_only(&cp.f("sds"), if gateway { GATEWAY_CLIENT_SDS } else { SDS });
             }
         }
-        self.backend_trust(&p.f("validation").f("trust"), &tls.validation.trust);
+        self.backend_trust(
+            &p.f("validation").f("trust"),
+            &tls.validation.trust,
+            gateway,
+        );
+        if let Some(sans) = &tls.validation.subject_alternative_names {
+            self.subject_alternative_names(&p.f("validation").f("subjectAlternativeNames"), sans);
+        }
         if tls.mode.is_some() {
             self.problems.push(Problem::ignored(
                 p.f("mode").0,
@@ -591,7 +676,7 @@ impl Checker {
         }
     }
 
-    fn backend_trust(&mut self, path: &Path, t: &BackendTlsValidationTrust) {
+    fn backend_trust(&mut self, path: &Path, t: &BackendTlsValidationTrust, gateway: bool) {
         self.exactly_one(
             path,
             &[
@@ -601,7 +686,14 @@ impl Checker {
             ],
         );
         if let Some(acm) = &t.acm {
-            self.aws_only(&path.f("acm"), "ACM Private CA trust is not available");
+            self.aws_only(
+                &path.f("acm"),
+                if gateway {
+                    GATEWAY_ACM_TRUST
+                } else {
+                    "ACM Private CA trust is not available"
+                },
+            );
             self.count(
                 &path.f("acm").f("certificateAuthorityARNs"),
                 acm.certificate_authority_arns.len(),
@@ -613,14 +705,21 @@ impl Checker {
             self.not_empty(&path.f("file").f("certificateChain"), &f.certificate_chain);
         }
         if t.sds.is_some() {
-            self.aws_only(&path.f("sds"), SDS);
+            self.aws_only(
+                &path.f("sds"),
+                if gateway { GATEWAY_CLIENT_SDS } else { SDS },
+            );
         }
     }
 
-    fn backend_defaults(&mut self, path: &Path, d: &BackendDefaults) {
-        self.not_enforced(path, "backend defaults (client TLS policy)");
+    /// `gateway`: a VirtualGateway's, which the gateway applies (a VirtualNode's is the
+    /// sidecar's).
+    fn backend_defaults(&mut self, path: &Path, d: &BackendDefaults, gateway: bool) {
+        if !gateway {
+            self.not_enforced(path, "backend defaults (client TLS policy)");
+        }
         if let Some(cp) = &d.client_policy {
-            self.client_policy(&path.f("clientPolicy"), cp);
+            self.client_policy(&path.f("clientPolicy"), cp, gateway);
         }
     }
 
@@ -898,7 +997,7 @@ impl Checker {
                 self.listener_timeout(&p.f("timeout"), t);
             }
             if let Some(tls) = &l.tls {
-                self.listener_tls(&p.f("tls"), tls);
+                self.listener_tls(&p.f("tls"), tls, false);
             }
         }
         self.unique_ports(&lp, listeners.iter().map(|l| l.port_mapping.port));
@@ -966,11 +1065,11 @@ impl Checker {
             }
             if let Some(cp) = &vs.client_policy {
                 self.not_enforced(&p.f("clientPolicy"), "client TLS policy");
-                self.client_policy(&p.f("clientPolicy"), cp);
+                self.client_policy(&p.f("clientPolicy"), cp, false);
             }
         }
         if let Some(d) = &s.backend_defaults {
-            self.backend_defaults(&spec.f("backendDefaults"), d);
+            self.backend_defaults(&spec.f("backendDefaults"), d, false);
         }
         if let Some(groups) = &s.backend_groups {
             self.not_enforced(
@@ -1266,12 +1365,12 @@ impl Checker {
                 self.gateway_connection_pool(&p.f("connectionPool"), pool, protocol);
             }
             if let Some(tls) = &l.tls {
-                self.listener_tls(&p.f("tls"), tls);
+                self.listener_tls(&p.f("tls"), tls, true);
             }
         }
         self.unique_ports(&lp, s.listeners.iter().map(|l| l.port_mapping.port));
         if let Some(d) = &s.backend_defaults {
-            self.backend_defaults(&spec.f("backendDefaults"), d);
+            self.backend_defaults(&spec.f("backendDefaults"), d, true);
         }
         if let Some(l) = &s.logging {
             self.logging(&spec.f("logging"), l, true);

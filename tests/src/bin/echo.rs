@@ -4,10 +4,16 @@
 //! `{"name":"blue","method":"GET","path":"/x?y=1","host":"...","version":"HTTP/1.1","headers":{...},"bodyBytes":0}`
 //! and a header `x-echo-name`. It speaks HTTP/1.1 and HTTP/2 (h2c prior knowledge) on one port.
 //! On start it prints `listening on ADDR` on stdout, so it can be started on port 0.
+//!
+//! With `--tls-cert` and `--tls-key` (PEM files) it serves TLS instead (TLS 1.2 and 1.3, ALPN
+//! `h2` and `http/1.1`), and the answer also carries `"tls": {"sni": ..., "alpn": ...}`
+//! (`"tls": null` in plaintext).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -31,19 +37,54 @@ struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "ECHO_LISTEN", default_value = "127.0.0.1:0")]
     listen: Vec<SocketAddr>,
+    /// PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// What the answer reports about the connection's TLS.
+#[derive(Clone, Debug)]
+struct TlsInfo {
+    sni: Option<String>,
+    alpn: Option<String>,
+}
+
+fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", cert.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let name: &'static str = Box::leak(args.name.into_boxed_str());
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let mut tasks = Vec::new();
     for addr in args.listen {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         println!("listening on {}", listener.local_addr()?);
-        tasks.push(tokio::spawn(serve(listener, name)));
+        tasks.push(tokio::spawn(serve(listener, name, tls.clone())));
     }
     tokio::select! {
         _ = futures_wait(tasks) => {}
@@ -58,16 +99,40 @@ async fn futures_wait(tasks: Vec<tokio::task::JoinHandle<()>>) {
     }
 }
 
-async fn serve(listener: TcpListener, name: &'static str) {
+async fn serve(listener: TcpListener, name: &'static str, tls: Option<tokio_rustls::TlsAcceptor>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| answer(req, name));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .await;
+            let builder = auto::Builder::new(TokioExecutor::new());
+            match tls {
+                None => {
+                    let svc = hyper::service::service_fn(move |req| answer(req, name, None));
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                }
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let conn = stream.get_ref().1;
+                    let info = TlsInfo {
+                        sni: conn.server_name().map(str::to_string),
+                        alpn: conn
+                            .alpn_protocol()
+                            .map(|p| String::from_utf8_lossy(p).into_owned()),
+                    };
+                    let svc = hyper::service::service_fn(move |req| {
+                        answer(req, name, Some(info.clone()))
+                    });
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                }
+            }
         });
     }
 }
@@ -75,6 +140,7 @@ async fn serve(listener: TcpListener, name: &'static str) {
 async fn answer(
     mut req: Request<Incoming>,
     name: &'static str,
+    tls: Option<TlsInfo>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Some(resp) = websocket(&mut req, name) {
         return Ok(resp);
@@ -106,6 +172,7 @@ async fn answer(
         "version": format!("{:?}", parts.version),
         "headers": headers,
         "bodyBytes": body_bytes,
+        "tls": tls.map(|t| serde_json::json!({"sni": t.sni, "alpn": t.alpn})),
     });
     let mut body = serde_json::to_vec(&report).unwrap_or_default();
     body.push(b'\n');

@@ -26,6 +26,7 @@
 //!   replaces its default prefix rewrite), router route rewrites, request and response header
 //!   changes, mirrors (to a virtual node, or a virtual service provided by one) and CORS. The
 //!   filters of a resource route go on every IR route it becomes.
+//! * TLS (listener termination, the client policy's origination): see [`tls`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -46,6 +47,7 @@ use crate::discovery;
 mod routing;
 
 use self::routing::Filters;
+mod tls;
 
 /// Translates one VirtualGateway. An unknown gateway yields an empty snapshot and a diagnostic.
 pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation {
@@ -70,14 +72,29 @@ pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation 
     snapshot
         .route_tables
         .extend(cx.router_tables.values().cloned());
+    let client_policy = inputs
+        .world
+        .virtual_gateway(namespace, name)
+        .and_then(|gw| gw.spec.backend_defaults.as_ref())
+        .and_then(|d| d.client_policy.as_ref())
+        .and_then(|p| p.tls.as_ref());
+    let gw_at = At {
+        kind: Kind::VirtualGateway,
+        namespace,
+        name,
+        path: "spec",
+    };
     for (cname, c) in std::mem::take(&mut cx.clusters) {
+        let tls = cx.cluster_tls(gw_at, client_policy, &cname, &c);
         snapshot.clusters.push(ir::Cluster {
             name: cname.clone(),
             protocol: c.protocol,
             lb_policy: ir::LbPolicy::RoundRobin,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            tls: tls.clone().ok().flatten(),
         });
-        let endpoints = match inputs.world.virtual_node(&c.namespace, &c.node) {
+        let node = inputs.world.virtual_node(&c.namespace, &c.node);
+        let endpoints = match node.filter(|_| tls.is_ok()) {
             Some(node) => {
                 let resolved = discovery::resolve(inputs.world, inputs.dns, &node.spec, c.port);
                 for note in resolved.notes {
@@ -235,6 +252,7 @@ impl Cx<'_> {
         };
         // Listeners by port.
         let mut listeners: BTreeMap<u16, ir::Protocol> = BTreeMap::new();
+        let mut listener_tls: BTreeMap<u16, Option<ir::ListenerTls>> = BTreeMap::new();
         for (i, l) in spec.listeners.iter().enumerate() {
             let path = format!("listeners[{i}].portMapping");
             let Some(port) = port_of(l.port_mapping.port) else {
@@ -266,6 +284,15 @@ impl Cx<'_> {
                 );
                 continue;
             }
+            let listener_path = format!("spec.listeners[{i}]");
+            let at = At {
+                path: &listener_path,
+                ..gw_at
+            };
+            let Ok(tls) = self.listener_tls(at, l.tls.as_ref()) else {
+                continue;
+            };
+            listener_tls.insert(port, tls);
             listeners.insert(port, protocol);
         }
 
@@ -350,6 +377,7 @@ impl Cx<'_> {
                 protocol: *protocol,
                 route_table: table.clone(),
                 access_log: access_log.clone(),
+                tls: listener_tls.remove(port).flatten(),
             });
             let cands = per_port.remove(port).unwrap_or_default();
             snapshot.route_tables.push(ir::RouteTable {

@@ -43,6 +43,7 @@ fn snapshot(cluster_of_route: &str, port: u16) -> ir::Snapshot {
             protocol: ir::Protocol::Http,
             route_table: "rt".into(),
             access_log: None,
+            tls: None,
         }],
         route_tables: vec![ir::RouteTable {
             name: "rt".into(),
@@ -68,6 +69,7 @@ fn snapshot(cluster_of_route: &str, port: u16) -> ir::Snapshot {
             protocol: ir::Protocol::Http,
             lb_policy: ir::LbPolicy::RoundRobin,
             connect_timeout_ms: 1000,
+            tls: None,
         }],
         endpoints: vec![ir::ClusterEndpoints {
             cluster: "web".into(),

@@ -70,6 +70,7 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
             protocol: ir::Protocol::Http,
             route_table: "main".into(),
             access_log: None,
+            tls: None,
         }],
         route_tables,
         clusters: clusters
@@ -79,6 +80,7 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
                 protocol: ir::Protocol::Http,
                 lb_policy: ir::LbPolicy::RoundRobin,
                 connect_timeout_ms: 1000,
+                tls: None,
             })
             .collect(),
         endpoints: clusters

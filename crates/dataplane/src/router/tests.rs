@@ -33,6 +33,7 @@ fn cluster(name: &str) -> ir::Cluster {
         protocol: ir::Protocol::Http,
         lb_policy: ir::LbPolicy::RoundRobin,
         connect_timeout_ms: 1000,
+        tls: None,
     }
 }
 
@@ -66,6 +67,7 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
             protocol: ir::Protocol::Http,
             route_table: "main".into(),
             access_log: None,
+            tls: None,
         }],
         route_tables,
         clusters: vec![cluster("a"), cluster("b"), cluster("c")],
@@ -911,6 +913,7 @@ fn compile_errors_name_the_resource_and_field() {
         protocol: ir::Protocol::Http2,
         route_table: "main".into(),
         access_log: None,
+        tls: None,
     });
     cases.push((
         s,

@@ -778,3 +778,91 @@ spec:
     );
     assert_eq!(shown_references(&yaml), Vec::<String>::new());
 }
+
+#[test]
+fn gateway_tls_is_enforced_and_its_sni_certificates_are_checked() {
+    let good = doc(
+        "VirtualGateway",
+        r#"listeners:
+  - portMapping: {port: 8443, protocol: http}
+    tls:
+      mode: STRICT
+      certificate: {file: {certificateChain: /certs/default.pem, privateKey: /certs/default.key}}
+      certificates:
+        - file: {certificateChain: /certs/api.pem, privateKey: /certs/api.key}
+          serverNames: [api.example.com, "*.api.example.com"]
+      validation:
+        trust: {file: {certificateChain: /certs/clients.pem}}
+        subjectAlternativeNames: {match: {exact: [spiffe://example/client]}}
+  - portMapping: {port: 9443, protocol: http}
+    tls:
+      mode: PERMISSIVE
+      certificates:
+        - file: {certificateChain: /certs/only.pem, privateKey: /certs/only.key}
+backendDefaults:
+  clientPolicy:
+    tls:
+      ports: [8080]
+      certificate: {file: {certificateChain: /certs/gw.pem, privateKey: /certs/gw.key}}
+      validation:
+        trust: {file: {certificateChain: /certs/ca.pem}}
+        subjectAlternativeNames: {match: {exact: [backend.example.com]}}
+"#,
+    );
+    assert_eq!(ignored(&good), Vec::<String>::new());
+
+    let bad = doc(
+        "VirtualGateway",
+        r#"listeners:
+  - portMapping: {port: 8443, protocol: http}
+    tls:
+      mode: STRICT
+      certificate: {file: {certificateChain: /c.pem, privateKey: /c.key}}
+      certificates:
+        - file: {certificateChain: /a.pem, privateKey: ""}
+        - file: {certificateChain: /b.pem, privateKey: /b.key}
+          serverNames: [api.example.com, "a.*.com", API.example.com]
+      validation:
+        trust: {file: {certificateChain: /ca.pem}}
+        subjectAlternativeNames: {match: {exact: [""]}}
+  - portMapping: {port: 9443, protocol: http}
+    tls: {mode: STRICT}
+"#,
+    );
+    assert_eq!(
+        errors(&bad),
+        [
+            "spec.listeners[0].tls.certificates[0].file.privateKey: must not be empty",
+            "spec.listeners[0].tls.certificates[0]: certificate is already the default certificate (without serverNames); at most one may be",
+            r#"spec.listeners[0].tls.certificates[1].serverNames[1]: "a.*.com" is not a DNS name or a *. wildcard of one label"#,
+            r#"spec.listeners[0].tls.certificates[1].serverNames[2]: "API.example.com" is also served by spec.listeners[0].tls.certificates[1].serverNames[0]"#,
+            "spec.listeners[0].tls.validation.subjectAlternativeNames.match.exact[0]: must not be empty",
+            "spec.listeners[1].tls.certificate: exactly one of acm, file and sds must be set (none is)",
+        ]
+    );
+
+    let aws = doc(
+        "VirtualGateway",
+        r#"listeners:
+  - portMapping: {port: 8443, protocol: http}
+    tls:
+      mode: STRICT
+      certificate: {acm: {certificateARN: "arn:aws:acm:cert"}}
+      validation: {trust: {sds: {secretName: ca}}}
+backendDefaults:
+  clientPolicy:
+    tls:
+      certificate: {sds: {secretName: me}}
+      validation: {trust: {acm: {certificateAuthorityARNs: ["arn:aws:acm-pca:ca"]}}}
+"#,
+    );
+    assert_eq!(
+        ignored(&aws),
+        [
+            "spec.listeners[0].tls.certificate.acm: ignored: AWS only: ACM certificates are not available; the listener is not served (rather than in plaintext)",
+            "spec.listeners[0].tls.validation.trust.sds: ignored: AWS only: SDS (SPIRE) certificates and trust are not available; the listener is not served (rather than without them)",
+            "spec.backendDefaults.clientPolicy.tls.certificate.sds: ignored: AWS only: SDS (SPIRE) certificates and trust are not available; requests to the backends the policy applies to are refused (rather than sent without them)",
+            "spec.backendDefaults.clientPolicy.tls.validation.trust.acm: ignored: AWS only: ACM Private CA trust is not available; requests to the backends the policy applies to are refused (rather than sent unverified)",
+        ]
+    );
+}
