@@ -384,6 +384,7 @@ impl Router {
                 .map(|i| &vhost.routes[i])
                 .ok_or(RouteError::NoRoute)?;
             filters.push(route.filters.as_deref());
+            query.cors_in_chain |= route.filters.as_ref().is_some_and(|f| f.has_cors());
             let finish = |path: Cow<'_, str>| match path {
                 Cow::Owned(p) => Some(p),
                 Cow::Borrowed(_) => None,

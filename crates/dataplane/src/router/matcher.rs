@@ -26,7 +26,8 @@ pub(super) struct Matcher {
     cookies: Box<[QueryMatcher]>,
     /// The route has a CORS policy: a preflight (`OPTIONS` with `Origin` and
     /// `Access-Control-Request-Method`) matches the method condition when the method it asks
-    /// for does, so the policy can answer it.
+    /// for does, so the policy can answer it. (Also when a route that delegated to this one's
+    /// table has a policy: see [`QueryCache::cors_in_chain`].)
     cors_preflight: bool,
 }
 
@@ -80,6 +81,8 @@ pub struct RequestHead<'a> {
 pub(super) struct QueryCache<'a> {
     params: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
     cookies: Option<Vec<(&'a str, &'a str)>>,
+    /// A route the request went through (delegating) has a CORS policy.
+    pub(super) cors_in_chain: bool,
 }
 
 impl<'a> QueryCache<'a> {
@@ -286,7 +289,7 @@ impl Matcher {
     ) -> bool {
         if let Some(m) = &self.method
             && m != req.method
-            && !(self.cors_preflight && is_preflight_for(req, m))
+            && !((self.cors_preflight || query.cors_in_chain) && is_preflight_for(req, m))
         {
             return false;
         }

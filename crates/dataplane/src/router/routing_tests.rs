@@ -740,3 +740,39 @@ fn inverted_matches_follow_envoy_for_absent_and_opaque_values() {
         .insert("x-v", HeaderValue::from_bytes(&[0xff, 0xfe]).unwrap());
     assert_eq!(name_of(&r, &q), "not-red");
 }
+
+#[test]
+fn cors_preflights_pass_routes_behind_a_delegating_route_with_a_policy() {
+    let inner = route(
+        "get-only",
+        ir::RouteMatch {
+            path: Some(ir::PathMatch::Prefix("/".into())),
+            method: Some("GET".into()),
+            ..Default::default()
+        },
+        forward("a"),
+    );
+    let router_table = ir::RouteTable {
+        name: "router".into(),
+        virtual_hosts: any(vec![inner]),
+    };
+    let mut outer = route(
+        "outer",
+        prefix("/"),
+        ir::RouteAction::Delegate(ir::DelegateAction {
+            route_table: "router".into(),
+            rewrite: ir::Rewrite::default(),
+        }),
+    );
+    outer.cors = Some(cors(&["https://app.example"]));
+    let r = compile(&snapshot(any(vec![outer]), vec![router_table])).unwrap();
+    let preflight = |method: &'static str| {
+        req("h", "/x")
+            .method(Method::OPTIONS)
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", method)
+    };
+    assert_eq!(name_of(&r, &preflight("GET")), "get-only");
+    assert_eq!(name_of(&r, &preflight("DELETE")), "no");
+    assert_eq!(name_of(&r, &req("h", "/x").method(Method::OPTIONS)), "no");
+}
