@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::load::{self, Load, Outcome, Protocol};
-use super::sys::{self, H2LOAD, NGINX, PERF, TASKSET, WRK};
+use super::sys::{self, CpuTicks, H2LOAD, NGINX, PERF, TASKSET, WRK};
 
 /// The `Host` of every benchmark request (a host of the large route table).
 const HOST_INDEX: usize = 50;
@@ -96,7 +96,7 @@ struct Proxy {
 #[derive(Default)]
 struct Runs {
     outcomes: Vec<Outcome>,
-    cpu_ticks: u64,
+    cpu: CpuTicks,
 }
 
 impl Gateway {
@@ -291,7 +291,7 @@ impl Gateway {
                         }
                     );
                     let r = &mut runs[i][pi];
-                    r.cpu_ticks += after.saturating_sub(before);
+                    r.cpu = r.cpu + after.since(before);
                     r.outcomes.push(o);
                 }
             }
@@ -450,7 +450,7 @@ impl Proxy {
         pids
     }
 
-    fn cpu_ticks(&self) -> anyhow::Result<u64> {
+    fn cpu_ticks(&self) -> anyhow::Result<CpuTicks> {
         self.pids().into_iter().map(sys::cpu_ticks).sum()
     }
 
@@ -478,8 +478,10 @@ struct Row {
     rps: f64,
     p50: f64,
     p99: f64,
-    /// µs of proxy CPU per request.
+    /// µs of proxy CPU per request: total, in user space, in the kernel.
     cpu: f64,
+    user: f64,
+    system: f64,
     rss: u64,
     errors: u64,
 }
@@ -493,15 +495,20 @@ impl Report<'_> {
             v.get(v.len() / 2).copied().unwrap_or(0.0)
         };
         let ok: u64 = r.outcomes.iter().map(|o| o.ok).sum();
+        let per_request = |ticks: u64| {
+            if ok > 0 {
+                ticks as f64 / self.ticks_per_sec * 1e6 / ok as f64
+            } else {
+                0.0
+            }
+        };
         Row {
             rps: median(Outcome::rps),
             p50: median(|o| o.p50_us),
             p99: median(|o| o.p99_us),
-            cpu: if ok > 0 {
-                r.cpu_ticks as f64 / self.ticks_per_sec * 1e6 / ok as f64
-            } else {
-                0.0
-            },
+            cpu: per_request(r.cpu.total()),
+            user: per_request(r.cpu.user),
+            system: per_request(r.cpu.system),
             rss: self.rss[proxy],
             errors: r.outcomes.iter().map(|o| o.errors).sum(),
         }
@@ -538,12 +545,19 @@ impl Report<'_> {
         );
         let _ = writeln!(
             out,
-            "  columns  req/s, p50 and p99: median of the rounds; CPU: proxy utime+stime / requests answered; RSS: peak (VmHWM)\n"
+            "  columns  req/s, p50 and p99: median of the rounds; CPU: proxy utime + stime / requests answered;\n           RSS: peak (VmHWM; nginx: master + worker)\n"
         );
         let _ = writeln!(
             out,
-            "{:<11} {:<9} {:>17} {:>17} {:>17} {:>19} {:>18}",
-            "proxy", "protocol", "req/s", "p50 µs", "p99 µs", "CPU µs/req", "peak RSS MiB"
+            "{:<11} {:<9} {:>17} {:>17} {:>17} {:>19} {:>12} {:>18}",
+            "proxy",
+            "protocol",
+            "req/s",
+            "p50 µs",
+            "p99 µs",
+            "CPU µs/req",
+            "= usr + sys",
+            "peak RSS MiB"
         );
         let ratio = |v: f64, base: f64| {
             if base > 0.0 {
@@ -561,7 +575,7 @@ impl Report<'_> {
                 let base_mib = base.rss as f64 / (1024.0 * 1024.0);
                 let _ = writeln!(
                     out,
-                    "{:<11} {:<9} {:>9.0} {:>7} {:>9.0} {:>7} {:>9.0} {:>7} {:>11.2} {:>7} {:>10.1} {:>7}",
+                    "{:<11} {:<9} {:>9.0} {:>7} {:>9.0} {:>7} {:>9.0} {:>7} {:>11.2} {:>7} {:>12} {:>10.1} {:>7}",
                     p.name,
                     proto.to_string(),
                     r.rps,
@@ -572,6 +586,7 @@ impl Report<'_> {
                     ratio(r.p99, base.p99),
                     r.cpu,
                     ratio(r.cpu, base.cpu),
+                    format!("{:.1} + {:.1}", r.user, r.system),
                     mib,
                     ratio(mib, base_mib),
                 );

@@ -160,8 +160,46 @@ fn parse_stat(stat: &str) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
-/// utime + stime of a process (all its threads), in clock ticks.
-pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+/// CPU time of a process (all its threads), in clock ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTicks {
+    pub user: u64,
+    pub system: u64,
+}
+
+impl CpuTicks {
+    pub fn total(self) -> u64 {
+        self.user + self.system
+    }
+
+    /// The time spent since `earlier`.
+    pub fn since(self, earlier: CpuTicks) -> CpuTicks {
+        CpuTicks {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+impl std::ops::Add for CpuTicks {
+    type Output = CpuTicks;
+
+    fn add(self, o: CpuTicks) -> CpuTicks {
+        CpuTicks {
+            user: self.user + o.user,
+            system: self.system + o.system,
+        }
+    }
+}
+
+impl std::iter::Sum for CpuTicks {
+    fn sum<I: Iterator<Item = CpuTicks>>(iter: I) -> CpuTicks {
+        iter.fold(CpuTicks::default(), |a, b| a + b)
+    }
+}
+
+/// utime and stime of a process (all its threads).
+pub fn cpu_ticks(pid: u32) -> anyhow::Result<CpuTicks> {
     let f = stat_fields(pid)?;
     // utime and stime are fields 14 and 15.
     let field = |i: usize| -> anyhow::Result<u64> {
@@ -169,7 +207,10 @@ pub fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("no field {} in /proc/{pid}/stat", i + 3))
     };
-    Ok(field(11)? + field(12)?)
+    Ok(CpuTicks {
+        user: field(11)?,
+        system: field(12)?,
+    })
 }
 
 /// The children of a process (nginx's workers), by scanning `/proc`.
@@ -298,6 +339,6 @@ mod tests {
         while start.elapsed() < std::time::Duration::from_millis(50) {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
-        assert!(cpu_ticks(me).unwrap() > 0);
+        assert!(cpu_ticks(me).unwrap().total() > 0);
     }
 }
