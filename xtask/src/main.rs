@@ -5,6 +5,7 @@
 //! [`Cmd`] and an arm to [`Cmd::run`] for a new one.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod crds;
 mod up;
 
@@ -30,6 +31,9 @@ enum Cmd {
     GenCrds(crds::GenCrds),
     /// Build and start the quickstart stack (control plane, gateway, echo upstreams) on loopback.
     Up(up::Up),
+    /// Run a benchmark program (`gateway`: side by side with nginx; `routes`: route matching).
+    #[command(subcommand_required = true)]
+    Bench(bench::Bench),
 }
 
 impl Cmd {
@@ -37,6 +41,7 @@ impl Cmd {
         match self {
             Cmd::GenCrds(task) => task.run(root),
             Cmd::Up(task) => task.run(root),
+            Cmd::Bench(task) => task.run(root),
         }
     }
 }
