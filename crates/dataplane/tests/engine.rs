@@ -262,6 +262,12 @@ fn cluster(name: &str, protocol: ir::Protocol) -> ir::Cluster {
         protocol,
         lb_policy: ir::LbPolicy::RoundRobin,
         connect_timeout_ms: 1000,
+        hash_on: None,
+        health_check: None,
+        outlier_detection: None,
+        circuit_breakers: None,
+        idle_timeout_ms: None,
+        request_timeout_ms: None,
     }
 }
 
@@ -290,6 +296,8 @@ fn fwd(clusters: &[(&str, u32)], rewrite: ir::Rewrite, timeout_ms: Option<u64>) 
             .collect(),
         rewrite,
         timeout_ms,
+        retry: None,
+        idle_timeout_ms: None,
     })
 }
 

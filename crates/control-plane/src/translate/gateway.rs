@@ -66,6 +66,12 @@ pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation 
             protocol: c.protocol,
             lb_policy: ir::LbPolicy::RoundRobin,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            hash_on: None,
+            health_check: None,
+            outlier_detection: None,
+            circuit_breakers: None,
+            idle_timeout_ms: None,
+            request_timeout_ms: None,
         });
         let endpoints = match inputs.world.virtual_node(&c.namespace, &c.node) {
             Some(node) => {
@@ -865,6 +871,8 @@ impl Cx<'_> {
                     clusters: action,
                     rewrite: ir::Rewrite::default(),
                     timeout_ms: timeout.and_then(|d| d.as_millis()).filter(|ms| *ms > 0),
+                    retry: None,
+                    idle_timeout_ms: None,
                 }),
             }],
         })
@@ -1087,6 +1095,8 @@ impl Action {
                 clusters: vec![ir::WeightedCluster { cluster, weight: 1 }],
                 rewrite,
                 timeout_ms: None,
+                retry: None,
+                idle_timeout_ms: None,
             }),
         }
     }

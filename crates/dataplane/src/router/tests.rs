@@ -13,6 +13,8 @@ fn forward(cluster: &str) -> ir::RouteAction {
         }],
         rewrite: ir::Rewrite::default(),
         timeout_ms: None,
+        retry: None,
+        idle_timeout_ms: None,
     })
 }
 
@@ -37,6 +39,12 @@ fn cluster(name: &str) -> ir::Cluster {
         protocol: ir::Protocol::Http,
         lb_policy: ir::LbPolicy::RoundRobin,
         connect_timeout_ms: 1000,
+        hash_on: None,
+        health_check: None,
+        outlier_detection: None,
+        circuit_breakers: None,
+        idle_timeout_ms: None,
+        request_timeout_ms: None,
     }
 }
 
@@ -484,6 +492,8 @@ fn rewrite_route(p: &str, rw: ir::Rewrite) -> ir::Route {
             }],
             rewrite: rw,
             timeout_ms: None,
+            retry: None,
+            idle_timeout_ms: None,
         }),
     )
 }
@@ -571,6 +581,8 @@ fn delegation_rewrites_then_routes_in_the_other_table() {
                             ..Default::default()
                         },
                         timeout_ms: None,
+                        retry: None,
+                        idle_timeout_ms: None,
                     }),
                 ),
                 route("rest", prefix("/"), forward("a")),
@@ -701,6 +713,8 @@ fn weighted_clusters_split_exactly() {
                     ],
                     rewrite: ir::Rewrite::default(),
                     timeout_ms: None,
+                    retry: None,
+                    idle_timeout_ms: None,
                 }),
             )],
         )],
@@ -863,6 +877,8 @@ fn compile_errors_name_the_resource_and_field() {
             ],
             rewrite: ir::Rewrite::default(),
             timeout_ms: None,
+            retry: None,
+            idle_timeout_ms: None,
         }),
     );
     cases.push((
@@ -890,6 +906,8 @@ fn compile_errors_name_the_resource_and_field() {
                 ..Default::default()
             },
             timeout_ms: None,
+            retry: None,
+            idle_timeout_ms: None,
         }),
     );
     cases.push((
@@ -1007,6 +1025,8 @@ fn unchanged_splits_continue_across_compiles() {
                         ],
                         rewrite: ir::Rewrite::default(),
                         timeout_ms: None,
+                        retry: None,
+                        idle_timeout_ms: None,
                     }),
                 )],
             )],
