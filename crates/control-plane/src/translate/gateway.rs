@@ -61,7 +61,7 @@ pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation 
         .route_tables
         .extend(cx.router_tables.values().cloned());
     for (cname, c) in std::mem::take(&mut cx.clusters) {
-        snapshot.clusters.push(ir::Cluster {
+        let mut cluster = ir::Cluster {
             name: cname.clone(),
             protocol: c.protocol,
             lb_policy: ir::LbPolicy::RoundRobin,
@@ -72,7 +72,11 @@ pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation 
             circuit_breakers: None,
             idle_timeout_ms: None,
             request_timeout_ms: None,
-        });
+        };
+        if let Some(node) = inputs.world.virtual_node(&c.namespace, &c.node) {
+            super::resilience::apply_node_listener(&mut cluster, &node.spec, c.port);
+        }
+        snapshot.clusters.push(cluster);
         let endpoints = match inputs.world.virtual_node(&c.namespace, &c.node) {
             Some(node) => {
                 let resolved = discovery::resolve(inputs.world, inputs.dns, &node.spec, c.port);
@@ -871,8 +875,8 @@ impl Cx<'_> {
                     clusters: action,
                     rewrite: ir::Rewrite::default(),
                     timeout_ms: timeout.and_then(|d| d.as_millis()).filter(|ms| *ms > 0),
-                    retry: None,
-                    idle_timeout_ms: None,
+                    retry: super::resilience::route_retry(r, proto),
+                    idle_timeout_ms: super::resilience::route_idle_ms(r, proto),
                 }),
             }],
         })

@@ -27,6 +27,7 @@
 //!    and deterministic.
 
 mod gateway;
+mod resilience;
 #[cfg(test)]
 mod tests;
 
