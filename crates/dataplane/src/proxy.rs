@@ -20,7 +20,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bowline_model::ir;
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue, SET_COOKIE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -33,9 +33,11 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
 pub use self::body::ProxyBody;
-pub use self::error::{ProxyError, X_BOWLINE_ERROR, respond};
+pub use self::error::{ProxyError, X_BOWLINE_ERROR, X_BOWLINE_OVERFLOW, respond};
 pub use self::headers::strip_hop_by_hop;
+use crate::lb::Tried;
 use crate::metrics::{ProxyMetrics, RouteStats, UpstreamErrorReason};
+use crate::retry;
 use crate::router::{
     CompileContext, CompileError, RequestHead, RouteError, RoutedAction, Router, UpstreamProtocol,
     strip_port,
@@ -252,6 +254,7 @@ impl Proxy {
         }
         drop(listeners);
         shared.upstreams.prune();
+        shared.upstreams.resilience().sync(&shared.router.load());
         Ok(())
     }
 
@@ -440,7 +443,10 @@ async fn forward<'r>(
         RoutedAction::Forward(f) => f,
     };
     let cluster = fwd.pick();
-    let Some(endpoint) = cluster.pick() else {
+    let key = cluster
+        .resilience
+        .request_key(ctx.client_ip.as_bytes(), &parts.headers);
+    let Some((first, endpoint)) = cluster.pick_for(key.hash, Tried::NONE) else {
         cluster.stats.record_error(UpstreamErrorReason::NoEndpoints);
         let err = ProxyError::NoEndpoints {
             cluster: cluster.name.clone(),
@@ -509,38 +515,21 @@ async fn forward<'r>(
         HeaderValue::from_static(listener.scheme),
     );
 
-    let send = cluster.send(endpoint, Request::from_parts(parts, body));
-    let result = match fwd.timeout {
-        None => send.await,
-        Some(timeout) => match tokio::time::timeout_at(start + timeout, send).await {
-            Ok(r) => r,
-            Err(_) => {
-                cluster.stats.record_error(UpstreamErrorReason::Timeout);
-                let err = ProxyError::Timeout {
-                    cluster: cluster.name.clone(),
-                    timeout,
-                };
-                return (stats, Err(err));
-            }
-        },
-    };
-    match result {
+    // Retries, circuit breakers, timeouts and outlier detection wrap the upstream send.
+    let req = Request::from_parts(parts, body);
+    match retry::send(cluster, fwd, first, &key, req, start).await {
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if let Some(cookie) = key.set_cookie {
+                parts.headers.append(SET_COOKIE, cookie);
+            }
             (
                 stats,
-                Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),
+                Ok(Response::from_parts(parts, ProxyBody::Tracked(body))),
             )
         }
-        Err(source) => {
-            cluster.stats.record_error(source.reason());
-            let err = ProxyError::Upstream {
-                cluster: cluster.name.clone(),
-                source,
-            };
-            (stats, Err(err))
-        }
+        Err(err) => (stats, Err(err)),
     }
 }
 

@@ -34,7 +34,9 @@ pub use self::matcher::RequestHead;
 use self::matcher::{Matcher, QueryCache};
 pub use self::schedule::Schedule;
 use crate::metrics::{ClusterStats, NO_ROUTE, ProxyMetrics, RouteStats};
-use crate::upstream::{H2Endpoint, Http1Client, UpstreamError, Upstreams, send_http1};
+use crate::upstream::{
+    H2Endpoint, Http1Client, UpstreamBody, UpstreamError, Upstreams, send_http1,
+};
 
 /// Delegations one request may go through; one more answers 500.
 pub const MAX_DELEGATIONS: usize = 4;
@@ -80,6 +82,8 @@ pub struct Router {
     no_route: RouteStats,
     /// Schedules by identity and weights, for the next compile to continue.
     schedules: HashMap<String, Arc<Schedule>>,
+    /// Every cluster of the snapshot, by name.
+    clusters: Box<[Arc<Cluster>]>,
 }
 
 /// A listener of the snapshot, with its route table resolved.
@@ -130,6 +134,10 @@ pub struct Forward {
     rewrite: Rewrite,
     /// From request start to response headers.
     pub timeout: Option<Duration>,
+    /// Retries of failed attempts.
+    pub retry: Option<crate::retry::RetryPolicy>,
+    /// Stream idle timeout.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// A direct response.
@@ -173,9 +181,10 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
     endpoints: Box<[Endpoint]>,
-    lb: Option<Arc<Schedule>>,
     http1: Option<Http1Client>,
     pub stats: ClusterStats,
+    /// Load balancing, health, outlier detection, circuit breakers and timeouts.
+    pub resilience: crate::resilience::ClusterPolicy,
 }
 
 /// One endpoint of a cluster.
@@ -186,6 +195,8 @@ pub struct Endpoint {
     pub authority: Authority,
     /// The endpoint's shared connection (HTTP/2 clusters).
     pub h2: Option<Arc<H2Endpoint>>,
+    /// Health, ejection and load, kept across config updates.
+    pub state: Arc<crate::resilience::EndpointState>,
 }
 
 /// The outcome of routing one request.
@@ -215,6 +226,7 @@ impl Router {
             tables: Box::new([]),
             no_route: metrics.route(NO_ROUTE),
             schedules: HashMap::new(),
+            clusters: Box::new([]),
         }
     }
 
@@ -281,12 +293,20 @@ impl Router {
                 table,
             });
         }
+        let mut all: Vec<Arc<Cluster>> = clusters.into_values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Router {
             listeners: listeners.into(),
             tables,
             no_route: cx.metrics.route(NO_ROUTE),
             schedules: schedules.next,
+            clusters: all.into(),
         })
+    }
+
+    /// Every cluster of the snapshot, sorted by name.
+    pub fn clusters(&self) -> &[Arc<Cluster>] {
+        &self.clusters
     }
 
     pub fn listeners(&self) -> &[Listener] {
@@ -411,6 +431,7 @@ fn compile_clusters(
             ms => Duration::from_millis(ms),
         };
         let mut eps = Vec::new();
+        let mut specs = Vec::new();
         let mut weights = Vec::new();
         let mut key = format!("cluster/{}|", c.name);
         for (i, ep) in endpoints
@@ -426,28 +447,41 @@ fn compile_clusters(
                 reason: format!("{:?} is not an IP address", ep.address),
             })?;
             let addr = SocketAddr::new(ip, ep.port);
+            specs.push(crate::resilience::EndpointSpec {
+                addr,
+                weight: ep.weight.max(1),
+            });
             eps.push(Endpoint {
                 addr,
                 authority: Authority::from_maybe_shared(Bytes::from(addr.to_string()))
                     .expect("a socket address is an authority"),
                 h2: (protocol == UpstreamProtocol::Http2)
                     .then(|| cx.upstreams.h2(addr, connect_timeout)),
+                state: cx.upstreams.resilience().endpoint(&c.name, addr),
             });
             // An unset weight (0) counts as 1: endpoints are drained by removing them.
             weights.push(ep.weight.max(1));
             key.push_str(&format!("{addr}={},", ep.weight.max(1)));
         }
+        let lb = schedules.get(key, &weights);
+        let resilience = crate::resilience::ClusterPolicy::compile(
+            c,
+            &specs,
+            lb,
+            cx.upstreams.resilience(),
+            cx.metrics,
+        )?;
         out.insert(
             c.name.clone(),
             Arc::new(Cluster {
                 name: c.name.clone(),
                 protocol,
                 connect_timeout,
-                lb: schedules.get(key, &weights),
                 endpoints: eps.into(),
                 http1: (protocol == UpstreamProtocol::Http1)
                     .then(|| cx.upstreams.http1(connect_timeout)),
                 stats: cx.metrics.cluster(&c.name),
+                resilience,
             }),
         );
     }
@@ -499,6 +533,11 @@ fn compile_table(
                         schedule,
                         rewrite: Rewrite::compile(&f.rewrite, &matcher, "forward.rewrite", &err)?,
                         timeout: f.timeout_ms.filter(|&ms| ms > 0).map(Duration::from_millis),
+                        retry: f.retry.as_ref().map(crate::retry::RetryPolicy::compile),
+                        idle_timeout: f
+                            .idle_timeout_ms
+                            .filter(|&ms| ms > 0)
+                            .map(Duration::from_millis),
                     })
                 }
                 ir::RouteAction::Delegate(d) => Action::Delegate {
@@ -643,10 +682,21 @@ impl Forward {
 // === impl Cluster ===
 
 impl Cluster {
-    /// The next endpoint, round robin by weight; `None` when the cluster has no endpoints.
+    /// An endpoint by the cluster's load-balancing policy, for a request without a hash key;
+    /// `None` when the cluster has no endpoints.
     #[inline]
     pub fn pick(&self) -> Option<&Endpoint> {
-        self.lb.as_ref().map(|s| &self.endpoints[s.next()])
+        self.pick_for(crate::lb::random_u64(), crate::lb::Tried::NONE)
+            .map(|(_, e)| e)
+    }
+
+    /// An endpoint (and its index) for a request balanced by `key`, avoiding those `tried`
+    /// when others can take it; `None` when the cluster has no endpoints.
+    #[inline]
+    pub fn pick_for(&self, key: u64, tried: crate::lb::Tried) -> Option<(usize, &Endpoint)> {
+        let balancer = self.resilience.balancer.as_ref()?;
+        let i = balancer.pick(&self.endpoints[..], key, tried)?;
+        Some((i, &self.endpoints[i]))
     }
 
     pub fn endpoints(&self) -> &[Endpoint] {
@@ -658,7 +708,7 @@ impl Cluster {
     pub async fn send(
         &self,
         endpoint: &Endpoint,
-        req: Request<Incoming>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         match (&self.http1, &endpoint.h2) {
             (Some(client), _) => send_http1(client, endpoint.addr, self.connect_timeout, req).await,

@@ -1,5 +1,7 @@
 //! Pooled upstream connections.
 //!
+//! Request bodies are [`UpstreamBody`]s: streamed, or kept for a retry to replay.
+//!
 //! * `http` clusters: a hyper-util legacy [`Client`] (HTTP/1.1 keep-alive pool keyed by endpoint),
 //!   one per connect timeout, shared by every cluster with that timeout.
 //! * `http2`/`grpc` clusters: one multiplexed HTTP/2 prior-knowledge connection per endpoint
@@ -27,8 +29,12 @@ use tokio::net::TcpStream;
 
 use crate::metrics::UpstreamErrorReason;
 
+mod body;
+
+pub use self::body::{Recorded, RecordedSlot, UpstreamBody};
+
 /// HTTP/1.1 client shared by the `http` clusters with one connect timeout.
-pub type Http1Client = Client<HttpConnector, Incoming>;
+pub type Http1Client = Client<HttpConnector, UpstreamBody>;
 
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -93,6 +99,8 @@ fn find_io_error<'a>(mut err: &'a (dyn std::error::Error + 'static)) -> Option<&
 #[derive(Debug, Default)]
 pub struct Upstreams {
     inner: Mutex<Inner>,
+    /// Endpoint and cluster state of load balancing and resilience, and health checks.
+    resilience: crate::resilience::Registry,
 }
 
 #[derive(Debug, Default)]
@@ -141,6 +149,11 @@ impl Upstreams {
         inner.h2.retain(|_, ep| Arc::strong_count(ep) > 1);
     }
 
+    /// Load-balancing and resilience state, kept across config updates like connections.
+    pub fn resilience(&self) -> &crate::resilience::Registry {
+        &self.resilience
+    }
+
     /// Number of HTTP/2 endpoints held (for tests).
     pub fn h2_endpoints(&self) -> usize {
         self.inner
@@ -156,7 +169,7 @@ pub async fn send_http1(
     client: &Http1Client,
     addr: SocketAddr,
     connect_timeout: Duration,
-    req: Request<Incoming>,
+    req: Request<UpstreamBody>,
 ) -> Result<Response<Incoming>, UpstreamError> {
     client.request(req).await.map_err(|e| {
         if e.is_connect() {
@@ -180,7 +193,7 @@ pub async fn send_http1(
 pub struct H2Endpoint {
     addr: SocketAddr,
     connect_timeout: Duration,
-    current: ArcSwapOption<http2::SendRequest<Incoming>>,
+    current: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
     /// Held while connecting; holds the last connect failure.
     connecting: tokio::sync::Mutex<Option<ConnectFailure>>,
     /// Number of failed connects.
@@ -204,7 +217,7 @@ impl H2Endpoint {
         }
     }
 
-    fn live(&self) -> Option<http2::SendRequest<Incoming>> {
+    fn live(&self) -> Option<http2::SendRequest<UpstreamBody>> {
         self.current
             .load()
             .as_deref()
@@ -212,7 +225,7 @@ impl H2Endpoint {
             .cloned()
     }
 
-    async fn sender(&self) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+    async fn sender(&self) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
         if let Some(s) = self.live() {
             return Ok(s);
         }
@@ -258,7 +271,7 @@ impl H2Endpoint {
         }
     }
 
-    async fn connect(&self) -> Result<http2::SendRequest<Incoming>, UpstreamError> {
+    async fn connect(&self) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
         let addr = self.addr;
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
@@ -296,7 +309,10 @@ impl H2Endpoint {
     }
 
     /// Sends a request on the endpoint's connection. The URI's authority becomes `:authority`.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let mut sender = self.sender().await?;
         let addr = self.addr;
         sender.ready().await.map_err(|e| UpstreamError::Reset {

@@ -12,6 +12,7 @@
 //! | 503 | `no_endpoints` | the cluster has no endpoints |
 //! | 503 | `connect_refused`, `connect_timeout`, `connect_failed` | no connection to the endpoint |
 //! | 504 | `upstream_timeout` | no response headers within the route's timeout |
+//! | 503 | `overflow` | a circuit breaker (connection pool limit) tripped; `x-bowline-overflow` names it |
 
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ use crate::upstream::UpstreamError;
 
 /// Response header naming why the proxy answered instead of an upstream.
 pub static X_BOWLINE_ERROR: HeaderName = HeaderName::from_static("x-bowline-error");
+
+/// Response header naming the connection pool limit that tripped: `max-connections`,
+/// `max-pending-requests` or `max-requests`.
+pub static X_BOWLINE_OVERFLOW: HeaderName = HeaderName::from_static("x-bowline-overflow");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -46,6 +51,11 @@ pub enum ProxyError {
     },
     #[error("cluster {cluster:?}: no response within {timeout:?}")]
     Timeout { cluster: String, timeout: Duration },
+    #[error("cluster {cluster:?}: circuit breaker open: {} reached", limit.as_str())]
+    Overflow {
+        cluster: String,
+        limit: crate::breaker::Overflow,
+    },
 }
 
 impl ProxyError {
@@ -73,6 +83,7 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT,
                 UpstreamErrorReason::Timeout.as_str(),
             ),
+            Self::Overflow { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overflow"),
         }
     }
 
@@ -98,6 +109,12 @@ pub fn respond(err: &ProxyError) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(&X_BOWLINE_ERROR, HeaderValue::from_static(reason));
+    if let ProxyError::Overflow { limit, .. } = err {
+        h.insert(
+            &X_BOWLINE_OVERFLOW,
+            HeaderValue::from_static(limit.as_str()),
+        );
+    }
     resp
 }
 
@@ -168,11 +185,27 @@ mod tests {
                 "delegation_depth",
                 "route \"r\" delegates more than 4 times\n",
             ),
+            (
+                ProxyError::Overflow {
+                    cluster: "c".into(),
+                    limit: crate::breaker::Overflow::MaxPendingRequests,
+                },
+                503,
+                "overflow",
+                "cluster \"c\": circuit breaker open: max-pending-requests reached\n",
+            ),
         ];
         for (err, status, reason, body) in cases {
             let resp = respond(&err);
             assert_eq!(resp.status().as_u16(), status, "{err}");
             assert_eq!(resp.headers()[&X_BOWLINE_ERROR], reason, "{err}");
+            let overflow = resp.headers().get(&X_BOWLINE_OVERFLOW);
+            match &err {
+                ProxyError::Overflow { limit, .. } => {
+                    assert_eq!(overflow.unwrap(), limit.as_str());
+                }
+                _ => assert!(overflow.is_none(), "{err}"),
+            }
             assert_eq!(text(resp).await, body);
         }
     }

@@ -1,0 +1,179 @@
+//! The body of an upstream request: the client's body streamed as it arrives, the same while
+//! keeping a copy for retries (up to a size), or a copy being replayed. No boxing.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// The client's body, streamed.
+    Streaming(Incoming),
+    /// The client's body, streamed while a copy is kept.
+    Recording(Recording),
+    /// A complete body held in memory (a replay, or no body at all); `None`s once sent.
+    Full {
+        data: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+}
+
+/// A complete request body, kept for replay.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    pub data: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+/// Where a recording delivers the body once complete; unset while incomplete and for ever when
+/// the body was larger than the limit (or the exchange ended before the body did).
+pub type RecordedSlot = Arc<OnceLock<Recorded>>;
+
+#[derive(Debug)]
+pub struct Recording {
+    inner: Incoming,
+    chunks: Vec<Bytes>,
+    size: usize,
+    limit: usize,
+    trailers: Option<HeaderMap>,
+    overflowed: bool,
+    slot: RecordedSlot,
+}
+
+impl UpstreamBody {
+    /// No body.
+    pub fn empty() -> Self {
+        UpstreamBody::Full {
+            data: None,
+            trailers: None,
+        }
+    }
+
+    /// A replay of a recorded body.
+    pub fn replay(r: &Recorded) -> Self {
+        UpstreamBody::Full {
+            data: (!r.data.is_empty()).then(|| r.data.clone()),
+            trailers: r.trailers.clone(),
+        }
+    }
+
+    /// Streams `inner` and records it into the returned slot if it is at most `limit` bytes.
+    pub fn recording(inner: Incoming, limit: usize) -> (Self, RecordedSlot) {
+        let slot = RecordedSlot::default();
+        let body = UpstreamBody::Recording(Recording {
+            inner,
+            chunks: Vec::new(),
+            size: 0,
+            limit,
+            trailers: None,
+            overflowed: false,
+            slot: slot.clone(),
+        });
+        (body, slot)
+    }
+}
+
+impl From<Incoming> for UpstreamBody {
+    fn from(b: Incoming) -> Self {
+        UpstreamBody::Streaming(b)
+    }
+}
+
+impl Recording {
+    fn keep(&mut self, frame: &Frame<Bytes>) {
+        if self.overflowed {
+            return;
+        }
+        if let Some(data) = frame.data_ref() {
+            self.size += data.len();
+            if self.size > self.limit {
+                self.overflowed = true;
+                self.chunks = Vec::new();
+            } else if !data.is_empty() {
+                self.chunks.push(data.clone());
+            }
+        } else if let Some(t) = frame.trailers_ref() {
+            self.trailers = Some(t.clone());
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.overflowed || self.slot.get().is_some() {
+            return;
+        }
+        let data = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks[0].clone(),
+            _ => {
+                let mut all = BytesMut::with_capacity(self.size);
+                for c in &self.chunks {
+                    all.extend_from_slice(c);
+                }
+                all.freeze()
+            }
+        };
+        self.chunks = Vec::new();
+        let _ = self.slot.set(Recorded {
+            data,
+            trailers: self.trailers.take(),
+        });
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Streaming(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Recording(r) => {
+                let polled = Pin::new(&mut r.inner).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        r.keep(frame);
+                        if r.inner.is_end_stream() {
+                            r.finish();
+                        }
+                    }
+                    Poll::Ready(None) => r.finish(),
+                    Poll::Ready(Some(Err(_))) => r.overflowed = true,
+                    Poll::Pending => {}
+                }
+                polled
+            }
+            UpstreamBody::Full { data, trailers } => Poll::Ready(
+                data.take()
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Streaming(b) => b.is_end_stream(),
+            UpstreamBody::Recording(r) => r.inner.is_end_stream(),
+            UpstreamBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Streaming(b) => b.size_hint(),
+            UpstreamBody::Recording(r) => r.inner.size_hint(),
+            UpstreamBody::Full { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
