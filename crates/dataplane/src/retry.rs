@@ -8,8 +8,10 @@
 //!   events the `grpc-status` of a trailers-only response (1, 4, 13, 8, 14). A circuit breaker
 //!   overflow and the route's own timeout are never retried.
 //! * **Which requests**: only those whose body can be sent again: no body, or a body of at most
-//!   [`REPLAY_LIMIT`] bytes, kept while it streams to the first attempt (a larger body, or one the
-//!   upstream answered before it ended, is not retried).
+//!   [`REPLAY_LIMIT`] bytes. A body of known length (`Content-Length`) is read before the first
+//!   attempt; one of unknown length (chunked, HTTP/2 streams) is kept while it streams to the
+//!   first attempt, so it cannot be replayed if it grows beyond the limit or if that attempt
+//!   ended before the body did (an upstream that answered early, a failed HTTP/1.1 connect).
 //! * **Where**: to another endpoint when there is one (the endpoints tried are skipped).
 //! * **When**: after a fully jittered exponential backoff, like Envoy's: a random wait up to
 //!   25 ms × (2ⁿ − 1) for retry n, at most 250 ms; never past the route's timeout.
@@ -30,6 +32,7 @@ use bowline_model::ir;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -39,7 +42,7 @@ use crate::metrics::UpstreamErrorReason;
 use crate::proxy::ProxyError;
 use crate::resilience::{ClusterState, Guards, InFlight, TrackedBody};
 use crate::router::{Cluster, Endpoint, Forward, UpstreamProtocol};
-use crate::upstream::{RecordedSlot, UpstreamBody, UpstreamError};
+use crate::upstream::{Recorded, RecordedSlot, UpstreamBody, UpstreamError};
 
 /// Largest request body kept for a retry (the size of Envoy's default request buffer).
 pub const REPLAY_LIMIT: usize = 64 * 1024;
@@ -119,7 +122,7 @@ impl RetryPolicy {
         use ir::RetryOn::*;
         let no_response = self.has(ServerError) || self.has(GatewayError);
         match f {
-            Failure::Overflow(_) | Failure::Deadline => false,
+            Failure::Overflow(_) | Failure::Deadline | Failure::RequestBody(_) => false,
             Failure::TryTimeout(_) => no_response,
             Failure::Upstream(e) => match e {
                 UpstreamError::ConnectRefused { .. }
@@ -192,12 +195,17 @@ enum Failure {
     /// `perRetryTimeout` or the idle timeout, before the response headers.
     TryTimeout(Duration),
     Upstream(UpstreamError),
+    /// The client's body could not be read (before the first attempt).
+    RequestBody(String),
 }
 
 /// How the request can be sent again.
 enum Replay {
     Never,
     Empty,
+    /// Read before the first attempt.
+    Read(Recorded),
+    /// Being recorded by the first attempt.
     Recorded(RecordedSlot),
 }
 
@@ -205,19 +213,37 @@ impl Replay {
     fn ready(&self) -> bool {
         match self {
             Replay::Never => false,
-            Replay::Empty => true,
+            Replay::Empty | Replay::Read(_) => true,
             Replay::Recorded(slot) => slot.get().is_some(),
         }
     }
 
     fn body(&self) -> UpstreamBody {
         match self {
+            Replay::Read(r) => UpstreamBody::replay(r),
             Replay::Recorded(slot) => slot
                 .get()
                 .map_or_else(UpstreamBody::empty, UpstreamBody::replay),
             Replay::Never | Replay::Empty => UpstreamBody::empty(),
         }
     }
+}
+
+/// Reads a whole request body (of a length known to be small) within the request's deadline.
+async fn read_body(body: Incoming, deadline: Option<Instant>) -> Result<Recorded, Failure> {
+    let collect = body.collect();
+    let collected = match deadline {
+        None => collect.await,
+        Some(d) => tokio::time::timeout_at(d, collect)
+            .await
+            .map_err(|_| Failure::Deadline)?,
+    }
+    .map_err(|e| Failure::RequestBody(e.to_string()))?;
+    let trailers = collected.trailers().cloned();
+    Ok(Recorded {
+        data: collected.to_bytes(),
+        trailers,
+    })
 }
 
 /// The request head, kept to build retries.
@@ -294,11 +320,21 @@ pub async fn send(
         (UpstreamBody::from(body), Replay::Never)
     } else if body.is_end_stream() {
         (UpstreamBody::empty(), Replay::Empty)
-    } else if content_length(&parts.headers).is_some_and(|n| n > REPLAY_LIMIT as u64) {
-        (UpstreamBody::from(body), Replay::Never)
     } else {
-        let (body, slot) = UpstreamBody::recording(body, REPLAY_LIMIT);
-        (body, Replay::Recorded(slot))
+        match content_length(&parts.headers) {
+            Some(n) if n > REPLAY_LIMIT as u64 => (UpstreamBody::from(body), Replay::Never),
+            Some(_) => match read_body(body, deadline).await {
+                Ok(read) => (UpstreamBody::replay(&read), Replay::Read(read)),
+                Err(Failure::RequestBody(reason)) => {
+                    return Err(ProxyError::RequestBody { reason });
+                }
+                Err(_) => return Err(timeout(cluster, total)),
+            },
+            None => {
+                let (body, slot) = UpstreamBody::recording(body, REPLAY_LIMIT);
+                (body, Replay::Recorded(slot))
+            }
+        }
     };
     let template = (!matches!(replay, Replay::Never)).then(|| Template {
         method: parts.method.clone(),
@@ -325,7 +361,7 @@ pub async fn send(
 
         let failed = match &result {
             Ok((resp, ..)) => resp.status().is_server_error(),
-            Err(Failure::Overflow(_) | Failure::Deadline) => false,
+            Err(Failure::Overflow(_) | Failure::Deadline | Failure::RequestBody(_)) => false,
             Err(_) => true,
         };
         if !matches!(result, Err(Failure::Overflow(_))) {
@@ -392,6 +428,7 @@ pub async fn send(
                 cluster: cluster.name.clone(),
                 source,
             }),
+            Err(Failure::RequestBody(reason)) => Err(ProxyError::RequestBody { reason }),
         };
     }
 }
@@ -429,9 +466,8 @@ async fn attempt_once(
     }
     .map_err(Failure::Overflow)?;
     let in_flight = endpoint.state.start();
-    let now = Instant::now();
     let try_limit = shortest(per_try, idle);
-    let try_deadline = try_limit.map(|t| now + t);
+    let try_deadline = try_limit.map(|t| Instant::now() + t);
     let send = cluster.send(endpoint, req);
     let result = match earliest(try_deadline, deadline) {
         None => send.await,

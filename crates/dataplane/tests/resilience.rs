@@ -428,6 +428,46 @@ async fn connection_errors_are_retried_on_another_endpoint() {
         env.metric(r#"bowline_upstream_errors_total{cluster="c",reason="connect_refused"}"#),
         20.0
     );
+    // A body of known length is read first, so it survives a connect failure.
+    let r = env
+        .request("POST", "/", &[], Bytes::from(vec![b'x'; 2048]))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["bodyBytes"], 2048);
+}
+
+#[tokio::test]
+async fn bodies_of_unknown_length_are_recorded_for_retries() {
+    let up = Upstream::start("a").await;
+    let env = Env::start(
+        vec![cluster(ir::Protocol::Http)],
+        endpoints(&[up.port()]),
+        forward(retry(1, &[ir::RetryOn::ServerError])),
+    )
+    .await;
+    type Chunks = StreamBody<
+        futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>,
+    >;
+    let client: Client<HttpConnector, Chunks> = Client::builder(TokioExecutor::new()).build_http();
+    let send = |size: usize| {
+        let chunks: Vec<Result<Frame<Bytes>, Infallible>> = (0..4)
+            .map(|_| Ok(Frame::data(Bytes::from(vec![b'y'; size / 4]))))
+            .collect();
+        let req = Request::post(format!("http://127.0.0.1:{}/fail-first/503", env.port))
+            .body(StreamBody::new(futures_util::stream::iter(chunks)))
+            .unwrap();
+        client.request(req)
+    };
+    // Chunked (no Content-Length): kept while it streams, replayed on the retry.
+    let resp = send(4000).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["bodyBytes"], 4000);
+    assert_eq!(json["attempt"], 2);
+    // Above 64 KiB the copy is dropped: the first answer stands.
+    let resp = send(80_000).await.unwrap();
+    assert_eq!(resp.status(), 503);
 }
 
 #[tokio::test]

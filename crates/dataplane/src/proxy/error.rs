@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | 404 | `no_route` | no virtual host or route matches |
 //! | 404 | `no_listener` | the listener was removed while the connection drains |
+//! | 400 | `request_body` | the client's body could not be read (a retryable request's, read first) |
 //! | 500 | `delegation_depth` | more than 4 delegations |
 //! | 500 | `invalid_rewrite` | a rewrite produced an invalid path |
 //! | 502 | `upstream_reset` | the upstream closed or broke the exchange |
@@ -51,6 +52,8 @@ pub enum ProxyError {
     },
     #[error("cluster {cluster:?}: no response within {timeout:?}")]
     Timeout { cluster: String, timeout: Duration },
+    #[error("the request body could not be read: {reason}")]
+    RequestBody { reason: String },
     #[error("cluster {cluster:?}: circuit breaker open: {} reached", limit.as_str())]
     Overflow {
         cluster: String,
@@ -84,6 +87,7 @@ impl ProxyError {
                 UpstreamErrorReason::Timeout.as_str(),
             ),
             Self::Overflow { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overflow"),
+            Self::RequestBody { .. } => (StatusCode::BAD_REQUEST, "request_body"),
         }
     }
 
