@@ -9,9 +9,11 @@
 //!   overflow and the route's own timeout are never retried.
 //! * **Which requests**: only those whose body can be sent again: no body, or a body of at most
 //!   [`REPLAY_LIMIT`] bytes. A body of known length (`Content-Length`) is read before the first
-//!   attempt; one of unknown length (chunked, HTTP/2 streams) is kept while it streams to the
-//!   first attempt, so it cannot be replayed if it grows beyond the limit or if that attempt
-//!   ended before the body did (an upstream that answered early, a failed HTTP/1.1 connect).
+//!   attempt. Of one of unknown length (chunked, HTTP/2 streams such as gRPC calls) what has
+//!   already arrived is read first (a unary gRPC call usually arrives whole), and the rest is
+//!   kept while it streams to the first attempt: such a body cannot be replayed if it grows
+//!   beyond the limit, or if that attempt ended before the rest arrived (an upstream that
+//!   answered early, a failed HTTP/1.1 connect).
 //! * **Where**: to another endpoint when there is one (the endpoints tried are skipped).
 //! * **When**: after a fully jittered exponential backoff, like Envoy's: a random wait up to
 //!   25 ms × (2ⁿ − 1) for retry n, at most 250 ms; never past the route's timeout.
@@ -29,6 +31,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bowline_model::ir;
+use bytes::Bytes;
+use futures_util::FutureExt;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use http_body::Body;
@@ -229,6 +233,48 @@ impl Replay {
     }
 }
 
+/// What [`read_available`] found.
+enum Available {
+    /// The whole body, within [`REPLAY_LIMIT`].
+    All(Recorded),
+    /// What was read, and the rest to stream.
+    Some(Vec<Bytes>, Incoming),
+}
+
+/// Reads the frames of `body` that have already arrived, without waiting.
+fn read_available(mut body: Incoming) -> Result<Available, String> {
+    let mut chunks = Vec::new();
+    let mut size = 0;
+    let mut trailers = None;
+    loop {
+        match body.frame().now_or_never() {
+            None => return Ok(Available::Some(chunks, body)),
+            Some(None) => break,
+            Some(Some(Err(e))) => return Err(e.to_string()),
+            Some(Some(Ok(frame))) => {
+                match frame.into_data() {
+                    Ok(data) => {
+                        size += data.len();
+                        chunks.push(data);
+                    }
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                }
+                if size > REPLAY_LIMIT {
+                    return Ok(Available::Some(chunks, body));
+                }
+                if body.is_end_stream() {
+                    break;
+                }
+            }
+        }
+    }
+    let data = match chunks.len() {
+        1 => chunks.pop().unwrap_or_default(),
+        _ => chunks.concat().into(),
+    };
+    Ok(Available::All(Recorded { data, trailers }))
+}
+
 /// Reads a whole request body (of a length known to be small) within the request's deadline.
 async fn read_body(body: Incoming, deadline: Option<Instant>) -> Result<Recorded, Failure> {
     let collect = body.collect();
@@ -330,10 +376,14 @@ pub async fn send(
                 }
                 Err(_) => return Err(timeout(cluster, total)),
             },
-            None => {
-                let (body, slot) = UpstreamBody::recording(body, REPLAY_LIMIT);
-                (body, Replay::Recorded(slot))
-            }
+            None => match read_available(body) {
+                Ok(Available::All(read)) => (UpstreamBody::replay(&read), Replay::Read(read)),
+                Ok(Available::Some(prefix, rest)) => {
+                    let (body, slot) = UpstreamBody::recording(prefix, rest, REPLAY_LIMIT);
+                    (body, Replay::Recorded(slot))
+                }
+                Err(reason) => return Err(ProxyError::RequestBody { reason }),
+            },
         }
     };
     let template = (!matches!(replay, Replay::Never)).then(|| Template {

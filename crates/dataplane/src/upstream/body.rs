@@ -1,6 +1,7 @@
 //! The body of an upstream request: the client's body streamed as it arrives, the same while
 //! keeping a copy for retries (up to a size), or a copy being replayed. No boxing.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -36,6 +37,8 @@ pub type RecordedSlot = Arc<OnceLock<Recorded>>;
 
 #[derive(Debug)]
 pub struct Recording {
+    /// Read from the client before the exchange started; sent first.
+    prefix: VecDeque<Bytes>,
     inner: Incoming,
     chunks: Vec<Bytes>,
     size: usize,
@@ -62,16 +65,24 @@ impl UpstreamBody {
         }
     }
 
-    /// Streams `inner` and records it into the returned slot if it is at most `limit` bytes.
-    pub fn recording(inner: Incoming, limit: usize) -> (Self, RecordedSlot) {
+    /// Streams `prefix` (already read from the client) then `inner`, and records both into the
+    /// returned slot if they are at most `limit` bytes.
+    pub fn recording(prefix: Vec<Bytes>, inner: Incoming, limit: usize) -> (Self, RecordedSlot) {
         let slot = RecordedSlot::default();
+        let size: usize = prefix.iter().map(Bytes::len).sum();
+        let overflowed = size > limit;
         let body = UpstreamBody::Recording(Recording {
+            chunks: if overflowed {
+                Vec::new()
+            } else {
+                prefix.clone()
+            },
+            prefix: prefix.into(),
             inner,
-            chunks: Vec::new(),
-            size: 0,
+            size,
             limit,
             trailers: None,
-            overflowed: false,
+            overflowed,
             slot: slot.clone(),
         });
         (body, slot)
@@ -136,6 +147,9 @@ impl Body for UpstreamBody {
         match self.get_mut() {
             UpstreamBody::Streaming(b) => Pin::new(b).poll_frame(cx),
             UpstreamBody::Recording(r) => {
+                if let Some(data) = r.prefix.pop_front() {
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
                 let polled = Pin::new(&mut r.inner).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(frame))) => {
@@ -162,7 +176,7 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamBody::Streaming(b) => b.is_end_stream(),
-            UpstreamBody::Recording(r) => r.inner.is_end_stream(),
+            UpstreamBody::Recording(r) => r.prefix.is_empty() && r.inner.is_end_stream(),
             UpstreamBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
         }
     }
@@ -170,7 +184,15 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             UpstreamBody::Streaming(b) => b.size_hint(),
-            UpstreamBody::Recording(r) => r.inner.size_hint(),
+            UpstreamBody::Recording(r) => {
+                let prefix: u64 = r.prefix.iter().map(|b| b.len() as u64).sum();
+                let mut hint = r.inner.size_hint();
+                hint.set_lower(hint.lower() + prefix);
+                if let Some(upper) = hint.upper() {
+                    hint.set_upper(upper + prefix);
+                }
+                hint
+            }
             UpstreamBody::Full { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64))
             }
