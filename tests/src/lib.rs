@@ -914,3 +914,55 @@ pub async fn tls_get(
         .get(host, path)
         .await
 }
+
+// === resilience helpers ===
+
+impl Echo {
+    /// Kills the echo (SIGKILL): its port refuses connections and open ones break.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The echo's own counters (`/__echo/stats`).
+    pub async fn stats(&self) -> anyhow::Result<serde_json::Value> {
+        let r = HttpClient::http1()
+            .get(self.addr, "", "/__echo/stats", &[])
+            .await?;
+        r.json().context("stats are JSON")
+    }
+
+    /// A counter of [`Echo::stats`].
+    pub async fn stat(&self, name: &str) -> anyhow::Result<u64> {
+        self.stats()
+            .await?
+            .get(name)
+            .and_then(serde_json::Value::as_u64)
+            .with_context(|| format!("no stat {name}"))
+    }
+
+    /// Releases every request waiting on `/__echo/hold`.
+    pub async fn release(&self) -> anyhow::Result<()> {
+        HttpClient::http1()
+            .get(self.addr, "", "/__echo/release", &[])
+            .await?;
+        Ok(())
+    }
+}
+
+/// The Prometheus text of an admin server's `/metrics`.
+pub async fn metrics(admin: SocketAddr) -> anyhow::Result<String> {
+    let r = HttpClient::http1().get(admin, "", "/metrics", &[]).await?;
+    if r.status != 200 {
+        bail!("{admin}/metrics answered {}", r.status);
+    }
+    Ok(r.body)
+}
+
+/// The value of the series `series` (name and labels, as printed) in Prometheus text; 0 when
+/// absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

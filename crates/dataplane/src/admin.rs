@@ -220,6 +220,12 @@ mod tests {
                     lb_policy: ir::LbPolicy::RoundRobin,
                     connect_timeout_ms: 1,
                     tls: None,
+                    hash_on: None,
+                    health_check: None,
+                    outlier_detection: None,
+                    circuit_breakers: None,
+                    idle_timeout_ms: None,
+                    request_timeout_ms: None,
                 }],
                 ..Default::default()
             },

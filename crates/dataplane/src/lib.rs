@@ -7,17 +7,26 @@
 //!   responses.
 //! * [`upstream`]: pooled upstream connections that survive config updates.
 //! * [`tls`]: TLS termination (SNI, mutual TLS, reloaded certificate files) and origination.
+//! * [`lb`], [`resilience`], [`retry`], [`breaker`], [`outlier`], [`health`]: load balancing and
+//!   resilience per cluster: policies, retries with a budget, circuit breakers, outlier
+//!   detection and active health checks.
 //! * [`admin`]: `/live`, `/ready`, `/config_dump`, `/metrics` on the admin address.
 //! * [`engine`]: all of the above wired together for a proxy binary.
 #![forbid(unsafe_code)]
 
 pub mod accesslog;
 pub mod admin;
+pub mod breaker;
 pub mod config;
 pub mod engine;
+pub mod health;
+pub mod lb;
 pub mod metrics;
+pub mod outlier;
 pub mod proxy;
 pub mod readiness;
+pub mod resilience;
+pub mod retry;
 pub mod router;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;

@@ -66,6 +66,11 @@ pub struct ProxyMetrics {
     connections_open: Family<ListenerLabels, Gauge>,
     connections_rejected: Counter,
     durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    retries: Family<ClusterLabels, Counter>,
+    retry_budget_exhausted: Family<ClusterLabels, Counter>,
+    outlier_ejections: Family<ClusterLabels, Counter>,
+    circuit_breaker_overflows: Family<OverflowLabels, Counter>,
+    endpoint_healthy: Family<EndpointLabels, Gauge>,
 }
 
 impl Default for ProxyMetrics {
@@ -76,6 +81,11 @@ impl Default for ProxyMetrics {
             connections_open: Family::default(),
             connections_rejected: Counter::default(),
             durations: Family::new_with_constructor(duration_histogram),
+            retries: Family::default(),
+            retry_budget_exhausted: Family::default(),
+            outlier_ejections: Family::default(),
+            circuit_breaker_overflows: Family::default(),
+            endpoint_healthy: Family::default(),
         }
     }
 }
@@ -120,6 +130,7 @@ impl ProxyMetrics {
             "Downstream connections closed at once because the connection limit was reached",
             m.connections_rejected.clone(),
         );
+        m.register_resilience(reg);
         m
     }
 
@@ -384,5 +395,140 @@ mod tests {
             text.contains(r#"bowline_config_updates_total{result="nack"} 1"#),
             "{text}"
         );
+    }
+}
+
+// === resilience metrics ===
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: Name,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OverflowLabels {
+    cluster: Name,
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    cluster: Name,
+    endpoint: String,
+}
+
+/// The limits a circuit breaker names when it trips (label values and `x-bowline-overflow`).
+pub const OVERFLOW_LIMITS: [&str; 3] = ["max-connections", "max-pending-requests", "max-requests"];
+
+impl ProxyMetrics {
+    fn register_resilience(&self, reg: &mut Registry) {
+        reg.register("retries", "Retries sent to a cluster", self.retries.clone());
+        reg.register(
+            "retry_budget_exhausted",
+            "Retries not sent because the cluster's retry budget was spent",
+            self.retry_budget_exhausted.clone(),
+        );
+        reg.register(
+            "outlier_ejections",
+            "Endpoints ejected by outlier detection, by cluster",
+            self.outlier_ejections.clone(),
+        );
+        reg.register(
+            "circuit_breaker_overflows",
+            "Requests answered 503 because a connection pool limit was reached, by cluster and limit",
+            self.circuit_breaker_overflows.clone(),
+        );
+        reg.register(
+            "endpoint_healthy",
+            "Active health check verdict of an endpoint (1 healthy, 0 unhealthy)",
+            self.endpoint_healthy.clone(),
+        );
+    }
+
+    /// The resilience counters of one cluster, resolved once (at config compile).
+    pub fn resilience(&self, cluster: &str) -> ResilienceStats {
+        let name = Name(Arc::from(cluster));
+        let labels = ClusterLabels {
+            cluster: name.clone(),
+        };
+        ResilienceStats {
+            retries: self.retries.get_or_create(&labels).clone(),
+            budget_exhausted: self.retry_budget_exhausted.get_or_create(&labels).clone(),
+            ejections: self.outlier_ejections.get_or_create(&labels).clone(),
+            overflows: OVERFLOW_LIMITS.map(|limit| {
+                self.circuit_breaker_overflows
+                    .get_or_create(&OverflowLabels {
+                        cluster: name.clone(),
+                        limit,
+                    })
+                    .clone()
+            }),
+            endpoint_healthy: self.endpoint_healthy.clone(),
+            cluster: name,
+        }
+    }
+}
+
+/// Counters of one cluster's retries, ejections and breaker overflows; endpoint health gauges.
+#[derive(Clone, Debug)]
+pub struct ResilienceStats {
+    pub retries: Counter,
+    pub budget_exhausted: Counter,
+    pub ejections: Counter,
+    /// Indexed like [`OVERFLOW_LIMITS`].
+    pub overflows: [Counter; 3],
+    endpoint_healthy: Family<EndpointLabels, Gauge>,
+    cluster: Name,
+}
+
+impl ResilienceStats {
+    /// Sets the health gauge of `endpoint`.
+    pub fn set_endpoint_health(&self, endpoint: &str, healthy: bool) {
+        self.endpoint_healthy
+            .get_or_create(&self.endpoint_labels(endpoint))
+            .set(i64::from(healthy));
+    }
+
+    /// Removes the health gauge of `endpoint` (its checks stopped).
+    pub fn forget_endpoint(&self, endpoint: &str) {
+        self.endpoint_healthy
+            .remove(&self.endpoint_labels(endpoint));
+    }
+
+    fn endpoint_labels(&self, endpoint: &str) -> EndpointLabels {
+        EndpointLabels {
+            cluster: self.cluster.clone(),
+            endpoint: endpoint.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod resilience_tests {
+    use super::*;
+
+    #[test]
+    fn resilience_families_are_exposed_per_cluster() {
+        let mut registry = Registry::default();
+        let m = ProxyMetrics::register(&mut registry);
+        let s = m.resilience("node/shop/a/8080");
+        s.retries.inc();
+        s.ejections.inc();
+        s.overflows[1].inc();
+        s.set_endpoint_health("10.0.0.1:80", false);
+        s.set_endpoint_health("10.0.0.2:80", true);
+        s.forget_endpoint("10.0.0.2:80");
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        for line in [
+            r#"bowline_retries_total{cluster="node/shop/a/8080"} 1"#,
+            r#"bowline_retry_budget_exhausted_total{cluster="node/shop/a/8080"} 0"#,
+            r#"bowline_outlier_ejections_total{cluster="node/shop/a/8080"} 1"#,
+            r#"bowline_circuit_breaker_overflows_total{cluster="node/shop/a/8080",limit="max-pending-requests"} 1"#,
+            r#"bowline_endpoint_healthy{cluster="node/shop/a/8080",endpoint="10.0.0.1:80"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(!text.contains("10.0.0.2:80"), "{text}");
     }
 }

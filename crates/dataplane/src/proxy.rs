@@ -25,7 +25,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bowline_model::ir;
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, HeaderValue};
+use http::header::{CONTENT_TYPE, HOST, HeaderValue, SET_COOKIE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -40,10 +40,12 @@ use tracing::{Instrument, debug, info, warn};
 pub use self::body::ProxyBody;
 use self::edge::ConnectionLimit;
 pub use self::edge::{EdgeConfig, parse_trusted};
-pub use self::error::{ProxyError, X_BOWLINE_ERROR, respond};
+pub use self::error::{ProxyError, X_BOWLINE_ERROR, X_BOWLINE_OVERFLOW, respond};
 pub use self::headers::strip_hop_by_hop;
 use crate::accesslog;
+use crate::lb::Tried;
 use crate::metrics::{ProxyMetrics, RouteStats, UpstreamErrorReason};
+use crate::retry;
 use crate::router::{
     CompileContext, CompileError, RedirectRequest, RequestHead, RouteError, RoutedAction, Router,
     UpstreamProtocol, strip_port,
@@ -279,6 +281,7 @@ impl Proxy {
         }
         drop(listeners);
         shared.upstreams.prune();
+        shared.upstreams.resilience().sync(&shared.router.load());
         Ok(())
     }
 
@@ -570,7 +573,10 @@ async fn forward<'r>(
         };
         return (stats, Err(err));
     }
-    let Some(endpoint) = cluster.pick() else {
+    let key = cluster
+        .resilience
+        .request_key(ctx.client_ip.as_bytes(), &parts.headers);
+    let Some((first, endpoint)) = cluster.pick_for(key.hash, Tried::NONE) else {
         cluster.stats.record_error(UpstreamErrorReason::NoEndpoints);
         let err = ProxyError::NoEndpoints {
             cluster: cluster.name.clone(),
@@ -649,22 +655,9 @@ async fn forward<'r>(
     routed.filters.on_request(&mut parts.headers);
 
     let body = routed.filters.mirror(&parts, body);
-    let send = cluster.send(endpoint, Request::from_parts(parts, body));
-    let result = match grpc::effective_timeout(fwd.timeout, grpc_timeout) {
-        None => send.await,
-        Some(timeout) => match tokio::time::timeout_at(start + timeout, send).await {
-            Ok(r) => r,
-            Err(_) => {
-                cluster.stats.record_error(UpstreamErrorReason::Timeout);
-                let err = ProxyError::Timeout {
-                    cluster: cluster.name.clone(),
-                    timeout,
-                };
-                return (stats, Err(err));
-            }
-        },
-    };
-    match result {
+    // Retries, circuit breakers, timeouts and outlier detection wrap the upstream send.
+    let req = Request::from_parts(parts, body);
+    match retry::send(cluster, fwd, first, &key, req, start, grpc_timeout).await {
         Ok(mut resp) => {
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
                 && let (Some(protocol), Some(client)) = (upgrade, client_upgrade)
@@ -676,25 +669,21 @@ async fn forward<'r>(
                 upgrade::restore(&mut parts.headers, protocol);
                 return (
                     stats,
-                    Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),
+                    Ok(Response::from_parts(parts, ProxyBody::Tracked(body))),
                 );
             }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             routed.filters.on_response(&mut parts.headers, cors);
+            if let Some(cookie) = key.set_cookie {
+                parts.headers.append(SET_COOKIE, cookie);
+            }
             (
                 stats,
-                Ok(Response::from_parts(parts, ProxyBody::Upstream(body))),
+                Ok(Response::from_parts(parts, ProxyBody::Tracked(body))),
             )
         }
-        Err(source) => {
-            cluster.stats.record_error(source.reason());
-            let err = ProxyError::Upstream {
-                cluster: cluster.name.clone(),
-                source,
-            };
-            (stats, Err(err))
-        }
+        Err(err) => (stats, Err(err)),
     }
 }
 

@@ -105,6 +105,8 @@ pub struct Router {
     no_route: RouteStats,
     /// Schedules by identity and weights, for the next compile to continue.
     schedules: HashMap<String, Arc<Schedule>>,
+    /// Every cluster of the snapshot, by name.
+    clusters: Box<[Arc<Cluster>]>,
 }
 
 /// A listener of the snapshot, with its route table resolved.
@@ -165,6 +167,10 @@ pub struct Forward {
     rewrite: Rewrite,
     /// From request start to response headers.
     pub timeout: Option<Duration>,
+    /// Retries of failed attempts.
+    pub retry: Option<crate::retry::RetryPolicy>,
+    /// Stream idle timeout.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// A direct response.
@@ -209,9 +215,10 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
     endpoints: Box<[Endpoint]>,
-    lb: Option<Arc<Schedule>>,
     http1: Option<Http1Client>,
     pub stats: ClusterStats,
+    /// Load balancing, health, outlier detection, circuit breakers and timeouts.
+    pub resilience: crate::resilience::ClusterPolicy,
 }
 
 /// One endpoint of a cluster.
@@ -222,6 +229,8 @@ pub struct Endpoint {
     pub authority: Authority,
     /// The endpoint's shared connection (HTTP/2 clusters).
     pub h2: Option<Arc<H2Endpoint>>,
+    /// Health, ejection and load, kept across config updates.
+    pub state: Arc<crate::resilience::EndpointState>,
 }
 
 /// The outcome of routing one request.
@@ -255,6 +264,7 @@ impl Router {
             tables: Box::new([]),
             no_route: metrics.route(NO_ROUTE),
             schedules: HashMap::new(),
+            clusters: Box::new([]),
         }
     }
 
@@ -337,12 +347,20 @@ impl Router {
                 tls,
             });
         }
+        let mut all: Vec<Arc<Cluster>> = clusters.into_values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Router {
             listeners: listeners.into(),
             tables,
             no_route: cx.metrics.route(NO_ROUTE),
             schedules: schedules.next,
+            clusters: all.into(),
         })
+    }
+
+    /// Every cluster of the snapshot, sorted by name.
+    pub fn clusters(&self) -> &[Arc<Cluster>] {
+        &self.clusters
     }
 
     pub fn listeners(&self) -> &[Listener] {
@@ -498,6 +516,7 @@ fn compile_clusters(
             )),
         };
         let mut eps = Vec::new();
+        let mut specs = Vec::new();
         let mut weights = Vec::new();
         let mut key = format!("cluster/{}|", c.name);
         for (i, ep) in endpoints
@@ -513,28 +532,41 @@ fn compile_clusters(
                 reason: format!("{:?} is not an IP address", ep.address),
             })?;
             let addr = SocketAddr::new(ip, ep.port);
+            specs.push(crate::resilience::EndpointSpec {
+                addr,
+                weight: ep.weight.max(1),
+            });
             eps.push(Endpoint {
                 addr,
                 authority: Authority::from_maybe_shared(Bytes::from(addr.to_string()))
                     .expect("a socket address is an authority"),
                 h2: (protocol == UpstreamProtocol::Http2)
                     .then(|| cx.upstreams.h2_tls(addr, connect_timeout, tls.as_ref())),
+                state: cx.upstreams.resilience().endpoint(&c.name, addr),
             });
             // An unset weight (0) counts as 1: endpoints are drained by removing them.
             weights.push(ep.weight.max(1));
             key.push_str(&format!("{addr}={},", ep.weight.max(1)));
         }
+        let lb = schedules.get(key, &weights);
+        let resilience = crate::resilience::ClusterPolicy::compile(
+            c,
+            &specs,
+            lb,
+            cx.upstreams.resilience(),
+            cx.metrics,
+        )?;
         out.insert(
             c.name.clone(),
             Arc::new(Cluster {
                 name: c.name.clone(),
                 protocol,
                 connect_timeout,
-                lb: schedules.get(key, &weights),
                 endpoints: eps.into(),
                 http1: (protocol == UpstreamProtocol::Http1)
                     .then(|| cx.upstreams.http1_tls(connect_timeout, tls.as_ref())),
                 stats: cx.metrics.cluster(&c.name),
+                resilience,
             }),
         );
     }
@@ -588,6 +620,11 @@ fn compile_table(
                         schedule,
                         rewrite: Rewrite::compile(&f.rewrite, &matcher, "forward.rewrite", &err)?,
                         timeout: f.timeout_ms.filter(|&ms| ms > 0).map(Duration::from_millis),
+                        retry: f.retry.as_ref().map(crate::retry::RetryPolicy::compile),
+                        idle_timeout: f
+                            .idle_timeout_ms
+                            .filter(|&ms| ms > 0)
+                            .map(Duration::from_millis),
                     })
                 }
                 ir::RouteAction::Delegate(d) => Action::Delegate {
@@ -763,10 +800,21 @@ impl Forward {
 // === impl Cluster ===
 
 impl Cluster {
-    /// The next endpoint, round robin by weight; `None` when the cluster has no endpoints.
+    /// An endpoint by the cluster's load-balancing policy, for a request without a hash key;
+    /// `None` when the cluster has no endpoints.
     #[inline]
     pub fn pick(&self) -> Option<&Endpoint> {
-        self.lb.as_ref().map(|s| &self.endpoints[s.next()])
+        self.pick_for(crate::lb::random_u64(), crate::lb::Tried::NONE)
+            .map(|(_, e)| e)
+    }
+
+    /// An endpoint (and its index) for a request balanced by `key`, avoiding those `tried`
+    /// when others can take it; `None` when the cluster has no endpoints.
+    #[inline]
+    pub fn pick_for(&self, key: u64, tried: crate::lb::Tried) -> Option<(usize, &Endpoint)> {
+        let balancer = self.resilience.balancer.as_ref()?;
+        let i = balancer.pick(&self.endpoints[..], key, tried)?;
+        Some((i, &self.endpoints[i]))
     }
 
     pub fn endpoints(&self) -> &[Endpoint] {

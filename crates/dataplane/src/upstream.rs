@@ -13,8 +13,8 @@
 //! connections of the previous one, so a route or endpoint change does not drop warm
 //! connections.
 //!
-//! Request bodies are [`UpstreamBody`]: the downstream body streamed through, possibly teed
-//! for a mirror, or a body the proxy holds.
+//! Request bodies are [`UpstreamBody`]s: the downstream body streamed through, possibly kept for
+//! a retry to replay or teed for a mirror, or a body the proxy holds.
 
 mod body;
 
@@ -37,7 +37,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-pub use self::body::{Tee, UpstreamBody};
+pub use self::body::{Recorded, RecordedSlot, Tee, UpstreamBody};
 use crate::metrics::UpstreamErrorReason;
 use crate::tls::{ClientTls, ClientTlsStream, TlsFiles};
 
@@ -124,6 +124,8 @@ fn find_io_error<'a>(mut err: &'a (dyn std::error::Error + 'static)) -> Option<&
 pub struct Upstreams {
     inner: Mutex<Inner>,
     tls_files: TlsFiles,
+    /// Endpoint and cluster state of load balancing and resilience, and health checks.
+    resilience: crate::resilience::Registry,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +174,11 @@ impl Upstreams {
         inner.tls.prune();
         drop(inner);
         self.tls_files.prune();
+    }
+
+    /// Load-balancing and resilience state, kept across config updates like connections.
+    pub fn resilience(&self) -> &crate::resilience::Registry {
+        &self.resilience
     }
 
     /// Number of HTTP/2 endpoints held (for tests).

@@ -263,6 +263,12 @@ fn cluster(name: &str, protocol: ir::Protocol) -> ir::Cluster {
         lb_policy: ir::LbPolicy::RoundRobin,
         connect_timeout_ms: 1000,
         tls: None,
+        hash_on: None,
+        health_check: None,
+        outlier_detection: None,
+        circuit_breakers: None,
+        idle_timeout_ms: None,
+        request_timeout_ms: None,
     }
 }
 
@@ -291,6 +297,8 @@ fn fwd(clusters: &[(&str, u32)], rewrite: ir::Rewrite, timeout_ms: Option<u64>) 
             .collect(),
         rewrite,
         timeout_ms,
+        retry: None,
+        idle_timeout_ms: None,
     })
 }
 

@@ -638,6 +638,10 @@ pub struct VirtualNodeListener {
     pub timeout: Option<ListenerTimeout>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
+    /// Bowline extension (App Mesh has no such field): how callers of this listener pick one of
+    /// the node's endpoints. Default: round robin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<LoadBalancer>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -1412,6 +1416,54 @@ pub struct HttpRouteRewrite {
     pub regex: Option<PathRegexRewrite>,
 }
 
+// === load balancing (Bowline extension) ===
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LoadBalancerPolicy {
+    /// Smooth weighted round robin (the default).
+    RoundRobin,
+    /// Power of two choices over requests in flight.
+    LeastRequest,
+    /// Weighted random.
+    Random,
+    /// Consistent hashing on a ring; requires hashOn.
+    RingHash,
+    /// Maglev consistent hashing; requires hashOn.
+    Maglev,
+}
+
+/// A load-balancing policy for the endpoints of a VirtualNode listener.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancer {
+    pub policy: LoadBalancerPolicy,
+    /// What RING_HASH and MAGLEV hash (required for those, not allowed for the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<LoadBalancerHashOn>,
+}
+
+/// The request key of a hash policy; exactly one member is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancerHashOn {
+    /// `true`: hash the client's IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<bool>,
+    /// Hash the value of a request header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<LoadBalancerHashHeader>,
+    /// Hash a cookie (sticky sessions); set when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<LoadBalancerHashCookie>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancerHashHeader {
+    pub name: String,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoutePrefixRewrite {
@@ -1476,4 +1528,17 @@ pub struct HttpCors {
     pub max_age: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_credentials: Option<bool>,
+}
+
+/// The cookie a sticky session hashes (set by the gateway when absent).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancerHashCookie {
+    pub name: String,
+    /// Lifetime of the cookie the gateway sets (Max-Age); unset: a session cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+    /// Path attribute of the cookie the gateway sets; unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }

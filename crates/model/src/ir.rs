@@ -276,6 +276,13 @@ pub struct ForwardAction {
     /// Per-request timeout in milliseconds (from request start to response headers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Retries of failed attempts (App Mesh `retryPolicy`); `None`: one attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Stream idle timeout in milliseconds (App Mesh route `timeout.idle`): the longest wait for
+    /// the response headers after the request was sent, and between two response body frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,11 +301,25 @@ pub struct DirectResponse {
     pub body: String,
 }
 
+/// How a cluster picks an endpoint for a request. Every policy honours endpoint weights and skips
+/// endpoints that are unhealthy (active health checks) or ejected (outlier detection).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum LbPolicy {
+    /// Smooth weighted round robin.
     #[default]
     RoundRobin,
+    /// Power of two choices: of two endpoints drawn by weight, the one with fewer requests in
+    /// flight per unit of weight.
+    LeastRequest,
+    /// Drawn at random by weight.
+    Random,
+    /// Consistent hashing on a ring with virtual nodes in proportion to weight; needs
+    /// [`Cluster::hash_on`].
+    RingHash,
+    /// Maglev consistent hashing (lookup table of prime size, filled in proportion to weight);
+    /// needs [`Cluster::hash_on`].
+    Maglev,
 }
 
 /// A named group of interchangeable endpoints (one virtual node, one port).
@@ -315,6 +336,26 @@ pub struct Cluster {
     /// TLS origination to the endpoints; `None` connects in plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// The request key of the hash policies (`RingHash`, `Maglev`); set exactly for those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<HashOn>,
+    /// Active health checks of every endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Passive health: endpoints that keep failing are ejected for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Limits on concurrent connections and requests; beyond them requests are answered 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breakers: Option<CircuitBreakers>,
+    /// Stream idle timeout in milliseconds for requests to this cluster (the node listener's
+    /// `timeout.<protocol>.idle`); the shorter of this and the route's applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Per-request timeout in milliseconds for requests to this cluster (the node listener's
+    /// `timeout.<protocol>.perRequest`); the shorter of this and the route's applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -729,4 +770,123 @@ pub fn is_dns_name(name: &str) -> bool {
         last = label;
     }
     !last.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// What a hash policy hashes to pick an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HashOn {
+    /// The client's IP address (IP hash).
+    SourceIp,
+    /// The value of a request header (name in lower case); requests without it are spread at
+    /// random.
+    Header { name: String },
+    /// A cookie (sticky sessions). A request without it gets an endpoint and a `Set-Cookie` with a
+    /// fresh value, so the client's next requests stick to that endpoint.
+    #[serde(rename_all = "camelCase")]
+    Cookie {
+        name: String,
+        /// `Max-Age` of the cookie set; 0 makes a session cookie.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        ttl_seconds: u64,
+        /// `Path` of the cookie set; none: the cookie has no `Path` attribute.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// A condition under which a failed attempt is retried (App Mesh's retry events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RetryOn {
+    /// `server-error`: status 500–508, 510, 511, or no response (connect failure, reset, per-try
+    /// timeout).
+    ServerError,
+    /// `gateway-error`: status 502, 503, 504, or no response.
+    GatewayError,
+    /// `client-error`: status 409.
+    ClientError,
+    /// `stream-error`: the HTTP/2 stream was refused (`REFUSED_STREAM`).
+    StreamError,
+    /// `connection-error` (tcp): no connection to the endpoint.
+    ConnectionError,
+    /// gRPC status `CANCELLED` (1).
+    Cancelled,
+    /// gRPC status `DEADLINE_EXCEEDED` (4).
+    DeadlineExceeded,
+    /// gRPC status `INTERNAL` (13).
+    Internal,
+    /// gRPC status `RESOURCE_EXHAUSTED` (8).
+    ResourceExhausted,
+    /// gRPC status `UNAVAILABLE` (14).
+    Unavailable,
+}
+
+/// Retries of a route (App Mesh `retryPolicy`). Retries back off exponentially with jitter and
+/// are bounded per cluster by a retry budget; only requests whose body can be replayed are
+/// retried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Timeout of each attempt (the first included) in milliseconds; `None`: only the route's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_retry_timeout_ms: Option<u64>,
+    /// At least one.
+    pub retry_on: Vec<RetryOn>,
+}
+
+/// Active health checking of a cluster's endpoints (App Mesh listener `healthCheck`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `http`/`http2`: a GET of `path` answered 200–399; `grpc`: `grpc.health.v1.Health/Check`
+    /// answered `SERVING`; `tcp`: a connection is accepted.
+    pub protocol: Protocol,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive successes that make an unhealthy endpoint healthy (at least 1).
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a healthy endpoint unhealthy (at least 1).
+    pub unhealthy_threshold: u32,
+    /// Request path (`http`, `http2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Port to check instead of the endpoint's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// Outlier detection (App Mesh listener `outlierDetection`, Envoy's consecutive 5xx).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutlierDetection {
+    /// Consecutive server errors (5xx, or no response) that eject an endpoint (at least 1).
+    pub max_server_errors: u32,
+    /// Period after which an endpoint's ejection count decays by one.
+    pub interval_ms: u64,
+    /// An ejection lasts this long times the number of times the endpoint was ejected.
+    pub base_ejection_duration_ms: u64,
+    /// At most this share (0–100) of the cluster's endpoints is ejected at once, but at least one.
+    pub max_ejection_percent: u32,
+}
+
+/// Connection pool limits, enforced as circuit breakers (App Mesh listener `connectionPool`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreakers {
+    /// Concurrent connections (HTTP/1.1: requests in flight, one per connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Requests that may wait for a connection when `max_connections` are busy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
+    /// Concurrent requests (HTTP/2, gRPC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
 }

@@ -308,6 +308,8 @@ impl From<&ir::Route> for pb::Route {
                         .collect(),
                     rewrite: rewrite_to(&f.rewrite),
                     timeout_ms: f.timeout_ms.unwrap_or(0),
+                    retry: f.retry.as_ref().map(retry_to),
+                    idle_timeout_ms: f.idle_timeout_ms.unwrap_or(0),
                 }),
                 ir::RouteAction::Delegate(d) => route::Action::Delegate(pb::DelegateAction {
                     route_table: d.route_table.clone(),
@@ -341,11 +343,15 @@ impl From<&ir::Cluster> for pb::Cluster {
         pb::Cluster {
             name: c.name.clone(),
             protocol: protocol_to(c.protocol),
-            lb_policy: match c.lb_policy {
-                ir::LbPolicy::RoundRobin => pb::LbPolicy::RoundRobin as i32,
-            },
+            lb_policy: lb_policy_to(c.lb_policy),
             connect_timeout_ms: c.connect_timeout_ms,
             tls: c.tls.as_ref().map(tls_upstream_to),
+            hash_on: c.hash_on.as_ref().map(hash_on_to),
+            health_check: c.health_check.as_ref().map(health_check_to),
+            outlier_detection: c.outlier_detection.as_ref().map(outlier_to),
+            circuit_breakers: c.circuit_breakers.as_ref().map(breakers_to),
+            idle_timeout_ms: c.idle_timeout_ms.unwrap_or(0),
+            request_timeout_ms: c.request_timeout_ms.unwrap_or(0),
         }
     }
 }
@@ -569,6 +575,11 @@ fn route_from(cx: &Ctx, path: &str, r: pb::Route) -> Result<ir::Route, InvalidRe
                     .collect(),
                 rewrite: rewrite_from(cx, &format!("{path}.forward.rewrite"), f.rewrite)?,
                 timeout_ms: (f.timeout_ms != 0).then_some(f.timeout_ms),
+                retry: f
+                    .retry
+                    .map(|r| retry_from(cx, &format!("{path}.forward.retry"), r))
+                    .transpose()?,
+                idle_timeout_ms: (f.idle_timeout_ms != 0).then_some(f.idle_timeout_ms),
             })
         }
         Some(route::Action::Delegate(d)) => ir::RouteAction::Delegate(ir::DelegateAction {
@@ -636,17 +647,37 @@ impl TryFrom<pb::Cluster> for ir::Cluster {
         let key = Kind::Cluster.key(&c.name);
         let cx = Ctx { resource: &key };
         let tls = c.tls.map(|t| tls_upstream_from(&cx, t)).transpose()?;
+        let lb_policy = lb_policy_from(&cx, c.lb_policy)?;
+        let hash_on = c.hash_on.map(|h| hash_on_from(&cx, h)).transpose()?;
+        let hashing = matches!(lb_policy, ir::LbPolicy::RingHash | ir::LbPolicy::Maglev);
+        if hashing && hash_on.is_none() {
+            return Err(cx.err("hashOn", "required by the ringHash and maglev policies"));
+        }
+        if !hashing && hash_on.is_some() {
+            return Err(cx.err(
+                "hashOn",
+                "only the ringHash and maglev policies hash requests",
+            ));
+        }
         Ok(ir::Cluster {
             protocol: cx.protocol("protocol", c.protocol)?,
-            lb_policy: match pb::LbPolicy::try_from(c.lb_policy) {
-                Ok(pb::LbPolicy::RoundRobin | pb::LbPolicy::Unspecified) => {
-                    ir::LbPolicy::RoundRobin
-                }
-                Err(_) => {
-                    return Err(cx.err("lbPolicy", format!("unknown policy {}", c.lb_policy)));
-                }
-            },
+            lb_policy,
             connect_timeout_ms: c.connect_timeout_ms,
+            hash_on,
+            health_check: c
+                .health_check
+                .map(|h| health_check_from(&cx, h))
+                .transpose()?,
+            outlier_detection: c
+                .outlier_detection
+                .map(|o| outlier_from(&cx, o))
+                .transpose()?,
+            circuit_breakers: c
+                .circuit_breakers
+                .map(|b| breakers_from(&cx, b))
+                .transpose()?,
+            idle_timeout_ms: (c.idle_timeout_ms != 0).then_some(c.idle_timeout_ms),
+            request_timeout_ms: (c.request_timeout_ms != 0).then_some(c.request_timeout_ms),
             name: c.name,
             tls,
         })
@@ -882,6 +913,239 @@ fn tls_upstream_from(cx: &Ctx, t: pb::TlsUpstream) -> Result<ir::UpstreamTls, In
     Ok(tls)
 }
 
+// === resilience: load balancing, retries, health checks, outlier detection, circuit breakers ===
+
+fn lb_policy_to(p: ir::LbPolicy) -> i32 {
+    (match p {
+        ir::LbPolicy::RoundRobin => pb::LbPolicy::RoundRobin,
+        ir::LbPolicy::LeastRequest => pb::LbPolicy::LeastRequest,
+        ir::LbPolicy::Random => pb::LbPolicy::Random,
+        ir::LbPolicy::RingHash => pb::LbPolicy::RingHash,
+        ir::LbPolicy::Maglev => pb::LbPolicy::Maglev,
+    }) as i32
+}
+
+fn lb_policy_from(cx: &Ctx, p: i32) -> Result<ir::LbPolicy, InvalidResource> {
+    match pb::LbPolicy::try_from(p) {
+        Ok(pb::LbPolicy::RoundRobin | pb::LbPolicy::Unspecified) => Ok(ir::LbPolicy::RoundRobin),
+        Ok(pb::LbPolicy::LeastRequest) => Ok(ir::LbPolicy::LeastRequest),
+        Ok(pb::LbPolicy::Random) => Ok(ir::LbPolicy::Random),
+        Ok(pb::LbPolicy::RingHash) => Ok(ir::LbPolicy::RingHash),
+        Ok(pb::LbPolicy::Maglev) => Ok(ir::LbPolicy::Maglev),
+        Err(_) => Err(cx.err("lbPolicy", format!("unknown policy {p}"))),
+    }
+}
+
+fn hash_on_to(h: &ir::HashOn) -> pb::LbHashOn {
+    use pb::lb_hash_on::Kind as K;
+    pb::LbHashOn {
+        kind: Some(match h {
+            ir::HashOn::SourceIp => K::SourceIp(true),
+            ir::HashOn::Header { name } => K::Header(pb::LbHashHeader { name: name.clone() }),
+            ir::HashOn::Cookie {
+                name,
+                ttl_seconds,
+                path,
+            } => K::Cookie(pb::LbHashCookie {
+                name: name.clone(),
+                ttl_seconds: *ttl_seconds,
+                path: path.clone().unwrap_or_default(),
+            }),
+        }),
+    }
+}
+
+fn hash_on_from(cx: &Ctx, h: pb::LbHashOn) -> Result<ir::HashOn, InvalidResource> {
+    use pb::lb_hash_on::Kind as K;
+    match h.kind {
+        Some(K::SourceIp(_)) => Ok(ir::HashOn::SourceIp),
+        Some(K::Header(hd)) => {
+            if hd.name.is_empty() {
+                return Err(cx.err("hashOn.header.name", "name is empty"));
+            }
+            Ok(ir::HashOn::Header { name: hd.name })
+        }
+        Some(K::Cookie(c)) => {
+            if c.name.is_empty() {
+                return Err(cx.err("hashOn.cookie.name", "name is empty"));
+            }
+            Ok(ir::HashOn::Cookie {
+                name: c.name,
+                ttl_seconds: c.ttl_seconds,
+                path: (!c.path.is_empty()).then_some(c.path),
+            })
+        }
+        None => Err(cx.err("hashOn", "empty hash key")),
+    }
+}
+
+fn retry_on_to(r: ir::RetryOn) -> pb::RetryOn {
+    match r {
+        ir::RetryOn::ServerError => pb::RetryOn::ServerError,
+        ir::RetryOn::GatewayError => pb::RetryOn::GatewayError,
+        ir::RetryOn::ClientError => pb::RetryOn::ClientError,
+        ir::RetryOn::StreamError => pb::RetryOn::StreamError,
+        ir::RetryOn::ConnectionError => pb::RetryOn::ConnectionError,
+        ir::RetryOn::Cancelled => pb::RetryOn::Cancelled,
+        ir::RetryOn::DeadlineExceeded => pb::RetryOn::DeadlineExceeded,
+        ir::RetryOn::Internal => pb::RetryOn::Internal,
+        ir::RetryOn::ResourceExhausted => pb::RetryOn::ResourceExhausted,
+        ir::RetryOn::Unavailable => pb::RetryOn::Unavailable,
+    }
+}
+
+fn retry_to(r: &ir::RetryPolicy) -> pb::RetryPolicy {
+    pb::RetryPolicy {
+        max_retries: r.max_retries,
+        per_retry_timeout_ms: r.per_retry_timeout_ms.unwrap_or(0),
+        retry_on: r.retry_on.iter().map(|e| retry_on_to(*e) as i32).collect(),
+    }
+}
+
+fn retry_from(
+    cx: &Ctx,
+    path: &str,
+    r: pb::RetryPolicy,
+) -> Result<ir::RetryPolicy, InvalidResource> {
+    let mut retry_on = Vec::with_capacity(r.retry_on.len());
+    for (i, e) in r.retry_on.iter().enumerate() {
+        retry_on.push(match pb::RetryOn::try_from(*e) {
+            Ok(pb::RetryOn::ServerError) => ir::RetryOn::ServerError,
+            Ok(pb::RetryOn::GatewayError) => ir::RetryOn::GatewayError,
+            Ok(pb::RetryOn::ClientError) => ir::RetryOn::ClientError,
+            Ok(pb::RetryOn::StreamError) => ir::RetryOn::StreamError,
+            Ok(pb::RetryOn::ConnectionError) => ir::RetryOn::ConnectionError,
+            Ok(pb::RetryOn::Cancelled) => ir::RetryOn::Cancelled,
+            Ok(pb::RetryOn::DeadlineExceeded) => ir::RetryOn::DeadlineExceeded,
+            Ok(pb::RetryOn::Internal) => ir::RetryOn::Internal,
+            Ok(pb::RetryOn::ResourceExhausted) => ir::RetryOn::ResourceExhausted,
+            Ok(pb::RetryOn::Unavailable) => ir::RetryOn::Unavailable,
+            Ok(pb::RetryOn::Unspecified) | Err(_) => {
+                return Err(cx.err(
+                    format!("{path}.retryOn[{i}]"),
+                    format!("unknown retry event {e}"),
+                ));
+            }
+        });
+    }
+    if retry_on.is_empty() {
+        return Err(cx.err(format!("{path}.retryOn"), "no retry event"));
+    }
+    Ok(ir::RetryPolicy {
+        max_retries: r.max_retries,
+        per_retry_timeout_ms: (r.per_retry_timeout_ms != 0).then_some(r.per_retry_timeout_ms),
+        retry_on,
+    })
+}
+
+fn health_check_to(h: &ir::HealthCheck) -> pb::HealthCheck {
+    pb::HealthCheck {
+        protocol: protocol_to(h.protocol),
+        interval_ms: h.interval_ms,
+        timeout_ms: h.timeout_ms,
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
+        path: h.path.clone().unwrap_or_default(),
+        port: h.port.map(u32::from).unwrap_or(0),
+    }
+}
+
+fn health_check_from(cx: &Ctx, h: pb::HealthCheck) -> Result<ir::HealthCheck, InvalidResource> {
+    let protocol = cx.protocol("healthCheck.protocol", h.protocol)?;
+    for (field, v) in [("intervalMs", h.interval_ms), ("timeoutMs", h.timeout_ms)] {
+        if v == 0 {
+            return Err(cx.err(format!("healthCheck.{field}"), "must be above 0"));
+        }
+    }
+    for (field, v) in [
+        ("healthyThreshold", h.healthy_threshold),
+        ("unhealthyThreshold", h.unhealthy_threshold),
+    ] {
+        if v == 0 {
+            return Err(cx.err(format!("healthCheck.{field}"), "must be at least 1"));
+        }
+    }
+    let path = (!h.path.is_empty()).then_some(h.path);
+    if let Some(p) = &path
+        && !p.starts_with('/')
+    {
+        return Err(cx.err(
+            "healthCheck.path",
+            format!("{p:?} does not start with \"/\""),
+        ));
+    }
+    if matches!(protocol, ir::Protocol::Http | ir::Protocol::Http2) && path.is_none() {
+        return Err(cx.err("healthCheck.path", "required for http and http2 checks"));
+    }
+    Ok(ir::HealthCheck {
+        protocol,
+        interval_ms: h.interval_ms,
+        timeout_ms: h.timeout_ms,
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
+        path,
+        port: match h.port {
+            0 => None,
+            p => Some(cx.port("healthCheck.port", p, false)?),
+        },
+    })
+}
+
+fn outlier_to(o: &ir::OutlierDetection) -> pb::OutlierDetection {
+    pb::OutlierDetection {
+        max_server_errors: o.max_server_errors,
+        interval_ms: o.interval_ms,
+        base_ejection_duration_ms: o.base_ejection_duration_ms,
+        max_ejection_percent: o.max_ejection_percent,
+    }
+}
+
+fn outlier_from(
+    cx: &Ctx,
+    o: pb::OutlierDetection,
+) -> Result<ir::OutlierDetection, InvalidResource> {
+    if o.max_server_errors == 0 {
+        return Err(cx.err("outlierDetection.maxServerErrors", "must be at least 1"));
+    }
+    if o.max_ejection_percent > 100 {
+        return Err(cx.err(
+            "outlierDetection.maxEjectionPercent",
+            format!("{} is above 100", o.max_ejection_percent),
+        ));
+    }
+    Ok(ir::OutlierDetection {
+        max_server_errors: o.max_server_errors,
+        interval_ms: o.interval_ms,
+        base_ejection_duration_ms: o.base_ejection_duration_ms,
+        max_ejection_percent: o.max_ejection_percent,
+    })
+}
+
+fn breakers_to(b: &ir::CircuitBreakers) -> pb::CircuitBreakers {
+    pb::CircuitBreakers {
+        max_connections: b.max_connections,
+        max_pending_requests: b.max_pending_requests,
+        max_requests: b.max_requests,
+    }
+}
+
+fn breakers_from(cx: &Ctx, b: pb::CircuitBreakers) -> Result<ir::CircuitBreakers, InvalidResource> {
+    for (field, v) in [
+        ("maxConnections", b.max_connections),
+        ("maxPendingRequests", b.max_pending_requests),
+        ("maxRequests", b.max_requests),
+    ] {
+        if v == Some(0) {
+            return Err(cx.err(format!("circuitBreakers.{field}"), "must be at least 1"));
+        }
+    }
+    Ok(ir::CircuitBreakers {
+        max_connections: b.max_connections,
+        max_pending_requests: b.max_pending_requests,
+        max_requests: b.max_requests,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -938,6 +1202,15 @@ mod tests {
                                     ..Default::default()
                                 },
                                 timeout_ms: Some(1500),
+                                retry: Some(ir::RetryPolicy {
+                                    max_retries: 3,
+                                    per_retry_timeout_ms: Some(500),
+                                    retry_on: vec![
+                                        ir::RetryOn::ServerError,
+                                        ir::RetryOn::Unavailable,
+                                    ],
+                                }),
+                                idle_timeout_ms: Some(30_000),
                             }),
                             request_headers: ir::HeaderMods {
                                 add: vec![ir::HeaderPair {
@@ -984,9 +1257,36 @@ mod tests {
             clusters: vec![ir::Cluster {
                 name: "c".into(),
                 protocol: ir::Protocol::Http2,
-                lb_policy: ir::LbPolicy::RoundRobin,
+                lb_policy: ir::LbPolicy::RingHash,
                 connect_timeout_ms: 1000,
                 tls: None,
+                hash_on: Some(ir::HashOn::Cookie {
+                    name: "sticky".into(),
+                    ttl_seconds: 3600,
+                    path: Some("/".into()),
+                }),
+                health_check: Some(ir::HealthCheck {
+                    protocol: ir::Protocol::Grpc,
+                    interval_ms: 5000,
+                    timeout_ms: 2000,
+                    healthy_threshold: 2,
+                    unhealthy_threshold: 3,
+                    path: None,
+                    port: Some(9001),
+                }),
+                outlier_detection: Some(ir::OutlierDetection {
+                    max_server_errors: 5,
+                    interval_ms: 10_000,
+                    base_ejection_duration_ms: 30_000,
+                    max_ejection_percent: 50,
+                }),
+                circuit_breakers: Some(ir::CircuitBreakers {
+                    max_connections: None,
+                    max_pending_requests: None,
+                    max_requests: Some(100),
+                }),
+                idle_timeout_ms: Some(60_000),
+                request_timeout_ms: Some(15_000),
             }],
             endpoints: vec![ir::ClusterEndpoints {
                 cluster: "c".into(),
@@ -1068,6 +1368,94 @@ mod tests {
             err.path,
             "virtualHosts[0].routes[0].forward.rewrite.regexSubstitution"
         );
+    }
+
+    #[test]
+    fn every_load_balancing_policy_round_trips() {
+        for (policy, hash_on) in [
+            (ir::LbPolicy::RoundRobin, None),
+            (ir::LbPolicy::LeastRequest, None),
+            (ir::LbPolicy::Random, None),
+            (ir::LbPolicy::RingHash, Some(ir::HashOn::SourceIp)),
+            (
+                ir::LbPolicy::Maglev,
+                Some(ir::HashOn::Header {
+                    name: "x-user".into(),
+                }),
+            ),
+        ] {
+            let mut s = sample();
+            s.clusters[0].lb_policy = policy;
+            s.clusters[0].hash_on = hash_on;
+            let wire = snapshot_to_resources(&s);
+            let back = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap();
+            assert_eq!(back, s, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_resilience_fields_name_the_field() {
+        type Mutation = fn(&mut ir::Snapshot);
+        let cases: [(Mutation, &str, &str); 6] = [
+            (|s| s.clusters[0].hash_on = None, "cluster/c", "hashOn"),
+            (
+                |s| s.clusters[0].lb_policy = ir::LbPolicy::Random,
+                "cluster/c",
+                "hashOn",
+            ),
+            (
+                |s| {
+                    if let Some(o) = &mut s.clusters[0].outlier_detection {
+                        o.max_ejection_percent = 101;
+                    }
+                },
+                "cluster/c",
+                "outlierDetection.maxEjectionPercent",
+            ),
+            (
+                |s| {
+                    if let Some(h) = &mut s.clusters[0].health_check {
+                        h.unhealthy_threshold = 0;
+                    }
+                },
+                "cluster/c",
+                "healthCheck.unhealthyThreshold",
+            ),
+            (
+                |s| {
+                    if let Some(b) = &mut s.clusters[0].circuit_breakers {
+                        b.max_requests = Some(0);
+                    }
+                },
+                "cluster/c",
+                "circuitBreakers.maxRequests",
+            ),
+            (
+                |s| {
+                    let ir::RouteAction::Forward(f) =
+                        &mut s.route_tables[0].virtual_hosts[0].routes[0].action
+                    else {
+                        unreachable!("the sample route forwards")
+                    };
+                    if let Some(r) = &mut f.retry {
+                        r.retry_on.clear();
+                    }
+                },
+                "routeTable/rt",
+                "virtualHosts[0].routes[0].forward.retry.retryOn",
+            ),
+        ];
+        for (mutate, resource, path) in cases {
+            let mut s = sample();
+            mutate(&mut s);
+            let wire = snapshot_to_resources(&s);
+            let err = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap_err();
+            assert_eq!(
+                (err.resource.as_str(), err.path.as_str()),
+                (resource, path),
+                "{err}"
+            );
+        }
     }
 
     #[test]

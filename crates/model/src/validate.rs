@@ -29,6 +29,7 @@ use crate::appmesh::{
     SubjectAlternativeNames, TcpRoute, TcpTimeout, VirtualGatewaySpec, VirtualNodeSpec,
     VirtualRouterSpec, VirtualServiceSpec,
 };
+use crate::appmesh::{LoadBalancer, LoadBalancerHashOn, LoadBalancerPolicy};
 use crate::manifest::{Kind, Meta, Object, ObjectKey, Problem, Resource, Source};
 
 /// HTTP methods App Mesh matches on.
@@ -501,7 +502,6 @@ impl Checker {
             self.duration(&path.f("perRequest"), d);
         }
         if let Some(d) = &t.idle {
-            self.not_enforced(&path.f("idle"), "idle timeout");
             self.duration(&path.f("idle"), d);
         }
     }
@@ -982,15 +982,12 @@ impl Checker {
             let protocol = l.port_mapping.protocol;
             self.port(&p.f("portMapping").f("port"), l.port_mapping.port);
             if let Some(hc) = &l.health_check {
-                self.not_enforced(&p.f("healthCheck"), "health checks");
                 self.health_check(&p.f("healthCheck"), hc, false);
             }
             if let Some(o) = &l.outlier_detection {
-                self.not_enforced(&p.f("outlierDetection"), "outlier detection");
                 self.outlier_detection(&p.f("outlierDetection"), o);
             }
             if let Some(pool) = &l.connection_pool {
-                self.not_enforced(&p.f("connectionPool"), "connection pool limits");
                 self.connection_pool(&p.f("connectionPool"), pool, protocol);
             }
             if let Some(t) = &l.timeout {
@@ -998,6 +995,9 @@ impl Checker {
             }
             if let Some(tls) = &l.tls {
                 self.listener_tls(&p.f("tls"), tls, false);
+            }
+            if let Some(lb) = &l.load_balancer {
+                self.load_balancer(&p.f("loadBalancer"), lb, protocol);
             }
         }
         self.unique_ports(&lp, listeners.iter().map(|l| l.port_mapping.port));
@@ -1157,7 +1157,6 @@ impl Checker {
         self.route_action(&path.f("action"), &r.action);
         self.router_route_extensions(path, r);
         if let Some(rp) = &r.retry_policy {
-            self.not_enforced(&path.f("retryPolicy"), "retry policy");
             self.http_retry_policy(&path.f("retryPolicy"), rp);
         }
         if let Some(t) = &r.timeout {
@@ -1205,7 +1204,6 @@ impl Checker {
         self.route_action(&path.f("action"), &r.action);
         self.http_only_actions(&path.f("action"), &r.action);
         if let Some(rp) = &r.retry_policy {
-            self.not_enforced(&path.f("retryPolicy"), "retry policy");
             self.grpc_retry_policy(&path.f("retryPolicy"), rp);
         }
         if let Some(t) = &r.timeout {
@@ -2239,6 +2237,91 @@ impl<'a> RefChecker<'a> {
                         let mp = spec.f(name).f("match").f("port");
                         self.port(&mp, Some(port), gateway, &key.to_string());
                     }
+                }
+            }
+        }
+    }
+}
+
+// === Checker: load balancing (Bowline extension) ===
+
+fn lb_policy_name(p: LoadBalancerPolicy) -> &'static str {
+    match p {
+        LoadBalancerPolicy::RoundRobin => "ROUND_ROBIN",
+        LoadBalancerPolicy::LeastRequest => "LEAST_REQUEST",
+        LoadBalancerPolicy::Random => "RANDOM",
+        LoadBalancerPolicy::RingHash => "RING_HASH",
+        LoadBalancerPolicy::Maglev => "MAGLEV",
+    }
+}
+
+impl Checker {
+    fn load_balancer(&mut self, path: &Path, lb: &LoadBalancer, protocol: PortProtocol) {
+        let hashing = matches!(
+            lb.policy,
+            LoadBalancerPolicy::RingHash | LoadBalancerPolicy::Maglev
+        );
+        let hp = path.f("hashOn");
+        match &lb.hash_on {
+            None if hashing => self.error(
+                &hp,
+                format!("is required when policy is {}", lb_policy_name(lb.policy)),
+            ),
+            Some(_) if !hashing => self.error(
+                &hp,
+                format!(
+                    "is only allowed when policy is RING_HASH or MAGLEV (got {})",
+                    lb_policy_name(lb.policy)
+                ),
+            ),
+            Some(h) => self.hash_on(&hp, h, protocol),
+            None => {}
+        }
+    }
+
+    fn hash_on(&mut self, path: &Path, h: &LoadBalancerHashOn, protocol: PortProtocol) {
+        self.exactly_one(
+            path,
+            &[
+                ("sourceIp", h.source_ip.is_some()),
+                ("header", h.header.is_some()),
+                ("cookie", h.cookie.is_some()),
+            ],
+        );
+        if h.source_ip == Some(false) {
+            self.error(&path.f("sourceIp"), "must be true when set");
+        }
+        if protocol == PortProtocol::Tcp && (h.header.is_some() || h.cookie.is_some()) {
+            self.error(
+                path,
+                "header and cookie hashing need an http, http2 or grpc listener (got \"tcp\")",
+            );
+        }
+        if let Some(hd) = &h.header
+            && !is_token(&hd.name)
+        {
+            self.error(
+                &path.f("header").f("name"),
+                format!("{:?} is not a header name", hd.name),
+            );
+        }
+        if let Some(c) = &h.cookie {
+            let cp = path.f("cookie");
+            if !is_token(&c.name) {
+                self.error(&cp.f("name"), format!("{:?} is not a cookie name", c.name));
+            }
+            if let Some(ttl) = &c.ttl {
+                self.duration(&cp.f("ttl"), ttl);
+            }
+            if let Some(p) = &c.path {
+                self.starts_with_slash(&cp.f("path"), p);
+                if p.bytes()
+                    .any(|b| b == b';' || b.is_ascii_control() || !b.is_ascii())
+                {
+                    self.error(
+                        &cp.f("path"),
+                        "must not contain \";\", control or non-ASCII characters",
+                    );
                 }
             }
         }

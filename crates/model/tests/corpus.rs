@@ -123,8 +123,24 @@ fn appmesh_corpus_reports_aws_only_fields() {
         "howto-k8s-tls-acm",
         ".tls.certificate.acm: ignored: AWS only: ACM certificates are not available"
     ));
-    assert!(has(
-        "howto-k8s-retry-policy",
-        ".retryPolicy: ignored: accepted; not yet enforced: retry policy"
-    ));
+    // Retry policies, health checks, outlier detection and connection pools are enforced.
+    for (file, kind, field) in [
+        ("howto-k8s-retry-policy", "VirtualRouter", ".retryPolicy"),
+        ("howto-k8s-retry-policy", "VirtualNode", ".healthCheck"),
+        (
+            "howto-k8s-outlier-detection",
+            "VirtualNode",
+            ".outlierDetection",
+        ),
+        (
+            "howto-k8s-connection-pools",
+            "VirtualNode",
+            ".connectionPool",
+        ),
+    ] {
+        let noted = loaded.ignored.iter().any(|p| {
+            p.contains(file) && p.contains(kind) && p.contains(&format!("{field}: ignored"))
+        });
+        assert!(!noted, "{file}: {kind} {field} is enforced");
+    }
 }

@@ -8,12 +8,20 @@
 //! With `--tls-cert` and `--tls-key` (PEM files) it serves TLS instead (TLS 1.2 and 1.3, ALPN
 //! `h2` and `http/1.1`), and the answer also carries `"tls": {"sni": ..., "alpn": ...}`
 //! (`"tls": null` in plaintext).
+//! For resilience tests, path segments choose the answer: `/delay/MS` waits MS milliseconds and
+//! `/status/N` answers status N (they combine: `/delay/300/status/503`). Paths under `/__echo/`
+//! are its own and are not counted: `/__echo/health` answers 200; `/__echo/hold` waits until
+//! `/__echo/release` is requested; `/__echo/stats` reports
+//! `{"requests":N,"retries":N,"held":N,"maxConcurrentRetries":N}` (a retry is a request with
+//! `x-bowline-attempt` of 2 or more).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -24,6 +32,39 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// Counters of `/__echo/stats`.
+#[derive(Default)]
+struct Stats {
+    requests: AtomicU64,
+    retries: AtomicU64,
+    retries_in_flight: AtomicU64,
+    max_concurrent_retries: AtomicU64,
+    held: AtomicU64,
+    release: Notify,
+}
+
+static STATS: std::sync::LazyLock<Stats> = std::sync::LazyLock::new(Stats::default);
+
+/// Counts a retry in flight until dropped.
+struct RetryInFlight;
+
+impl RetryInFlight {
+    fn start() -> RetryInFlight {
+        let now = STATS.retries_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        STATS
+            .max_concurrent_retries
+            .fetch_max(now, Ordering::SeqCst);
+        RetryInFlight
+    }
+}
+
+impl Drop for RetryInFlight {
+    fn drop(&mut self) {
+        STATS.retries_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -146,6 +187,38 @@ async fn answer(
         return Ok(resp);
     }
     let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    if let Some(own) = path.strip_prefix("/__echo/") {
+        return Ok(own_answer(own, name).await);
+    }
+    STATS.requests.fetch_add(1, Ordering::SeqCst);
+    let attempt: u64 = parts
+        .headers
+        .get("x-bowline-attempt")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .unwrap_or(1);
+    let _retry = (attempt >= 2).then(|| {
+        STATS.retries.fetch_add(1, Ordering::SeqCst);
+        RetryInFlight::start()
+    });
+    let mut status = 200u16;
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    while let Some(seg) = segments.next() {
+        match (
+            seg,
+            segments.clone().next().and_then(|v| v.parse::<u64>().ok()),
+        ) {
+            ("delay", Some(ms)) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                segments.next();
+            }
+            ("status", Some(n)) => {
+                status = u16::try_from(n).unwrap_or(500);
+                segments.next();
+            }
+            _ => {}
+        }
+    }
     let body_bytes = body
         .collect()
         .await
@@ -177,6 +250,7 @@ async fn answer(
     let mut body = serde_json::to_vec(&report).unwrap_or_default();
     body.push(b'\n');
     Ok(Response::builder()
+        .status(status)
         .header("content-type", "application/json")
         .header("x-echo-name", name)
         .body(Full::new(Bytes::from(body)))
@@ -225,4 +299,36 @@ fn websocket(req: &mut Request<Incoming>, name: &'static str) -> Option<Response
         .header("x-echo-name", name)
         .body(Full::new(Bytes::new()))
         .ok()
+}
+
+/// The echo's own paths (not counted).
+async fn own_answer(path: &str, name: &'static str) -> Response<Full<Bytes>> {
+    let json = match path {
+        "hold" => {
+            let released = STATS.release.notified();
+            STATS.held.fetch_add(1, Ordering::SeqCst);
+            released.await;
+            STATS.held.fetch_sub(1, Ordering::SeqCst);
+            serde_json::json!({"name": name, "held": true})
+        }
+        "release" => {
+            STATS.release.notify_waiters();
+            serde_json::json!({"name": name, "released": true})
+        }
+        "stats" => serde_json::json!({
+            "name": name,
+            "requests": STATS.requests.load(Ordering::SeqCst),
+            "retries": STATS.retries.load(Ordering::SeqCst),
+            "held": STATS.held.load(Ordering::SeqCst),
+            "maxConcurrentRetries": STATS.max_concurrent_retries.load(Ordering::SeqCst),
+        }),
+        _ => serde_json::json!({"name": name}),
+    };
+    let mut body = json.to_string().into_bytes();
+    body.push(b'\n');
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("x-echo-name", name)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_default()
 }

@@ -86,13 +86,23 @@ pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation 
     };
     for (cname, c) in std::mem::take(&mut cx.clusters) {
         let tls = cx.cluster_tls(gw_at, client_policy, &cname, &c);
-        snapshot.clusters.push(ir::Cluster {
+        let mut cluster = ir::Cluster {
             name: cname.clone(),
             protocol: c.protocol,
             lb_policy: ir::LbPolicy::RoundRobin,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
             tls: tls.clone().ok().flatten(),
-        });
+            hash_on: None,
+            health_check: None,
+            outlier_detection: None,
+            circuit_breakers: None,
+            idle_timeout_ms: None,
+            request_timeout_ms: None,
+        };
+        if let Some(node) = inputs.world.virtual_node(&c.namespace, &c.node) {
+            super::resilience::apply_node_listener(&mut cluster, &node.spec, c.port);
+        }
+        snapshot.clusters.push(cluster);
         let node = inputs.world.virtual_node(&c.namespace, &c.node);
         let endpoints = match node.filter(|_| tls.is_ok()) {
             Some(node) => {
@@ -900,6 +910,8 @@ impl Cx<'_> {
                         clusters: self.weighted(at, a)?,
                         rewrite: self.router_rewrite(at, a)?,
                         timeout_ms: timeout.and_then(|d| d.as_millis()).filter(|ms| *ms > 0),
+                        retry: None,
+                        idle_timeout_ms: None,
                     }),
                 };
                 let filters = self.route_filters(
@@ -943,6 +955,8 @@ impl Cx<'_> {
                     clusters: self.weighted(at, &gr.action)?,
                     rewrite: ir::Rewrite::default(),
                     timeout_ms: timeout.and_then(|d| d.as_millis()).filter(|ms| *ms > 0),
+                    retry: None,
+                    idle_timeout_ms: None,
                 });
                 (matcher, action, Filters::default())
             }
@@ -959,6 +973,10 @@ impl Cx<'_> {
         };
         let key = OrderKey::new(r.priority, &matcher, false, order_name);
         let mut route = ir::Route::new(route_name, matcher, action);
+        if let ir::RouteAction::Forward(f) = &mut route.action {
+            f.retry = super::resilience::route_retry(r, proto);
+            f.idle_timeout_ms = super::resilience::route_idle_ms(r, proto);
+        }
         filters.apply(&mut route);
         Some(Candidate {
             key,
@@ -1184,6 +1202,8 @@ impl Action {
                 clusters: vec![ir::WeightedCluster { cluster, weight: 1 }],
                 rewrite,
                 timeout_ms: None,
+                retry: None,
+                idle_timeout_ms: None,
             }),
         }
     }

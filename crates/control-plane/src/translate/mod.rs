@@ -28,6 +28,7 @@
 //!    and deterministic.
 
 mod gateway;
+mod resilience;
 #[cfg(test)]
 mod tests;
 

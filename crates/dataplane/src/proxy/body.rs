@@ -1,5 +1,8 @@
 //! The response body type of the proxy: either the upstream's body, streamed as it arrives
 //! (trailers included), or a small body the proxy wrote itself. No boxing.
+//!
+//! Errors are boxed (the upstream's, or the proxy's own such as a stream idle timeout); hyper
+//! resets the client's stream on one.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,12 +11,20 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::resilience::TrackedBody;
+
+/// A body error: the upstream's, or the proxy's own.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug)]
 pub enum ProxyBody {
     /// Streamed from the upstream.
     Upstream(Incoming),
     /// Written by the proxy (errors, direct responses); `None` once sent.
     Full(Option<Bytes>),
+    /// Streamed from the upstream while the attempt's counters are held, with the stream idle
+    /// timeout.
+    Tracked(TrackedBody),
 }
 
 impl ProxyBody {
@@ -29,15 +40,18 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Upstream(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Tracked(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -45,6 +59,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream(body) => body.is_end_stream(),
             ProxyBody::Full(bytes) => bytes.is_none(),
+            ProxyBody::Tracked(body) => body.is_end_stream(),
         }
     }
 
@@ -54,6 +69,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+            ProxyBody::Tracked(body) => body.size_hint(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | 404 | `no_route` | no virtual host or route matches |
 //! | 404 | `no_listener` | the listener was removed while the connection drains |
+//! | 400 | `request_body` | the client's body could not be read (a retryable request's, read first) |
 //! | 500 | `delegation_depth` | more than 4 delegations |
 //! | 500 | `invalid_rewrite` | a rewrite produced an invalid path |
 //! | 502 | `upstream_reset` | the upstream closed or broke the exchange |
@@ -16,6 +17,7 @@
 //! | 413 | `body_too_large` | the request's `Content-Length` exceeds the limit |
 //! | 414 | `uri_too_long` | the request target exceeds the limit |
 //! | 431 | `headers_too_large` | too many request headers (HTTP/2; hyper answers HTTP/1.1 itself) |
+//! | 503 | `overflow` | a circuit breaker (connection pool limit) tripped; `x-bowline-overflow` names it |
 
 use std::time::Duration;
 
@@ -29,6 +31,10 @@ use crate::upstream::UpstreamError;
 
 /// Response header naming why the proxy answered instead of an upstream.
 pub static X_BOWLINE_ERROR: HeaderName = HeaderName::from_static("x-bowline-error");
+
+/// Response header naming the connection pool limit that tripped: `max-connections`,
+/// `max-pending-requests` or `max-requests`.
+pub static X_BOWLINE_OVERFLOW: HeaderName = HeaderName::from_static("x-bowline-overflow");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -58,6 +64,13 @@ pub enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("cluster {cluster:?} speaks HTTP/2: it cannot take an HTTP/1.1 Upgrade")]
     UpgradeUnsupported { cluster: String },
+    #[error("the request body could not be read: {reason}")]
+    RequestBody { reason: String },
+    #[error("cluster {cluster:?}: circuit breaker open: {} reached", limit.as_str())]
+    Overflow {
+        cluster: String,
+        limit: crate::breaker::Overflow,
+    },
 }
 
 impl ProxyError {
@@ -92,6 +105,8 @@ impl ProxyError {
             ),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::UpgradeUnsupported { .. } => (StatusCode::BAD_GATEWAY, "upgrade_unsupported"),
+            Self::Overflow { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overflow"),
+            Self::RequestBody { .. } => (StatusCode::BAD_REQUEST, "request_body"),
         }
     }
 
@@ -117,6 +132,12 @@ pub fn respond(err: &ProxyError) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(&X_BOWLINE_ERROR, HeaderValue::from_static(reason));
+    if let ProxyError::Overflow { limit, .. } = err {
+        h.insert(
+            &X_BOWLINE_OVERFLOW,
+            HeaderValue::from_static(limit.as_str()),
+        );
+    }
     resp
 }
 
@@ -187,11 +208,27 @@ mod tests {
                 "delegation_depth",
                 "route \"r\" delegates more than 4 times\n",
             ),
+            (
+                ProxyError::Overflow {
+                    cluster: "c".into(),
+                    limit: crate::breaker::Overflow::MaxPendingRequests,
+                },
+                503,
+                "overflow",
+                "cluster \"c\": circuit breaker open: max-pending-requests reached\n",
+            ),
         ];
         for (err, status, reason, body) in cases {
             let resp = respond(&err);
             assert_eq!(resp.status().as_u16(), status, "{err}");
             assert_eq!(resp.headers()[&X_BOWLINE_ERROR], reason, "{err}");
+            let overflow = resp.headers().get(&X_BOWLINE_OVERFLOW);
+            match &err {
+                ProxyError::Overflow { limit, .. } => {
+                    assert_eq!(overflow.unwrap(), limit.as_str());
+                }
+                _ => assert!(overflow.is_none(), "{err}"),
+            }
             assert_eq!(text(resp).await, body);
         }
     }

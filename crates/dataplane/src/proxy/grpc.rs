@@ -1,4 +1,5 @@
-//! gRPC at the edge: the client's `grpc-timeout` bounds the request like a route timeout, and
+//! gRPC at the edge: the client's `grpc-timeout` bounds the request like a route timeout (the
+//! retry loop takes the shortest deadline), and
 //! when the proxy itself answers a gRPC request it answers in gRPC terms: HTTP 200 with
 //! `grpc-status` and `grpc-message` in a trailers-only response, so gRPC clients see a status
 //! code (UNAVAILABLE, DEADLINE_EXCEEDED, UNIMPLEMENTED…) instead of a protocol error.
@@ -39,14 +40,6 @@ pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
-}
-
-/// The shorter of the route's timeout and the client's gRPC deadline.
-pub fn effective_timeout(route: Option<Duration>, grpc: Option<Duration>) -> Option<Duration> {
-    match (route, grpc) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 /// The gRPC status for a failure the proxy answers itself (the gRPC spec's HTTP mapping, with
@@ -125,21 +118,6 @@ mod tests {
         for bad in ["", "S", "10", "10x", "123456789S", "-1S"] {
             assert_eq!(timeout(&h(&[("grpc-timeout", bad)])), None, "{bad:?}");
         }
-        assert_eq!(
-            effective_timeout(
-                Some(Duration::from_secs(5)),
-                Some(Duration::from_millis(100))
-            ),
-            Some(Duration::from_millis(100))
-        );
-        assert_eq!(
-            effective_timeout(None, Some(Duration::from_secs(1))),
-            Some(Duration::from_secs(1))
-        );
-        assert_eq!(
-            effective_timeout(Some(Duration::from_secs(1)), None),
-            Some(Duration::from_secs(1))
-        );
     }
 
     #[test]

@@ -264,7 +264,7 @@ impl<'r> FilterChain<'r> {
     #[inline]
     pub fn mirror(&self, head: &http::request::Parts, body: Incoming) -> UpstreamBody {
         if self.is_empty() {
-            return UpstreamBody::Incoming(body);
+            return UpstreamBody::Streaming(body);
         }
         mirror::start(self.iter().flat_map(|f| f.mirrors.iter()), head, body)
     }

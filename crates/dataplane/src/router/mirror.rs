@@ -109,7 +109,7 @@ pub(super) fn start<'a>(
         .filter_map(|p| Some((p.cluster.clone(), p.acquire()?)))
         .collect();
     if targets.is_empty() {
-        return UpstreamBody::Incoming(body);
+        return UpstreamBody::Streaming(body);
     }
     let host = head
         .headers
@@ -124,11 +124,11 @@ pub(super) fn start<'a>(
     };
     if body.is_end_stream() {
         tokio::spawn(send_all(copy, targets, Bytes::new()));
-        return UpstreamBody::Incoming(body);
+        return UpstreamBody::Streaming(body);
     }
     if body.size_hint().lower() > MIRROR_BODY_CAP as u64 {
         debug!("request body larger than the mirror cap; not mirrored");
-        return UpstreamBody::Incoming(body);
+        return UpstreamBody::Streaming(body);
     }
     let (tee, copied) = Tee::new(body, MIRROR_BODY_CAP);
     tokio::spawn(async move {

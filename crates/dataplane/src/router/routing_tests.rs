@@ -13,6 +13,8 @@ fn forward(cluster: &str) -> ir::RouteAction {
         }],
         rewrite: ir::Rewrite::default(),
         timeout_ms: None,
+        retry: None,
+        idle_timeout_ms: None,
     })
 }
 
@@ -81,6 +83,12 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
                 lb_policy: ir::LbPolicy::RoundRobin,
                 connect_timeout_ms: 1000,
                 tls: None,
+                hash_on: None,
+                health_check: None,
+                outlier_detection: None,
+                circuit_breakers: None,
+                idle_timeout_ms: None,
+                request_timeout_ms: None,
             })
             .collect(),
         endpoints: clusters
@@ -555,6 +563,8 @@ fn regex_rewrites_through_routing() {
                 ..Default::default()
             },
             timeout_ms: None,
+            retry: None,
+            idle_timeout_ms: None,
         })
     };
     let s = snapshot(

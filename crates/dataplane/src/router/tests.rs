@@ -13,6 +13,8 @@ fn forward(cluster: &str) -> ir::RouteAction {
         }],
         rewrite: ir::Rewrite::default(),
         timeout_ms: None,
+        retry: None,
+        idle_timeout_ms: None,
     })
 }
 
@@ -34,6 +36,12 @@ fn cluster(name: &str) -> ir::Cluster {
         lb_policy: ir::LbPolicy::RoundRobin,
         connect_timeout_ms: 1000,
         tls: None,
+        hash_on: None,
+        health_check: None,
+        outlier_detection: None,
+        circuit_breakers: None,
+        idle_timeout_ms: None,
+        request_timeout_ms: None,
     }
 }
 
@@ -492,6 +500,8 @@ fn rewrite_route(p: &str, rw: ir::Rewrite) -> ir::Route {
             }],
             rewrite: rw,
             timeout_ms: None,
+            retry: None,
+            idle_timeout_ms: None,
         }),
     )
 }
@@ -579,6 +589,8 @@ fn delegation_rewrites_then_routes_in_the_other_table() {
                             ..Default::default()
                         },
                         timeout_ms: None,
+                        retry: None,
+                        idle_timeout_ms: None,
                     }),
                 ),
                 route("rest", prefix("/"), forward("a")),
@@ -709,6 +721,8 @@ fn weighted_clusters_split_exactly() {
                     ],
                     rewrite: ir::Rewrite::default(),
                     timeout_ms: None,
+                    retry: None,
+                    idle_timeout_ms: None,
                 }),
             )],
         )],
@@ -871,6 +885,8 @@ fn compile_errors_name_the_resource_and_field() {
             ],
             rewrite: ir::Rewrite::default(),
             timeout_ms: None,
+            retry: None,
+            idle_timeout_ms: None,
         }),
     );
     cases.push((
@@ -898,6 +914,8 @@ fn compile_errors_name_the_resource_and_field() {
                 ..Default::default()
             },
             timeout_ms: None,
+            retry: None,
+            idle_timeout_ms: None,
         }),
     );
     cases.push((
@@ -1017,6 +1035,8 @@ fn unchanged_splits_continue_across_compiles() {
                         ],
                         rewrite: ir::Rewrite::default(),
                         timeout_ms: None,
+                        retry: None,
+                        idle_timeout_ms: None,
                     }),
                 )],
             )],

@@ -486,7 +486,7 @@ meshRef: {name: m, uid: "1234"}
 }
 
 #[test]
-fn accepted_but_not_enforced_fields_are_noted_and_per_request_timeouts_are_not() {
+fn accepted_but_not_enforced_fields_are_noted_and_enforced_ones_are_not() {
     let node = doc(
         "VirtualNode",
         r#"listeners:
@@ -495,6 +495,7 @@ fn accepted_but_not_enforced_fields_are_noted_and_per_request_timeouts_are_not()
     outlierDetection: {maxServerErrors: 5, maxEjectionPercent: 50, interval: {unit: s, value: 10}, baseEjectionDuration: {unit: s, value: 30}}
     connectionPool: {http: {maxConnections: 10, maxPendingRequests: 5}}
     timeout: {http: {perRequest: {unit: s, value: 5}, idle: {unit: s, value: 60}}}
+    loadBalancer: {policy: RING_HASH, hashOn: {cookie: {name: sticky, ttl: {unit: s, value: 3600}, path: /}}}
 serviceDiscovery: {dns: {hostname: x.ns.svc.cluster.local, responseType: ENDPOINTS}}
 backends:
   - virtualService:
@@ -507,10 +508,6 @@ logging: {accessLog: {file: {path: /dev/stdout}}}
     assert_eq!(
         ignored(&node),
         [
-            "spec.listeners[0].healthCheck: ignored: accepted; not yet enforced: health checks",
-            "spec.listeners[0].outlierDetection: ignored: accepted; not yet enforced: outlier detection",
-            "spec.listeners[0].connectionPool: ignored: accepted; not yet enforced: connection pool limits",
-            "spec.listeners[0].timeout.http.idle: ignored: accepted; not yet enforced: idle timeout",
             "spec.serviceDiscovery.dns.responseType: ignored: accepted; not yet enforced: DNS response type",
             "spec.backends[0].virtualService.clientPolicy: ignored: accepted; not yet enforced: client TLS policy",
             "spec.backendGroups: ignored: accepted; not yet enforced: BackendGroup objects are not read; their backends are not added",
@@ -528,7 +525,12 @@ routes:
       match: {{prefix: /}}
       action: {{{TARGET}}}
       retryPolicy: {{maxRetries: 2, perRetryTimeout: {{unit: ms, value: 500}}, httpRetryEvents: [server-error]}}
-      timeout: {{perRequest: {{unit: s, value: 5}}}}
+      timeout: {{perRequest: {{unit: s, value: 5}}, idle: {{unit: s, value: 30}}}}
+  - name: g
+    grpcRoute:
+      match: {{serviceName: pkg.Svc}}
+      action: {{{TARGET}}}
+      retryPolicy: {{maxRetries: 2, perRetryTimeout: {{unit: ms, value: 500}}, grpcRetryEvents: [unavailable]}}
   - name: t
     tcpRoute:
       action: {{{TARGET}}}
@@ -538,11 +540,82 @@ routes:
     );
     assert_eq!(
         ignored(&router),
-        [
-            "spec.routes[0].httpRoute.retryPolicy: ignored: accepted; not yet enforced: retry policy",
-            "spec.routes[1].tcpRoute.timeout.idle: ignored: accepted; not yet enforced: idle timeout",
-        ]
+        ["spec.routes[2].tcpRoute.timeout.idle: ignored: accepted; not yet enforced: idle timeout"]
     );
+}
+
+#[test]
+fn load_balancer_policies_and_hash_keys() {
+    let node = |lb: &str, protocol: &str| {
+        doc(
+            "VirtualNode",
+            &format!(
+                "listeners:\n  - portMapping: {{port: 8080, protocol: {protocol}}}\n    loadBalancer: {lb}\nserviceDiscovery: {{dns: {{hostname: x.ns.svc}}}}\n"
+            ),
+        )
+    };
+    let p = "spec.listeners[0].loadBalancer";
+    for ok in [
+        "{policy: ROUND_ROBIN}",
+        "{policy: LEAST_REQUEST}",
+        "{policy: RANDOM}",
+        "{policy: RING_HASH, hashOn: {sourceIp: true}}",
+        "{policy: MAGLEV, hashOn: {header: {name: x-user}}}",
+        "{policy: MAGLEV, hashOn: {cookie: {name: sid}}}",
+    ] {
+        assert_eq!(errors(&node(ok, "http")), Vec::<String>::new(), "{ok}");
+    }
+    let cases: [(&str, &str, Vec<String>); 7] = [
+        (
+            "{policy: RING_HASH}",
+            "http",
+            vec![format!("{p}.hashOn: is required when policy is RING_HASH")],
+        ),
+        (
+            "{policy: RANDOM, hashOn: {sourceIp: true}}",
+            "http",
+            vec![format!(
+                "{p}.hashOn: is only allowed when policy is RING_HASH or MAGLEV (got RANDOM)"
+            )],
+        ),
+        (
+            "{policy: MAGLEV, hashOn: {sourceIp: true, header: {name: a}}}",
+            "http",
+            vec![format!(
+                "{p}.hashOn: exactly one of sourceIp, header and cookie must be set (sourceIp and header are)"
+            )],
+        ),
+        (
+            "{policy: MAGLEV, hashOn: {sourceIp: false}}",
+            "http",
+            vec![format!("{p}.hashOn.sourceIp: must be true when set")],
+        ),
+        (
+            "{policy: MAGLEV, hashOn: {header: {name: \"bad name\"}}}",
+            "http",
+            vec![format!(
+                "{p}.hashOn.header.name: \"bad name\" is not a header name"
+            )],
+        ),
+        (
+            "{policy: RING_HASH, hashOn: {cookie: {name: sid, path: nope, ttl: {unit: s, value: -1}}}}",
+            "http",
+            vec![
+                format!("{p}.hashOn.cookie.ttl.value: must not be negative (got -1)"),
+                format!("{p}.hashOn.cookie.path: must start with \"/\""),
+            ],
+        ),
+        (
+            "{policy: RING_HASH, hashOn: {cookie: {name: sid}}}",
+            "tcp",
+            vec![format!(
+                "{p}.hashOn: header and cookie hashing need an http, http2 or grpc listener (got \"tcp\")"
+            )],
+        ),
+    ];
+    for (lb, protocol, want) in cases {
+        assert_eq!(errors(&node(lb, protocol)), want, "{lb}");
+    }
 }
 
 #[test]
