@@ -2,53 +2,14 @@
 //! headers, large indexed tables, CORS preflight matching, redirects, regex rewrites, and the
 //! filter chain across delegations.
 
+use super::tests::{forward, kv, prefix, route, vhost};
 use super::*;
 use http::{HeaderMap, Method};
-
-fn forward(cluster: &str) -> ir::RouteAction {
-    ir::RouteAction::Forward(ir::ForwardAction {
-        clusters: vec![ir::WeightedCluster {
-            cluster: cluster.into(),
-            weight: 1,
-        }],
-        rewrite: ir::Rewrite::default(),
-        timeout_ms: None,
-        retry: None,
-        idle_timeout_ms: None,
-    })
-}
-
-fn route(name: &str, matcher: ir::RouteMatch, action: ir::RouteAction) -> ir::Route {
-    ir::Route::new(name, matcher, action)
-}
-
-fn prefix(p: &str) -> ir::RouteMatch {
-    ir::RouteMatch {
-        path: Some(ir::PathMatch::Prefix(p.into())),
-        ..Default::default()
-    }
-}
 
 fn exact(p: &str) -> ir::RouteMatch {
     ir::RouteMatch {
         path: Some(ir::PathMatch::Exact(p.into())),
         ..Default::default()
-    }
-}
-
-fn kv(name: &str, m: ir::StringMatch, invert: bool) -> ir::KeyValueMatch {
-    ir::KeyValueMatch {
-        name: name.into(),
-        matcher: m,
-        invert,
-    }
-}
-
-fn vhost(name: &str, hosts: Vec<ir::HostMatch>, routes: Vec<ir::Route>) -> ir::VirtualHost {
-    ir::VirtualHost {
-        name: name.into(),
-        hosts,
-        routes,
     }
 }
 

@@ -5,7 +5,7 @@ fn cx_parts() -> (Upstreams, ProxyMetrics) {
     (Upstreams::default(), ProxyMetrics::default())
 }
 
-fn forward(cluster: &str) -> ir::RouteAction {
+pub(super) fn forward(cluster: &str) -> ir::RouteAction {
     ir::RouteAction::Forward(ir::ForwardAction {
         clusters: vec![ir::WeightedCluster {
             cluster: cluster.into(),
@@ -18,11 +18,11 @@ fn forward(cluster: &str) -> ir::RouteAction {
     })
 }
 
-fn route(name: &str, matcher: ir::RouteMatch, action: ir::RouteAction) -> ir::Route {
+pub(super) fn route(name: &str, matcher: ir::RouteMatch, action: ir::RouteAction) -> ir::Route {
     ir::Route::new(name, matcher, action)
 }
 
-fn prefix(p: &str) -> ir::RouteMatch {
+pub(super) fn prefix(p: &str) -> ir::RouteMatch {
     ir::RouteMatch {
         path: Some(ir::PathMatch::Prefix(p.into())),
         ..Default::default()
@@ -87,7 +87,11 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
     }
 }
 
-fn vhost(name: &str, hosts: Vec<ir::HostMatch>, routes: Vec<ir::Route>) -> ir::VirtualHost {
+pub(super) fn vhost(
+    name: &str,
+    hosts: Vec<ir::HostMatch>,
+    routes: Vec<ir::Route>,
+) -> ir::VirtualHost {
     ir::VirtualHost {
         name: name.into(),
         hosts,
@@ -353,7 +357,7 @@ fn method_port_and_scheme_matchers() {
     assert!(run(&r, &req("h", "/")).starts_with("this-port"));
 }
 
-fn kv(name: &str, m: ir::StringMatch, invert: bool) -> ir::KeyValueMatch {
+pub(super) fn kv(name: &str, m: ir::StringMatch, invert: bool) -> ir::KeyValueMatch {
     ir::KeyValueMatch {
         name: name.into(),
         matcher: m,
