@@ -46,7 +46,7 @@ pub struct Routes {
     #[arg(long, default_value_t = 200)]
     millis: u64,
     /// Timed batches per case (the median is reported).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 9)]
     batches: u64,
     /// Pin the benchmark to this CPU (taskset), away from other work.
     #[arg(long, value_name = "CPU")]
