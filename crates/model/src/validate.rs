@@ -805,20 +805,23 @@ impl Checker {
     }
 
     fn headers(&mut self, path: &Path, headers: &[HttpHeaderMatch]) {
-        self.count(path, headers.len(), 1, 10);
-        for (i, h) in headers.iter().enumerate() {
-            self.not_empty(&path.i(i).f("name"), &h.name);
-            if let Some(m) = &h.matcher {
-                self.header_method(&path.i(i).f("match"), m);
-            }
-        }
+        self.name_matches(path, headers.iter().map(|h| (&h.name, h.matcher.as_ref())));
     }
 
     fn metadata(&mut self, path: &Path, metadata: &[GrpcRouteMetadata]) {
-        self.count(path, metadata.len(), 1, 10);
-        for (i, h) in metadata.iter().enumerate() {
-            self.not_empty(&path.i(i).f("name"), &h.name);
-            if let Some(m) = &h.matcher {
+        self.name_matches(path, metadata.iter().map(|h| (&h.name, h.matcher.as_ref())));
+    }
+
+    /// Header matches and gRPC metadata matches: 1..=10 entries, each named, each match valid.
+    fn name_matches<'a>(
+        &mut self,
+        path: &Path,
+        entries: impl ExactSizeIterator<Item = (&'a String, Option<&'a HeaderMatchMethod>)>,
+    ) {
+        self.count(path, entries.len(), 1, 10);
+        for (i, (name, matcher)) in entries.enumerate() {
+            self.not_empty(&path.i(i).f("name"), name);
+            if let Some(m) = matcher {
                 self.header_method(&path.i(i).f("match"), m);
             }
         }
