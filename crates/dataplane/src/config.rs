@@ -1,8 +1,9 @@
 //! The config client: keeps one `ConfigDiscovery.Stream` open to the control plane and turns its
 //! deltas into applied configs.
 //!
-//! Each response is applied to a copy of the resources held, the whole set is converted to a
-//! [`Snapshot`](ir::Snapshot) and handed to an [`Apply`] implementation (the proxy compiles it and
+//! Each response is merged into a copy of the [`Snapshot`](ir::Snapshot) in service (wire
+//! resources are converted to IR as they are merged and not kept) and handed to an [`Apply`]
+//! implementation (the proxy compiles it and
 //! binds its listeners). Only when that succeeds is the copy kept and the response ACKed;
 //! otherwise it is NACKed with the reason (resource and field) and the previous config keeps
 //! serving. When the stream breaks, the client keeps the last good config and reconnects with
@@ -119,8 +120,9 @@ pub struct ConfigClient<A> {
     config: ClientConfig,
     applier: A,
     metrics: ConfigMetrics,
-    /// Resources held, by key (`kind/name`).
-    resources: BTreeMap<String, pb::Resource>,
+    /// Content version of each resource held, by key (`kind/name`). The resources themselves
+    /// live only as IR, in the applied snapshot: no wire copy is kept.
+    versions: BTreeMap<String, String>,
     applied: watch::Sender<Option<Arc<Applied>>>,
 }
 
@@ -132,7 +134,7 @@ impl<A: Apply> ConfigClient<A> {
             config,
             applier,
             metrics,
-            resources: BTreeMap::new(),
+            versions: BTreeMap::new(),
             applied: watch::Sender::new(None),
         }
     }
@@ -205,11 +207,7 @@ impl<A: Apply> ConfigClient<A> {
                 identity: String::new(),
                 build_version: node.build_version.clone(),
             }),
-            initial_resource_versions: self
-                .resources
-                .iter()
-                .map(|(k, r)| (k.clone(), r.version.clone()))
-                .collect(),
+            initial_resource_versions: self.versions.clone().into_iter().collect(),
             response_nonce: String::new(),
             error_detail: None,
         };
@@ -233,7 +231,7 @@ impl<A: Apply> ConfigClient<A> {
         let version = resp.system_version.clone();
         let error_detail = match self.update(resp) {
             Ok(()) => {
-                info!(%version, resources = self.resources.len(), "config applied");
+                info!(%version, resources = self.versions.len(), "config applied");
                 None
             }
             Err(reason) => {
@@ -251,7 +249,8 @@ impl<A: Apply> ConfigClient<A> {
     }
 
     fn update(&mut self, resp: pb::DiscoveryResponse) -> Result<(), String> {
-        let mut next = self.resources.clone();
+        let mut versions = self.versions.clone();
+        let mut removed = Vec::with_capacity(resp.removed.len());
         for (i, key) in resp.removed.iter().enumerate() {
             let kind = pb::ResourceType::try_from(key.r#type)
                 .ok()
@@ -262,19 +261,27 @@ impl<A: Apply> ConfigClient<A> {
                         key.r#type, key.name
                     )
                 })?;
-            next.remove(&kind.key(&key.name));
+            versions.remove(&kind.key(&key.name));
+            removed.push((kind, key.name.as_str()));
         }
-        for res in resp.resources {
+        for res in &resp.resources {
             let kind = res
                 .resource_kind()
                 .ok_or_else(|| format!("{}: kind: resource carries no payload", res.name))?;
-            next.insert(kind.key(&res.name), res);
+            versions.insert(kind.key(&res.name), res.version.clone());
         }
-        let snapshot = proto::resources_to_snapshot(next.values()).map_err(|e| e.to_string())?;
+        let previous = self
+            .applied
+            .borrow()
+            .as_ref()
+            .map(|a| a.snapshot.clone())
+            .unwrap_or_default();
+        let snapshot =
+            proto::merge_resources(previous, removed, resp.resources).map_err(|e| e.to_string())?;
         self.applier
             .apply(&resp.system_version, &snapshot)
             .map_err(|e| e.to_string())?;
-        self.resources = next;
+        self.versions = versions;
         let previous = self.applied.borrow().as_ref().map(|a| a.version.clone());
         self.metrics.ack(previous.as_deref(), &resp.system_version);
         self.applied.send_replace(Some(Arc::new(Applied {

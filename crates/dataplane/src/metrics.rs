@@ -144,12 +144,8 @@ impl ProxyMetrics {
         let route = Name(Arc::from(route));
         RouteStats {
             family: self.requests.clone(),
-            duration: self
-                .durations
-                .get_or_create(&RouteLabels {
-                    route: route.clone(),
-                })
-                .clone(),
+            durations: self.durations.clone(),
+            duration: OnceLock::new(),
             route,
             by_class: Default::default(),
         }
@@ -176,11 +172,13 @@ impl ProxyMetrics {
 
 // === impl RouteStats ===
 
-/// Request counters of one route, one per status class, resolved on first use.
+/// Request counters of one route, one per status class, and its latency histogram, each resolved
+/// on first use: a table of thousands of routes costs no metric memory for routes never hit.
 #[derive(Debug)]
 pub struct RouteStats {
     family: Family<RequestLabels, Counter>,
-    duration: Histogram,
+    durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    duration: OnceLock<Histogram>,
     route: Name,
     by_class: [OnceLock<Counter>; 5],
 }
@@ -193,7 +191,15 @@ impl RouteStats {
 
     /// Counts one answered request and how long it took to answer.
     pub fn record_timed(&self, status: http::StatusCode, elapsed: std::time::Duration) {
-        self.duration.observe(elapsed.as_secs_f64());
+        self.duration
+            .get_or_init(|| {
+                self.durations
+                    .get_or_create(&RouteLabels {
+                        route: self.route.clone(),
+                    })
+                    .clone()
+            })
+            .observe(elapsed.as_secs_f64());
         self.record(status);
     }
 

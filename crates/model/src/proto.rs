@@ -111,27 +111,81 @@ pub fn snapshot_to_resources(snapshot: &ir::Snapshot) -> Vec<(String, pb::Resour
 pub fn resources_to_snapshot<'a>(
     resources: impl IntoIterator<Item = &'a pb::Resource>,
 ) -> Result<ir::Snapshot, InvalidResource> {
+    merge_resources(
+        ir::Snapshot::default(),
+        std::iter::empty(),
+        resources.into_iter().cloned(),
+    )
+}
+
+/// Applies a delta to `snapshot`: drops the `removed` resources (kind and resource name), then
+/// converts each of `added` (consuming it, so no wire message outlives the call) and puts it in
+/// place of the one of the same kind and name. The result is normalized (sorted by name). Fails on
+/// the first invalid resource, naming it and the field.
+pub fn merge_resources<'a>(
+    snapshot: ir::Snapshot,
+    removed: impl IntoIterator<Item = (Kind, &'a str)>,
+    added: impl IntoIterator<Item = pb::Resource>,
+) -> Result<ir::Snapshot, InvalidResource> {
     use pb::resource::Kind as K;
-    let mut snap = ir::Snapshot::default();
-    for res in resources {
-        match &res.kind {
-            Some(K::Listener(l)) => snap.listeners.push(ir::Listener::try_from(l.clone())?),
-            Some(K::RouteTable(r)) => snap.route_tables.push(ir::RouteTable::try_from(r.clone())?),
-            Some(K::Cluster(c)) => snap.clusters.push(ir::Cluster::try_from(c.clone())?),
-            Some(K::Endpoints(e)) => snap
-                .endpoints
-                .push(ir::ClusterEndpoints::try_from(e.clone())?),
+    use std::collections::BTreeMap;
+    fn by_name<T>(items: Vec<T>, name: impl Fn(&T) -> &str) -> BTreeMap<String, T> {
+        items
+            .into_iter()
+            .map(|t| (name(&t).to_string(), t))
+            .collect()
+    }
+    let mut listeners = by_name(snapshot.listeners, |l| &l.name);
+    let mut tables = by_name(snapshot.route_tables, |t| &t.name);
+    let mut clusters = by_name(snapshot.clusters, |c| &c.name);
+    let mut endpoints = by_name(snapshot.endpoints, |e| &e.cluster);
+    for (kind, name) in removed {
+        match kind {
+            Kind::Listener => listeners.remove(name).map(drop),
+            Kind::RouteTable => tables.remove(name).map(drop),
+            Kind::Cluster => clusters.remove(name).map(drop),
+            Kind::Endpoints => endpoints.remove(name).map(drop),
+        };
+    }
+    for res in added {
+        let kind = res.resource_kind();
+        let mismatch = |inner: &str| InvalidResource {
+            resource: kind.map_or_else(|| res.name.clone(), |k| k.key(&res.name)),
+            path: "name".into(),
+            reason: format!("the resource is named {:?} but carries {inner:?}", res.name),
+        };
+        match res.kind {
+            Some(K::Listener(l)) if l.name != res.name => return Err(mismatch(&l.name)),
+            Some(K::RouteTable(t)) if t.name != res.name => return Err(mismatch(&t.name)),
+            Some(K::Cluster(c)) if c.name != res.name => return Err(mismatch(&c.name)),
+            Some(K::Endpoints(e)) if e.cluster != res.name => return Err(mismatch(&e.cluster)),
+            Some(K::Listener(l)) => {
+                listeners.insert(res.name, l.try_into()?);
+            }
+            Some(K::RouteTable(t)) => {
+                tables.insert(res.name, t.try_into()?);
+            }
+            Some(K::Cluster(c)) => {
+                clusters.insert(res.name, c.try_into()?);
+            }
+            Some(K::Endpoints(e)) => {
+                endpoints.insert(res.name, e.try_into()?);
+            }
             None => {
                 return Err(InvalidResource {
-                    resource: res.name.clone(),
+                    resource: res.name,
                     path: "kind".into(),
                     reason: "resource carries no payload".into(),
                 });
             }
         }
     }
-    snap.normalize();
-    Ok(snap)
+    Ok(ir::Snapshot {
+        listeners: listeners.into_values().collect(),
+        route_tables: tables.into_values().collect(),
+        clusters: clusters.into_values().collect(),
+        endpoints: endpoints.into_values().collect(),
+    })
 }
 
 /// A short, stable content digest (FNV-1a, 64 bit) rendered as hex.
