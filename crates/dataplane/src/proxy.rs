@@ -600,7 +600,7 @@ async fn forward<'r>(
             }
         },
     };
-    let authority = match cluster.protocol {
+    parts.uri = match cluster.protocol {
         UpstreamProtocol::Http1 => {
             match routed.host {
                 Some(h) => {
@@ -617,26 +617,27 @@ async fn forward<'r>(
                 None => {}
             }
             parts.version = Version::HTTP_11;
-            endpoint.authority.clone()
+            // Origin-form: the connection already goes to the endpoint.
+            Uri::from(path_and_query)
         }
         UpstreamProtocol::Http2 => {
             // HTTP/2 carries the host in `:authority`, not in `Host`.
             let host_header = parts.headers.remove(HOST);
             parts.version = Version::HTTP_2;
-            match (routed.host, parts.uri.authority()) {
+            let authority = match (routed.host, parts.uri.authority()) {
                 (Some(h), _) => h.authority.clone(),
                 (None, Some(a)) => a.clone(),
                 (None, None) => host_header
                     .and_then(|h| Authority::try_from(h.as_bytes()).ok())
                     .unwrap_or_else(|| endpoint.authority.clone()),
-            }
+            };
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(authority);
+            uri.path_and_query = Some(path_and_query);
+            Uri::from_parts(uri).expect("scheme, authority and path make a URI")
         }
     };
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(authority);
-    uri.path_and_query = Some(path_and_query);
-    parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
     strip_hop_by_hop(&mut parts.headers);
     let client_upgrade = match upgrade.clone() {
         Some(protocol) => {

@@ -290,6 +290,11 @@ impl ClusterPolicy {
     }
 
     /// Takes the breaker permits of one attempt.
+    /// Whether the cluster has connection-pool limits (circuit breakers).
+    pub fn has_limits(&self) -> bool {
+        self.limits.is_some()
+    }
+
     pub async fn acquire(&self) -> Result<Option<Permit>, crate::breaker::Overflow> {
         match &self.limits {
             None => Ok(None),
@@ -423,9 +428,13 @@ pub struct TrackedBody {
 /// What a response holds until it ends.
 #[derive(Debug)]
 pub struct Guards {
-    pub active: Active,
+    /// Set once the attempt's response is the request's.
+    pub active: Option<Active>,
     pub in_flight: InFlight,
     pub permit: Option<Permit>,
+    /// The HTTP/1.1 connection the response arrives on, returned to its endpoint last: after
+    /// the counters above, once the body is done.
+    pub conn: Option<crate::upstream::PooledConn>,
 }
 
 #[derive(Debug)]

@@ -39,13 +39,14 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
+use tokio::time::error::Elapsed;
 
-use crate::breaker::{Overflow, Permit};
+use crate::breaker::Overflow;
 use crate::lb::{RequestKey, Tried, random_u64};
 use crate::metrics::UpstreamErrorReason;
 use crate::proxy::ProxyError;
-use crate::resilience::{ClusterState, Guards, InFlight, TrackedBody};
-use crate::router::{Cluster, Endpoint, Forward, UpstreamProtocol};
+use crate::resilience::{ClusterState, Guards, TrackedBody};
+use crate::router::{Cluster, Endpoint, Forward};
 use crate::upstream::{Recorded, RecordedSlot, UpstreamBody, UpstreamError};
 
 /// Largest request body kept for a retry (the size of Envoy's default request buffer).
@@ -301,26 +302,14 @@ struct Template {
 }
 
 impl Template {
-    fn build(
-        &self,
-        protocol: UpstreamProtocol,
-        endpoint: &Endpoint,
-        body: UpstreamBody,
-        attempt: u32,
-    ) -> Request<UpstreamBody> {
+    /// The request again (the URI is origin-form for HTTP/1.1 and carries the virtual host for
+    /// HTTP/2, whichever endpoint it goes to).
+    fn build(&self, body: UpstreamBody, attempt: u32) -> Request<UpstreamBody> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers.clone();
-        *req.uri_mut() = match protocol {
-            // An HTTP/1.1 request's URI names the endpoint it goes to.
-            UpstreamProtocol::Http1 => {
-                let mut parts = self.uri.clone().into_parts();
-                parts.authority = Some(endpoint.authority.clone());
-                Uri::from_parts(parts).unwrap_or_else(|_| self.uri.clone())
-            }
-            UpstreamProtocol::Http2 => self.uri.clone(),
-        };
+        *req.uri_mut() = self.uri.clone();
         req.headers_mut()
             .insert(&X_BOWLINE_ATTEMPT, HeaderValue::from(attempt + 1));
         req
@@ -364,29 +353,27 @@ pub async fn send(
 
     let (parts, body) = req.into_parts();
     let max_retries = retry.map_or(0, |r| r.max_retries);
-    let body = match body {
-        UpstreamBody::Streaming(body) => body,
+    let (body, replay) = match body {
         // A body teed for a mirror (or held by the proxy) has one reader: it is not replayed.
-        other => {
+        other
+        @ (UpstreamBody::Recording(..) | UpstreamBody::Tee(_) | UpstreamBody::Full { .. }) => {
             let replay = if other.is_end_stream() {
                 Replay::Empty
             } else {
                 Replay::Never
             };
-            return attempts(
-                cluster, fwd, first, key, total, deadline, parts, other, replay, active,
-            )
-            .await;
+            (other, replay)
         }
-    };
-    let (body, replay) = if max_retries == 0 {
-        (UpstreamBody::from(body), Replay::Never)
-    } else if body.is_end_stream() {
-        (UpstreamBody::empty(), Replay::Empty)
-    } else {
-        match content_length(&parts.headers) {
+        UpstreamBody::Streaming(body) if max_retries == 0 => {
+            (UpstreamBody::from(body), Replay::Never)
+        }
+        UpstreamBody::Streaming(body) if body.is_end_stream() => {
+            (UpstreamBody::empty(), Replay::Empty)
+        }
+        UpstreamBody::Streaming(body) => match content_length(&parts.headers) {
             Some(n) if n > REPLAY_LIMIT as u64 => (UpstreamBody::from(body), Replay::Never),
-            Some(_) => match read_body(body, deadline).await {
+            // Boxed: only requests with a body and a retry policy read it first.
+            Some(_) => match Box::pin(read_body(body, deadline)).await {
                 Ok(read) => (UpstreamBody::replay(&read), Replay::Read(read)),
                 Err(Failure::RequestBody(reason)) => {
                     return Err(ProxyError::RequestBody { reason });
@@ -401,7 +388,7 @@ pub async fn send(
                 }
                 Err(reason) => return Err(ProxyError::RequestBody { reason }),
             },
-        }
+        },
     };
     attempts(
         cluster, fwd, first, key, total, deadline, parts, body, replay, active,
@@ -447,14 +434,14 @@ async fn attempts(
         let endpoint = &endpoints[ep];
         let req = match (next.take(), &template) {
             (Some(req), _) => req,
-            (None, Some(t)) => t.build(cluster.protocol, endpoint, replay.body(), attempt),
+            (None, Some(t)) => t.build(replay.body(), attempt),
             (None, None) => unreachable!("a retry needs a template"),
         };
         let result = attempt_once(cluster, endpoint, req, per_try, idle, deadline).await;
         drop(retrying.take());
 
         let failed = match &result {
-            Ok((resp, ..)) => resp.status().is_server_error(),
+            Ok((resp, _)) => resp.status().is_server_error(),
             Err(Failure::Overflow(_) | Failure::Deadline | Failure::RequestBody(_)) => false,
             Err(_) => true,
         };
@@ -470,7 +457,7 @@ async fn attempts(
         }
 
         let wants_retry = retry.is_some_and(|r| match &result {
-            Ok((resp, ..)) => r.retries_response(resp.status().as_u16(), resp.headers()),
+            Ok((resp, _)) => r.retries_response(resp.status().as_u16(), resp.headers()),
             Err(f) => r.retries_failure(f),
         });
         let expired = deadline.is_some_and(|d| Instant::now() >= d);
@@ -498,17 +485,10 @@ async fn attempts(
             }
         }
         return match result {
-            Ok((resp, in_flight, permit)) => Ok(resp.map(|body| {
-                TrackedBody::new(
-                    body,
-                    Guards {
-                        active,
-                        in_flight,
-                        permit,
-                    },
-                    idle,
-                )
-            })),
+            Ok((resp, mut guards)) => {
+                guards.active = Some(active);
+                Ok(resp.map(|body| TrackedBody::new(body, guards, idle)))
+            }
             Err(Failure::Overflow(limit)) => Err(ProxyError::Overflow {
                 cluster: cluster.name.clone(),
                 limit,
@@ -524,6 +504,24 @@ async fn attempts(
             }),
             Err(Failure::RequestBody(reason)) => Err(ProxyError::RequestBody { reason }),
         };
+    }
+}
+
+type Bounded<F> = futures_util::future::Either<
+    futures_util::future::Map<
+        F,
+        fn(<F as Future>::Output) -> Result<<F as Future>::Output, Elapsed>,
+    >,
+    tokio::time::Timeout<F>,
+>;
+
+/// `f`, bounded by `at` when there is one. One future either way, so the caller's state holds
+/// `f` once (two `.await`s on two branches would hold it twice).
+fn bounded<F: Future>(at: Option<Instant>, f: F) -> Bounded<F> {
+    use futures_util::future::Either;
+    match at {
+        None => Either::Left(f.map(Ok as fn(_) -> _)),
+        Some(at) => Either::Right(tokio::time::timeout_at(at, f)),
     }
 }
 
@@ -550,29 +548,36 @@ async fn attempt_once(
     per_try: Option<Duration>,
     idle: Option<Duration>,
     deadline: Option<Instant>,
-) -> Result<(Response<Incoming>, InFlight, Option<Permit>), Failure> {
+) -> Result<(Response<Incoming>, Guards), Failure> {
     let policy = &cluster.resilience;
-    let permit = match deadline {
-        None => policy.acquire().await,
-        Some(d) => tokio::time::timeout_at(d, policy.acquire())
+    // Without limits there is nothing to wait for (and no timer to arm).
+    let permit = if policy.has_limits() {
+        bounded(deadline, policy.acquire())
             .await
-            .map_err(|_| Failure::Deadline)?,
-    }
-    .map_err(Failure::Overflow)?;
+            .map_err(|_| Failure::Deadline)?
+            .map_err(Failure::Overflow)?
+    } else {
+        None
+    };
     let in_flight = endpoint.state.start();
     let try_limit = shortest(per_try, idle);
     let try_deadline = try_limit.map(|t| Instant::now() + t);
-    let send = cluster.send(endpoint, req);
-    let result = match earliest(try_deadline, deadline) {
-        None => send.await,
-        Some(at) => match tokio::time::timeout_at(at, send).await {
-            Ok(r) => r,
-            Err(_) if Some(at) == deadline => return Err(Failure::Deadline),
-            Err(_) => return Err(Failure::TryTimeout(try_limit.unwrap_or_default())),
-        },
+    let at = earliest(try_deadline, deadline);
+    let result = match bounded(at, cluster.send(endpoint, req)).await {
+        Ok(r) => r,
+        Err(_) if at == deadline => return Err(Failure::Deadline),
+        Err(_) => return Err(Failure::TryTimeout(try_limit.unwrap_or_default())),
     };
     match result {
-        Ok(resp) => Ok((resp, in_flight, permit)),
+        Ok((resp, conn)) => Ok((
+            resp,
+            Guards {
+                active: None,
+                in_flight,
+                permit,
+                conn,
+            },
+        )),
         Err(e) => Err(Failure::Upstream(e)),
     }
 }

@@ -57,9 +57,7 @@ pub use self::schedule::Schedule;
 use crate::accesslog::AccessLogger;
 use crate::metrics::{ClusterStats, NO_ROUTE, ProxyMetrics, RouteStats};
 use crate::tls::{ClientTls, ServerTls, TlsError};
-use crate::upstream::{
-    H2Endpoint, Http1Client, UpstreamBody, UpstreamError, Upstreams, send_http1,
-};
+use crate::upstream::{H1Endpoint, H2Endpoint, PooledConn, UpstreamBody, UpstreamError, Upstreams};
 
 /// Delegations one request may go through; one more answers 500.
 pub const MAX_DELEGATIONS: usize = 4;
@@ -215,7 +213,6 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
     endpoints: Box<[Endpoint]>,
-    http1: Option<Http1Client>,
     pub stats: ClusterStats,
     /// Load balancing, health, outlier detection, circuit breakers and timeouts.
     pub resilience: crate::resilience::ClusterPolicy,
@@ -227,6 +224,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// `ip:port`, the authority of HTTP/1.1 upstream request URIs.
     pub authority: Authority,
+    /// The endpoint's keep-alive connections (HTTP/1.1 clusters).
+    pub h1: Option<Arc<H1Endpoint>>,
     /// The endpoint's shared connection (HTTP/2 clusters).
     pub h2: Option<Arc<H2Endpoint>>,
     /// Health, ejection and load, kept across config updates.
@@ -540,6 +539,8 @@ fn compile_clusters(
                 addr,
                 authority: Authority::from_maybe_shared(Bytes::from(addr.to_string()))
                     .expect("a socket address is an authority"),
+                h1: (protocol == UpstreamProtocol::Http1)
+                    .then(|| cx.upstreams.h1(addr, connect_timeout, tls.as_ref())),
                 h2: (protocol == UpstreamProtocol::Http2)
                     .then(|| cx.upstreams.h2_tls(addr, connect_timeout, tls.as_ref())),
                 state: cx.upstreams.resilience().endpoint(&c.name, addr),
@@ -563,8 +564,6 @@ fn compile_clusters(
                 protocol,
                 connect_timeout,
                 endpoints: eps.into(),
-                http1: (protocol == UpstreamProtocol::Http1)
-                    .then(|| cx.upstreams.http1_tls(connect_timeout, tls.as_ref())),
                 stats: cx.metrics.cluster(&c.name),
                 resilience,
             }),
@@ -822,15 +821,17 @@ impl Cluster {
     }
 
     /// Sends a request to one of this cluster's endpoints. The request URI must carry the
-    /// endpoint's authority (HTTP/1.1) or the virtual host (HTTP/2).
+    /// endpoint's authority (HTTP/1.1) or the virtual host (HTTP/2). An HTTP/1.1 connection
+    /// comes back with the response: it returns to the endpoint when dropped, so hold it until
+    /// the response body is done.
     pub async fn send(
         &self,
         endpoint: &Endpoint,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match (&self.http1, &endpoint.h2) {
-            (Some(client), _) => send_http1(client, endpoint.addr, self.connect_timeout, req).await,
-            (None, Some(h2)) => h2.send(req).await,
+    ) -> Result<(Response<Incoming>, Option<PooledConn>), UpstreamError> {
+        match (&endpoint.h1, &endpoint.h2) {
+            (Some(h1), _) => h1.send(req).await.map(|(resp, conn)| (resp, Some(conn))),
+            (None, Some(h2)) => h2.send(req).await.map(|resp| (resp, None)),
             (None, None) => Err(UpstreamError::Connect {
                 addr: endpoint.addr,
                 source: "the cluster has no transport".into(),

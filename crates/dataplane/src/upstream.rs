@@ -1,13 +1,13 @@
 //! Pooled upstream connections.
 //!
-//! * `http` clusters: a hyper-util legacy [`Client`] (HTTP/1.1 keep-alive pool keyed by endpoint),
-//!   one per connect timeout, shared by every cluster with that timeout.
+//! * `http` clusters: HTTP/1.1 keep-alive connections per endpoint ([`H1Endpoint`]): idle
+//!   connections are reused most recent first and come back when their response ends.
 //! * `http2`/`grpc` clusters: one multiplexed HTTP/2 prior-knowledge connection per endpoint
 //!   ([`H2Endpoint`]), so the request's `:authority` can carry the virtual host while the
 //!   connection goes to the endpoint picked by the load balancer.
-//! * Clusters with TLS: the same over TLS ([`ClientTls`]): the HTTP/1.1 pools' [`Connector`]
-//!   runs the handshake after TCP, and HTTP/2 endpoints run it before the HTTP/2 handshake. Their
-//!   pools and connections are shared by clusters with equal TLS settings.
+//! * Clusters with TLS: the same over TLS ([`ClientTls`]): [`dial`] runs the handshake after TCP,
+//!   before the HTTP/1.1 or HTTP/2 handshake. Connections are shared by clusters with equal
+//!   endpoint, connect timeout and TLS settings.
 //!
 //! [`Upstreams`] outlives config updates: compiling a new config reuses the clients and
 //! connections of the previous one, so a route or endpoint change does not drop warm
@@ -17,6 +17,7 @@
 //! a retry to replay or teed for a mirror, or a body the proxy holds.
 
 mod body;
+mod h1;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,27 +25,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwapOption;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 pub use self::body::{Recorded, RecordedSlot, Tee, UpstreamBody};
+pub use self::h1::{H1Endpoint, PooledConn};
 use crate::metrics::UpstreamErrorReason;
 use crate::tls::{ClientTls, ClientTlsStream, TlsFiles};
 
-/// HTTP/1.1 client shared by the `http` clusters with one connect timeout (and TLS settings).
-pub type Http1Client = Client<Connector, UpstreamBody>;
-
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A request that got no response from the upstream.
@@ -130,29 +125,35 @@ pub struct Upstreams {
 
 #[derive(Debug, Default)]
 struct Inner {
-    http1: HashMap<Duration, Http1Client>,
+    h1: HashMap<EndpointKey, Arc<H1Endpoint>>,
     h2: HashMap<(SocketAddr, Duration), Arc<H2Endpoint>>,
     tls: TlsPools,
 }
 
-/// The clients and connections of clusters with TLS, by connect timeout and TLS key.
+/// An endpoint's connections are shared by clusters with the same address, connect timeout and
+/// TLS settings (their key; `None`: plaintext).
+type EndpointKey = (SocketAddr, Duration, Option<Arc<str>>);
+
+/// The HTTP/2 connections of clusters with TLS, by endpoint, connect timeout and TLS key.
 #[derive(Debug, Default)]
 struct TlsPools {
-    /// With the generation of the last compile that asked for it.
-    http1: HashMap<(Duration, Arc<str>), (Http1Client, u64)>,
     h2: HashMap<(SocketAddr, Duration, Arc<str>), Arc<H2Endpoint>>,
-    /// Advanced by each prune: clients not asked for since the previous prune are dropped.
-    generation: u64,
 }
 
 impl Upstreams {
-    /// The HTTP/1.1 client for clusters with this connect timeout.
-    pub fn http1(&self, connect_timeout: Duration) -> Http1Client {
+    /// The HTTP/1.1 connections of one endpoint of a cluster with this connect timeout and TLS
+    /// (`None`: plaintext).
+    pub fn h1(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        tls: Option<&Arc<ClientTls>>,
+    ) -> Arc<H1Endpoint> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner
-            .http1
-            .entry(connect_timeout)
-            .or_insert_with(|| http1_client(connect_timeout, None))
+            .h1
+            .entry((addr, connect_timeout, tls.map(|t| t.key().clone())))
+            .or_insert_with(|| Arc::new(H1Endpoint::new(addr, connect_timeout, tls.cloned())))
             .clone()
     }
 
@@ -166,10 +167,11 @@ impl Upstreams {
             .clone()
     }
 
-    /// Forgets HTTP/2 endpoints that no compiled config refers to any more (their connections
-    /// close once the last request on them finishes).
+    /// Forgets endpoints that no compiled config refers to any more (their connections close
+    /// once the last request on them finishes).
     pub fn prune(&self) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.h1.retain(|_, ep| Arc::strong_count(ep) > 1);
         inner.h2.retain(|_, ep| Arc::strong_count(ep) > 1);
         inner.tls.prune();
         drop(inner);
@@ -193,27 +195,6 @@ impl Upstreams {
     /// The TLS files of listeners and clusters.
     pub fn tls_files(&self) -> &TlsFiles {
         &self.tls_files
-    }
-
-    /// The HTTP/1.1 client for clusters with this connect timeout and TLS (`None`: plaintext,
-    /// as [`Upstreams::http1`]).
-    pub fn http1_tls(
-        &self,
-        connect_timeout: Duration,
-        tls: Option<&Arc<ClientTls>>,
-    ) -> Http1Client {
-        let Some(tls) = tls else {
-            return self.http1(connect_timeout);
-        };
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let generation = inner.tls.generation;
-        let (client, used) = inner
-            .tls
-            .http1
-            .entry((connect_timeout, tls.key().clone()))
-            .or_insert_with(|| (http1_client(connect_timeout, Some(tls.clone())), generation));
-        *used = generation;
-        client.clone()
     }
 
     /// The HTTP/2 connection slot of one endpoint of a cluster with this TLS (`None`: h2c, as
@@ -243,91 +224,56 @@ impl Upstreams {
 
 impl TlsPools {
     fn prune(&mut self) {
-        let generation = self.generation;
-        self.http1.retain(|_, (_, used)| *used == generation);
         self.h2.retain(|_, ep| Arc::strong_count(ep) > 1);
-        self.generation += 1;
     }
 }
 
-fn http1_client(connect_timeout: Duration, tls: Option<Arc<ClientTls>>) -> Http1Client {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        // The proxy sets Host itself (the client would use the endpoint address).
-        .set_host(false)
-        .build(Connector {
-            http,
-            tls,
-            handshake_timeout: connect_timeout,
-        })
-}
-
-// === impl Connector ===
-
-/// Connects the HTTP/1.1 pools: TCP, then the TLS handshake for clusters with TLS (within its
-/// own connect timeout).
-#[derive(Clone, Debug)]
-pub struct Connector {
-    http: HttpConnector,
-    tls: Option<Arc<ClientTls>>,
-    handshake_timeout: Duration,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = Conn;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        tower_service::Service::<Uri>::poll_ready(&mut self.http, cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connecting = self.http.call(uri);
-        let tls = self.tls.clone();
-        let timeout = self.handshake_timeout;
-        Box::pin(async move {
-            let tcp = connecting.await?;
-            match tls {
-                None => Ok(Conn::Plain(tcp)),
-                Some(tls) => {
-                    let stream = tokio::time::timeout(timeout, tls.connect(tcp.into_inner()))
-                        .await
-                        .map_err(|_| {
-                            std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                "TLS handshake timed out",
-                            )
-                        })??;
-                    Ok(Conn::Tls(Box::new(TokioIo::new(stream))))
-                }
-            }
-        })
+/// Connects to an endpoint: TCP (no delay), then the TLS handshake for clusters with TLS, each
+/// within the connect timeout.
+pub(crate) async fn dial(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    tls: Option<&Arc<ClientTls>>,
+) -> Result<Conn, UpstreamError> {
+    let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            return Err(UpstreamError::from_connect(
+                addr,
+                connect_timeout,
+                Box::new(e),
+            ));
+        }
+        Err(_) => {
+            return Err(UpstreamError::ConnectTimeout {
+                addr,
+                timeout: connect_timeout,
+            });
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(Conn::Plain(TokioIo::new(tcp)));
+    };
+    match tokio::time::timeout(connect_timeout, tls.connect(tcp)).await {
+        Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(TokioIo::new(stream)))),
+        Ok(Err(e)) => Err(UpstreamError::from_connect(
+            addr,
+            connect_timeout,
+            Box::new(e),
+        )),
+        Err(_) => Err(UpstreamError::ConnectTimeout {
+            addr,
+            timeout: connect_timeout,
+        }),
     }
 }
 
-/// A connection of an HTTP/1.1 pool.
+/// A connection to an endpoint, plain or TLS.
 #[derive(Debug)]
 pub enum Conn {
     Plain(TokioIo<TcpStream>),
     Tls(Box<TokioIo<ClientTlsStream>>),
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        match self {
-            Conn::Plain(s) => s.connected(),
-            Conn::Tls(s) => s.inner().get_ref().0.connected(),
-        }
-    }
 }
 
 impl hyper::rt::Read for Conn {
@@ -394,25 +340,6 @@ impl hyper::rt::Write for Conn {
     }
 }
 
-/// Sends a request over an HTTP/1.1 pool. The URI carries the endpoint as its authority.
-pub async fn send_http1(
-    client: &Http1Client,
-    addr: SocketAddr,
-    connect_timeout: Duration,
-    req: Request<UpstreamBody>,
-) -> Result<Response<Incoming>, UpstreamError> {
-    client.request(req).await.map_err(|e| {
-        if e.is_connect() {
-            UpstreamError::from_connect(addr, connect_timeout, Box::new(e))
-        } else {
-            UpstreamError::Reset {
-                addr,
-                source: Box::new(e),
-            }
-        }
-    })
-}
-
 // === impl H2Endpoint ===
 
 /// One endpoint's shared HTTP/2 connection, established on first use and re-established when it
@@ -472,7 +399,8 @@ impl H2Endpoint {
         {
             return Err(self.replay(f));
         }
-        match self.connect().await {
+        // Boxed: dialling is the cold path; the send future stays small.
+        match Box::pin(self.connect()).await {
             Ok(sender) => {
                 *last_failure = None;
                 Ok(sender)
@@ -505,46 +433,8 @@ impl H2Endpoint {
     }
 
     async fn connect(&self) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
-        let addr = self.addr;
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => {
-                return Err(UpstreamError::from_connect(
-                    addr,
-                    self.connect_timeout,
-                    Box::new(e),
-                ));
-            }
-            Err(_) => {
-                return Err(UpstreamError::ConnectTimeout {
-                    addr,
-                    timeout: self.connect_timeout,
-                });
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let sender = match &self.tls {
-            None => h2_handshake(addr, tcp).await?,
-            Some(tls) => {
-                let stream =
-                    match tokio::time::timeout(self.connect_timeout, tls.connect(tcp)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            return Err(UpstreamError::Connect {
-                                addr,
-                                source: Box::new(e),
-                            });
-                        }
-                        Err(_) => {
-                            return Err(UpstreamError::ConnectTimeout {
-                                addr,
-                                timeout: self.connect_timeout,
-                            });
-                        }
-                    };
-                h2_handshake(addr, stream).await?
-            }
-        };
+        let io = dial(self.addr, self.connect_timeout, self.tls.as_ref()).await?;
+        let sender = h2_handshake(self.addr, io).await?;
         self.current.store(Some(Arc::new(sender.clone())));
         Ok(sender)
     }
@@ -576,17 +466,14 @@ impl H2Endpoint {
 }
 
 /// The HTTP/2 handshake on a connected stream; the connection runs in its own task.
-async fn h2_handshake<I>(
+async fn h2_handshake(
     addr: SocketAddr,
-    io: I,
-) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+    io: Conn,
+) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
-        .handshake(TokioIo::new(io))
+        .handshake(io)
         .await
         .map_err(|e| UpstreamError::Connect {
             addr,

@@ -190,7 +190,8 @@ async fn send_one(cluster: &Cluster, head: &Head, body: Bytes) -> Result<(), Str
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     );
     *req.uri_mut() = Uri::from_parts(uri).map_err(|e| e.to_string())?;
-    let resp = cluster
+    // The connection goes back to the endpoint after the body is read.
+    let (resp, _conn) = cluster
         .send(endpoint, req)
         .await
         .map_err(|e| e.to_string())?;

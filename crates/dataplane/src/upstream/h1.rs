@@ -1,0 +1,284 @@
+//! HTTP/1.1 keep-alive connections of one endpoint.
+//!
+//! Each endpoint keeps a stack of idle connections. A request takes the most recently used one
+//! (its socket and buffers are the warmest), or dials a new one when none is idle, and the
+//! connection comes back to the stack when the response that used it is done: its
+//! [`PooledConn`] rides in the response body's guards and returns it on drop. Nothing is spawned
+//! per request, and the future of a send is small: a connection is dialled in place, not raced
+//! against a checkout.
+//!
+//! A connection the upstream closed while it sat idle is noticed before the request is written
+//! (the request comes back untouched and goes on the next connection), so a keep-alive timeout
+//! on the upstream's side never fails a request.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+
+use super::{UpstreamBody, UpstreamError, dial};
+use crate::tls::ClientTls;
+
+/// How long a connection may sit idle before it is closed instead of reused. Below the common
+/// upstream keep-alive timeouts (nginx: 75 s), so the upstream rarely closes one first.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per endpoint; more are closed as their responses end.
+const MAX_IDLE: usize = 1024;
+
+/// The HTTP/1.1 connections of one endpoint (one connect timeout and TLS setting).
+#[derive(Debug)]
+pub struct H1Endpoint {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    tls: Option<Arc<ClientTls>>,
+    /// Idle connections, the most recently used last.
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// A connection lent to one request. Dropping it hands the connection back to its endpoint; a
+/// connection whose response was abandoned half-read is closed by hyper and skipped later.
+#[derive(Debug)]
+pub struct PooledConn {
+    sender: Option<http1::SendRequest<UpstreamBody>>,
+    pool: Arc<H1Endpoint>,
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.put(sender);
+        }
+    }
+}
+
+impl H1Endpoint {
+    pub fn new(addr: SocketAddr, connect_timeout: Duration, tls: Option<Arc<ClientTls>>) -> Self {
+        Self {
+            addr,
+            connect_timeout,
+            tls,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends a request on an idle connection, or on a new one. The response's body must be read
+    /// (or dropped) before the returned connection is dropped for the connection to be reused.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<(Response<Incoming>, PooledConn), UpstreamError> {
+        // hyper writes the URI as it is: an HTTP/1.1 request to an endpoint is origin-form.
+        if req.uri().scheme().is_some() {
+            let path = req.uri().path_and_query().cloned();
+            *req.uri_mut() = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+        }
+        while let Some(mut sender) = self.take_idle() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, self.lend(sender))),
+                Err(mut e) => match e.take_message() {
+                    // Closed before the request was written: the next connection takes it.
+                    Some(unsent) => req = unsent,
+                    None => return Err(self.reset(e.into_error())),
+                },
+            }
+        }
+        // Boxed: dialling (TCP, TLS, handshake) is the cold path; the send future stays small.
+        let mut sender = Box::pin(self.connect()).await?;
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((resp, self.lend(sender))),
+            Err(e) => Err(self.reset(e)),
+        }
+    }
+
+    /// Idle connections held (for tests).
+    pub fn idle(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lend(self: &Arc<Self>, sender: http1::SendRequest<UpstreamBody>) -> PooledConn {
+        PooledConn {
+            sender: Some(sender),
+            pool: self.clone(),
+        }
+    }
+
+    fn reset(&self, e: hyper::Error) -> UpstreamError {
+        UpstreamError::Reset {
+            addr: self.addr,
+            source: Box::new(e),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection still open; older ones past the idle timeout are
+    /// closed on the way.
+    fn take_idle(&self) -> Option<http1::SendRequest<UpstreamBody>> {
+        let mut idle = self.lock();
+        let now = Instant::now();
+        while let Some(c) = idle.pop() {
+            if now.duration_since(c.since) >= IDLE_TIMEOUT {
+                // Everything below is older still.
+                idle.clear();
+                return None;
+            }
+            if !c.sender.is_closed() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: http1::SendRequest<UpstreamBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() >= MAX_IDLE {
+            return;
+        }
+        let now = Instant::now();
+        // The oldest connection leaves once it has idled too long, so a burst's connections do
+        // not stay open for ever once traffic settles.
+        if idle
+            .first()
+            .is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+        {
+            idle.remove(0);
+        }
+        idle.push(Idle { sender, since: now });
+    }
+
+    /// Dials the endpoint and runs the HTTP/1.1 connection (upgrades allowed) in its own task.
+    async fn connect(&self) -> Result<http1::SendRequest<UpstreamBody>, UpstreamError> {
+        let addr = self.addr;
+        let io = dial(addr, self.connect_timeout, self.tls.as_ref()).await?;
+        let (sender, conn) =
+            http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(|e| UpstreamError::Connect {
+                    addr,
+                    source: Box::new(e),
+                })?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::debug!(%addr, %error, "upstream HTTP/1.1 connection closed");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    use hyper::server::conn::http1 as server;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An upstream that counts its connections and answers `hi`; `close_after` closes each
+    /// connection after that many requests.
+    async fn upstream(keep_alive: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns = Arc::new(AtomicUsize::new(0));
+        let counted = conns.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = service_fn(|_req| async {
+                        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                            Bytes::from_static(b"hi"),
+                        )))
+                    });
+                    let _ = server::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, conns)
+    }
+
+    fn request(addr: SocketAddr) -> Request<UpstreamBody> {
+        Request::builder()
+            .uri(format!("http://{addr}/"))
+            .header(http::header::HOST, addr.to_string())
+            .body(UpstreamBody::empty())
+            .unwrap()
+    }
+
+    async fn get(ep: &Arc<H1Endpoint>, addr: SocketAddr) -> Bytes {
+        let (resp, conn) = ep.send(request(addr)).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        drop(conn);
+        body
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_reuse_one_connection() {
+        let (addr, conns) = upstream(true).await;
+        let ep = Arc::new(H1Endpoint::new(addr, Duration::from_secs(1), None));
+        for _ in 0..5 {
+            assert_eq!(get(&ep, addr).await, "hi");
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+        assert_eq!(ep.idle(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_one_connection_each() {
+        let (addr, conns) = upstream(true).await;
+        let ep = Arc::new(H1Endpoint::new(addr, Duration::from_secs(1), None));
+        let (a, ca) = ep.send(request(addr)).await.unwrap();
+        let (b, cb) = ep.send(request(addr)).await.unwrap();
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
+        drop((a.into_body().collect().await, ca));
+        drop((b.into_body().collect().await, cb));
+        assert_eq!(ep.idle(), 2);
+        assert_eq!(get(&ep, addr).await, "hi");
+        assert_eq!(conns.load(Ordering::SeqCst), 2, "an idle one was reused");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_reused() {
+        let (addr, conns) = upstream(false).await;
+        let ep = Arc::new(H1Endpoint::new(addr, Duration::from_secs(1), None));
+        for _ in 0..3 {
+            assert_eq!(get(&ep, addr).await, "hi");
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn refused_connects_are_classified() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let ep = Arc::new(H1Endpoint::new(addr, Duration::from_secs(1), None));
+        let err = ep.send(request(addr)).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::ConnectRefused { .. }), "{err}");
+    }
+}
