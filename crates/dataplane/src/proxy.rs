@@ -405,7 +405,10 @@ async fn serve_connection(
     let svc = hyper::service::service_fn(move |req| {
         let shared = svc_shared.clone();
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, &ctx, req).await) }
+        // The request's future is large (routing, retries, the upstream send): it is built in
+        // one heap allocation on first poll, so what hyper and tokio move around (into the h1
+        // dispatcher, into a task per h2 stream) is this small wrapper, not kilobytes of state.
+        async move { Ok::<_, Infallible>(Box::pin(handle(&shared, &ctx, req)).await) }
     });
     let conn = shared
         .server
