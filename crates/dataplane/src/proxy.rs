@@ -511,7 +511,11 @@ async fn forward<'r>(
             .and_then(|h| std::str::from_utf8(h.as_bytes()).ok())
     });
     let host = strip_port(authority.unwrap_or_default());
-    let original_host = authority.and_then(|a| HeaderValue::from_str(a).ok());
+    // The client's host for X-Forwarded-Host: the Host header is reused as it is (no copy).
+    let original_host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(HOST).cloned(),
+    };
     let head = RequestHead {
         method: &parts.method,
         path: parts.uri.path(),
