@@ -98,6 +98,7 @@ pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation 
             circuit_breakers: None,
             idle_timeout_ms: None,
             request_timeout_ms: None,
+            tcp_idle_timeout_ms: None,
         };
         if let Some(node) = inputs.world.virtual_node(&c.namespace, &c.node) {
             super::resilience::apply_node_listener(&mut cluster, &node.spec, c.port);
@@ -388,6 +389,7 @@ impl Cx<'_> {
                 route_table: table.clone(),
                 access_log: access_log.clone(),
                 tls: listener_tls.remove(port).flatten(),
+                tcp_proxy: None,
             });
             let cands = per_port.remove(port).unwrap_or_default();
             snapshot.route_tables.push(ir::RouteTable {

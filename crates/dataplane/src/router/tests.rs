@@ -42,6 +42,7 @@ fn cluster(name: &str) -> ir::Cluster {
         circuit_breakers: None,
         idle_timeout_ms: None,
         request_timeout_ms: None,
+        tcp_idle_timeout_ms: None,
     }
 }
 
@@ -76,6 +77,7 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
             route_table: "main".into(),
             access_log: None,
             tls: None,
+            tcp_proxy: None,
         }],
         route_tables,
         clusters: vec![cluster("a"), cluster("b"), cluster("c")],
@@ -936,6 +938,7 @@ fn compile_errors_name_the_resource_and_field() {
         route_table: "main".into(),
         access_log: None,
         tls: None,
+        tcp_proxy: None,
     });
     cases.push((
         s,
