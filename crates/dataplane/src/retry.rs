@@ -314,7 +314,7 @@ impl Template {
         *req.headers_mut() = self.headers.clone();
         *req.uri_mut() = match protocol {
             // An HTTP/1.1 request's URI names the endpoint it goes to.
-            UpstreamProtocol::Http1 => {
+            UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => {
                 let mut parts = self.uri.clone().into_parts();
                 parts.authority = Some(endpoint.authority.clone());
                 Uri::from_parts(parts).unwrap_or_else(|_| self.uri.clone())

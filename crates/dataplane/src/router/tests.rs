@@ -947,7 +947,10 @@ fn compile_errors_name_the_resource_and_field() {
 
     let mut s = base();
     s.clusters[0].protocol = ir::Protocol::Tcp;
-    cases.push((s, "cluster/a: protocol: tcp clusters are not supported yet"));
+    cases.push((
+        s,
+        r#"routeTable/main: virtualHosts[0].routes[0].forward.clusters[0].cluster: cluster "a" is a tcp cluster: only a tcp listener can send to it"#,
+    ));
 
     let mut s = base();
     s.endpoints[0].endpoints[0].address = "a.example".into();
