@@ -299,14 +299,7 @@ impl From<&ir::Route> for pb::Route {
             }),
             action: Some(match &r.action {
                 ir::RouteAction::Forward(f) => route::Action::Forward(pb::ForwardAction {
-                    clusters: f
-                        .clusters
-                        .iter()
-                        .map(|c| pb::WeightedCluster {
-                            cluster: c.cluster.clone(),
-                            weight: c.weight,
-                        })
-                        .collect(),
+                    clusters: weighted_to(&f.clusters),
                     rewrite: rewrite_to(&f.rewrite),
                     timeout_ms: f.timeout_ms.unwrap_or(0),
                     retry: f.retry.as_ref().map(retry_to),
@@ -1153,17 +1146,20 @@ fn breakers_from(cx: &Ctx, b: pb::CircuitBreakers) -> Result<ir::CircuitBreakers
 
 // === tcp proxying: encode and decode ===
 
+fn weighted_to(clusters: &[ir::WeightedCluster]) -> Vec<pb::WeightedCluster> {
+    clusters
+        .iter()
+        .map(|c| pb::WeightedCluster {
+            cluster: c.cluster.clone(),
+            weight: c.weight,
+        })
+        .collect()
+}
+
 fn tcp_proxy_to(t: &ir::TcpProxy) -> pb::TcpProxy {
     pb::TcpProxy {
         name: t.name.clone(),
-        clusters: t
-            .clusters
-            .iter()
-            .map(|c| pb::WeightedCluster {
-                cluster: c.cluster.clone(),
-                weight: c.weight,
-            })
-            .collect(),
+        clusters: weighted_to(&t.clusters),
         idle_timeout_ms: t.idle_timeout_ms,
     }
 }

@@ -231,7 +231,7 @@ struct At<'s> {
     path: &'s str,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
     fn diag(
         &mut self,
         kind: Kind,
@@ -805,44 +805,9 @@ impl Cx<'_> {
         name: &str,
         port: Option<i64>,
     ) -> Option<String> {
-        let world = self.inputs.world;
-        let ref_at = At {
-            path: "spec.provider.virtualRouter.virtualRouterRef",
-            ..vs_at
-        };
-        let Some(router) = world.virtual_router(ns, name) else {
-            self.diag_at(
-                ref_at,
-                "",
-                format!("VirtualRouter {ns}/{name} not found; {referrer} skipped"),
-            );
-            return None;
-        };
-        let listeners = listener_ports(
-            router
-                .spec
-                .listeners
-                .iter()
-                .flatten()
-                .map(|l| &l.port_mapping),
-        );
-        let router_at = At {
-            kind: Kind::VirtualRouter,
-            namespace: ns,
-            name,
-            path: "spec",
-        };
-        let (port, proto) = self.pick_listener(router_at, referrer, &listeners, port)?;
-        if proto == ir::Protocol::Tcp {
-            self.diag_at(
-                router_at,
-                "listeners",
-                format!(
-                    "the listener on port {port} is a tcp listener, which only a GatewayRoute tcpRoute can send to; {referrer} skipped"
-                ),
-            );
-            return None;
-        }
+        let (router, port, proto) =
+            self.router_listener(vs_at, referrer, ns, name, port, Traffic::Http)?;
+        let router_at = router_at(ns, name);
         let table = router_table_name(ns, name, port);
         if self.router_tables.contains_key(&table) {
             return Some(table);
@@ -872,6 +837,63 @@ impl Cx<'_> {
             },
         );
         Some(table)
+    }
+
+    /// A router and its listener on the target port (or its only one), which must suit
+    /// `traffic`: a tcp listener for tcp, another for HTTP. Diagnostics when there is none.
+    fn router_listener(
+        &mut self,
+        vs_at: At<'_>,
+        referrer: &str,
+        ns: &str,
+        name: &str,
+        port: Option<i64>,
+        traffic: Traffic,
+    ) -> Option<(
+        &'a Resource<bowline_model::appmesh::VirtualRouterSpec>,
+        u16,
+        ir::Protocol,
+    )> {
+        let world = self.inputs.world;
+        let Some(router) = world.virtual_router(ns, name) else {
+            let ref_at = At {
+                path: "spec.provider.virtualRouter.virtualRouterRef",
+                ..vs_at
+            };
+            self.diag_at(
+                ref_at,
+                "",
+                format!("VirtualRouter {ns}/{name} not found; {referrer} skipped"),
+            );
+            return None;
+        };
+        let listeners = listener_ports(
+            router
+                .spec
+                .listeners
+                .iter()
+                .flatten()
+                .map(|l| &l.port_mapping),
+        );
+        let router_at = router_at(ns, name);
+        let (port, proto) = self.pick_listener(router_at, referrer, &listeners, port)?;
+        let tcp = proto == ir::Protocol::Tcp;
+        let problem = match traffic {
+            Traffic::Http if tcp => {
+                "is a tcp listener, which only a GatewayRoute tcpRoute can send to".to_string()
+            }
+            Traffic::Tcp if !tcp => format!(
+                "speaks {}, and a tcpRoute needs a tcp listener",
+                super::protocol_str(proto)
+            ),
+            _ => return Some((router, port, proto)),
+        };
+        self.diag_at(
+            router_at,
+            "listeners",
+            format!("the listener on port {port} {problem}; {referrer} skipped"),
+        );
+        None
     }
 
     /// Picks the listener a target port names, or the only listener when none is named.
@@ -1382,6 +1404,16 @@ fn check_regex(re: &str) -> Result<(), String> {
     regex::Regex::new(&format!("^(?:{re})$"))
         .map(|_| ())
         .map_err(|e| format!("invalid regular expression {re:?}: {e}"))
+}
+
+/// A VirtualRouter's `spec`, for diagnostics.
+fn router_at<'s>(ns: &'s str, name: &'s str) -> At<'s> {
+    At {
+        kind: Kind::VirtualRouter,
+        namespace: ns,
+        name,
+        path: "spec",
+    }
 }
 
 fn join(base: &str, sub: &str) -> String {

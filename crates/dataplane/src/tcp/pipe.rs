@@ -70,6 +70,8 @@ struct Direction {
     cap: usize,
     eof: bool,
     unflushed: bool,
+    /// The end of stream was passed on: nothing more to do.
+    done: bool,
     bytes: u64,
 }
 
@@ -82,7 +84,34 @@ impl Direction {
             cap: 0,
             eof: false,
             unflushed: false,
+            done: false,
             bytes: 0,
+        }
+    }
+
+    /// Polls the direction unless it is done; `Some` when the pipe must end.
+    fn step<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Pin<&mut R>,
+        w: Pin<&mut W>,
+        written: &Counter,
+        moved: &mut bool,
+    ) -> Option<End>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        if self.done {
+            return None;
+        }
+        match self.poll_copy(cx, r, w, written, moved) {
+            Poll::Ready(Ok(())) => {
+                self.done = true;
+                None
+            }
+            Poll::Ready(Err((side, e))) => Some(End::Failed(side, e)),
+            Poll::Pending => None,
         }
     }
 
@@ -189,28 +218,19 @@ where
 {
     let mut up = Direction::new(Side::Client);
     let mut down = Direction::new(Side::Upstream);
-    let (mut up_done, mut down_done) = (false, false);
     let mut last = Instant::now();
     let mut timer = Idle::new(idle, last);
     let end = poll_fn(|cx| {
         let mut moved = false;
-        if !up_done {
-            let (r, w) = (Pin::new(&mut *client), Pin::new(&mut *upstream));
-            match up.poll_copy(cx, r, w, &stats.received, &mut moved) {
-                Poll::Ready(Ok(())) => up_done = true,
-                Poll::Ready(Err((side, e))) => return Poll::Ready(End::Failed(side, e)),
-                Poll::Pending => {}
-            }
+        let (c, u) = (Pin::new(&mut *client), Pin::new(&mut *upstream));
+        if let Some(end) = up.step(cx, c, u, &stats.received, &mut moved) {
+            return Poll::Ready(end);
         }
-        if !down_done {
-            let (r, w) = (Pin::new(&mut *upstream), Pin::new(&mut *client));
-            match down.poll_copy(cx, r, w, &stats.sent, &mut moved) {
-                Poll::Ready(Ok(())) => down_done = true,
-                Poll::Ready(Err((side, e))) => return Poll::Ready(End::Failed(side, e)),
-                Poll::Pending => {}
-            }
+        let (c, u) = (Pin::new(&mut *client), Pin::new(&mut *upstream));
+        if let Some(end) = down.step(cx, u, c, &stats.sent, &mut moved) {
+            return Poll::Ready(end);
         }
-        if up_done && down_done {
+        if up.done && down.done {
             return Poll::Ready(End::Closed);
         }
         if moved {

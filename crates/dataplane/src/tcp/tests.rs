@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bowline_model::ir;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, duplex};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream, duplex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -21,16 +21,38 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 // === pipe ===
 
-#[tokio::test]
-async fn bytes_flow_both_ways_and_a_half_close_passes_through() {
-    let (mut client, mut client_end) = duplex(1024);
-    let (mut upstream_end, mut upstream) = duplex(1024);
+/// A pipe between two in-memory connections (buffers of `buffer` bytes) running in a task: the
+/// client's end, the upstream's end, the task and the pipe's counters.
+struct Piping {
+    client: DuplexStream,
+    upstream: DuplexStream,
+    task: JoinHandle<(Piped, End)>,
+    stats: TcpStats,
+}
+
+fn piping(buffer: usize, idle: Option<Duration>) -> Piping {
+    let (client, mut client_end) = duplex(buffer);
+    let (mut upstream_end, upstream) = duplex(buffer);
     let stats = TcpStats::default();
     let counted = stats.clone();
-    let task = tokio::spawn(async move {
-        let idle = Some(Duration::from_secs(60));
-        pipe(&mut client_end, &mut upstream_end, idle, &counted).await
-    });
+    let task =
+        tokio::spawn(async move { pipe(&mut client_end, &mut upstream_end, idle, &counted).await });
+    Piping {
+        client,
+        upstream,
+        task,
+        stats,
+    }
+}
+
+#[tokio::test]
+async fn bytes_flow_both_ways_and_a_half_close_passes_through() {
+    let Piping {
+        mut client,
+        mut upstream,
+        task,
+        stats,
+    } = piping(1024, Some(Duration::from_secs(60)));
     client.write_all(b"ping").await.unwrap();
     client.shutdown().await.unwrap();
     // The upstream sees the client's end of stream (its read returns)...
@@ -57,17 +79,12 @@ async fn bytes_flow_both_ways_and_a_half_close_passes_through() {
 
 #[tokio::test]
 async fn a_large_transfer_passes_whole_through_small_buffers() {
-    let (mut client, mut client_end) = duplex(4096);
-    let (mut upstream_end, upstream) = duplex(4096);
-    let task = tokio::spawn(async move {
-        pipe(
-            &mut client_end,
-            &mut upstream_end,
-            None,
-            &TcpStats::default(),
-        )
-        .await
-    });
+    let Piping {
+        mut client,
+        upstream,
+        task,
+        ..
+    } = piping(4096, None);
     // An echo upstream that closes after the client's end of stream.
     let echo = tokio::spawn(async move {
         let (mut r, mut w) = tokio::io::split(upstream);
@@ -93,19 +110,13 @@ async fn a_large_transfer_passes_whole_through_small_buffers() {
 
 #[tokio::test(start_paused = true)]
 async fn the_idle_timeout_counts_from_the_last_byte_in_either_direction() {
-    let (mut client, mut client_end) = duplex(1024);
-    let (mut upstream_end, mut upstream) = duplex(1024);
     let start = Instant::now();
-    let task = tokio::spawn(async move {
-        let idle = Some(Duration::from_secs(1));
-        pipe(
-            &mut client_end,
-            &mut upstream_end,
-            idle,
-            &TcpStats::default(),
-        )
-        .await
-    });
+    let Piping {
+        mut client,
+        mut upstream,
+        task,
+        ..
+    } = piping(1024, Some(Duration::from_secs(1)));
     let mut byte = [0u8; 1];
     tokio::time::sleep(Duration::from_millis(800)).await;
     client.write_all(b"a").await.unwrap();
@@ -133,17 +144,12 @@ async fn the_idle_timeout_counts_from_the_last_byte_in_either_direction() {
 
 #[tokio::test(start_paused = true)]
 async fn without_an_idle_timeout_a_quiet_connection_stays_open() {
-    let (mut client, mut client_end) = duplex(1024);
-    let (mut upstream_end, mut upstream) = duplex(1024);
-    let task = tokio::spawn(async move {
-        pipe(
-            &mut client_end,
-            &mut upstream_end,
-            None,
-            &TcpStats::default(),
-        )
-        .await
-    });
+    let Piping {
+        mut client,
+        mut upstream,
+        task,
+        ..
+    } = piping(1024, None);
     tokio::time::sleep(Duration::from_secs(10 * 3600)).await;
     assert!(!task.is_finished());
     client.shutdown().await.unwrap();
@@ -154,17 +160,12 @@ async fn without_an_idle_timeout_a_quiet_connection_stays_open() {
 
 #[tokio::test]
 async fn a_broken_side_ends_the_pipe_and_is_named() {
-    let (mut client, mut client_end) = duplex(1024);
-    let (mut upstream_end, upstream) = duplex(1024);
-    let task = tokio::spawn(async move {
-        pipe(
-            &mut client_end,
-            &mut upstream_end,
-            None,
-            &TcpStats::default(),
-        )
-        .await
-    });
+    let Piping {
+        mut client,
+        upstream,
+        task,
+        ..
+    } = piping(1024, None);
     drop(upstream);
     client.write_all(b"into the void").await.unwrap();
     let (_, end) = task.await.unwrap();
@@ -173,18 +174,12 @@ async fn a_broken_side_ends_the_pipe_and_is_named() {
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_timeout_too_large_to_represent_means_none() {
-    let (mut client, mut client_end) = duplex(1024);
-    let (mut upstream_end, mut upstream) = duplex(1024);
-    let task = tokio::spawn(async move {
-        let idle = Some(Duration::from_millis(u64::MAX));
-        pipe(
-            &mut client_end,
-            &mut upstream_end,
-            idle,
-            &TcpStats::default(),
-        )
-        .await
-    });
+    let Piping {
+        mut client,
+        mut upstream,
+        task,
+        ..
+    } = piping(1024, Some(Duration::from_millis(u64::MAX)));
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(!task.is_finished());
     client.shutdown().await.unwrap();
@@ -238,21 +233,14 @@ fn dead_port() -> u16 {
         .port()
 }
 
+/// A tcp cluster with the IR's defaults.
 fn cluster(name: &str) -> ir::Cluster {
-    ir::Cluster {
-        name: name.into(),
-        protocol: ir::Protocol::Tcp,
-        lb_policy: ir::LbPolicy::RoundRobin,
-        connect_timeout_ms: 1000,
-        tls: None,
-        hash_on: None,
-        health_check: None,
-        outlier_detection: None,
-        circuit_breakers: None,
-        idle_timeout_ms: None,
-        request_timeout_ms: None,
-        tcp_idle_timeout_ms: None,
-    }
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "protocol": "tcp",
+        "connectTimeoutMs": 1000,
+    }))
+    .expect("a valid cluster")
 }
 
 /// A tcp listener `tcp` on `port` (0: any) proxying to `clusters` (name, weight, endpoint ports

@@ -26,10 +26,9 @@ use bowline_model::ir;
 use bowline_model::manifest::Kind;
 
 use super::{
-    At, Candidate, Cx, Family, GatewayRouteIr, HostKey, ProviderKind, Traffic, listener_ports,
-    port_of,
+    At, Candidate, Cx, Family, GatewayRouteIr, HostKey, ProviderKind, Traffic, port_of, router_at,
 };
-use crate::translate::{OrderKey, listener_name, protocol_str, resilience};
+use crate::translate::{OrderKey, listener_name, resilience};
 
 /// What a tcp target resolves to: weighted clusters and the router route's idle timeout.
 type TcpTarget = (Vec<ir::WeightedCluster>, Option<u64>);
@@ -107,45 +106,9 @@ impl Cx<'_> {
         name: &str,
         port: Option<i64>,
     ) -> Option<TcpTarget> {
-        let world = self.inputs.world;
-        let Some(router) = world.virtual_router(ns, name) else {
-            let ref_at = At {
-                path: "spec.provider.virtualRouter.virtualRouterRef",
-                ..vs_at
-            };
-            self.diag_at(
-                ref_at,
-                "",
-                format!("VirtualRouter {ns}/{name} not found; {referrer} skipped"),
-            );
-            return None;
-        };
-        let listeners = listener_ports(
-            router
-                .spec
-                .listeners
-                .iter()
-                .flatten()
-                .map(|l| &l.port_mapping),
-        );
-        let router_at = At {
-            kind: Kind::VirtualRouter,
-            namespace: ns,
-            name,
-            path: "spec",
-        };
-        let (port, proto) = self.pick_listener(router_at, referrer, &listeners, port)?;
-        if proto != ir::Protocol::Tcp {
-            self.diag_at(
-                router_at,
-                "listeners",
-                format!(
-                    "the listener on port {port} speaks {}, and a tcpRoute needs a tcp listener; {referrer} skipped",
-                    protocol_str(proto)
-                ),
-            );
-            return None;
-        }
+        let (router, port, _) =
+            self.router_listener(vs_at, referrer, ns, name, port, Traffic::Tcp)?;
+        let router_at = router_at(ns, name);
         let mut routes: Vec<(OrderKey, usize, &TcpRoute)> = Vec::new();
         for (i, r) in router.spec.routes.iter().flatten().enumerate() {
             let Some(t) = &r.tcp_route else { continue };
