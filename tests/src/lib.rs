@@ -981,28 +981,47 @@ pub struct TcpEcho {
 
 impl TcpEcho {
     pub async fn start(name: &str) -> anyhow::Result<TcpEcho> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        Self::serve(name, None).await
+    }
+
+    /// An echo upstream serving TLS with `cert` (ALPN `h2` and `http/1.1` offered), whose
+    /// greeting says so: `<name> tls alpn=<protocol agreed, or ->`.
+    pub async fn start_tls(name: &str, cert: &IssuedCert) -> anyhow::Result<TcpEcho> {
+        use rustls_pki_types::pem::PemObject;
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&cert.key)?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::serve(
+            name,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
+    async fn serve(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> anyhow::Result<TcpEcho> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let greeting = format!("{name}\n");
+        let name_owned = name.to_string();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let greeting = greeting.clone();
+                let (name, tls) = (name_owned.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let (mut r, mut w) = stream.into_split();
-                    w.write_all(greeting.as_bytes()).await?;
-                    let mut buf = vec![0u8; 16 * 1024];
-                    let mut total = 0u64;
-                    loop {
-                        let n = r.read(&mut buf).await?;
-                        if n == 0 {
-                            break;
+                    match tls {
+                        None => echo_tcp(stream, format!("{name}\n")).await,
+                        Some(acceptor) => {
+                            let stream = acceptor.accept(stream).await?;
+                            let alpn = stream.get_ref().1.alpn_protocol().map_or_else(
+                                || "-".to_string(),
+                                |p| String::from_utf8_lossy(p).into_owned(),
+                            );
+                            echo_tcp(stream, format!("{name} tls alpn={alpn}\n")).await
                         }
-                        total += n as u64;
-                        w.write_all(&buf[..n]).await?;
                     }
-                    w.write_all(format!("eof {total}\n").as_bytes()).await?;
-                    w.shutdown().await
                 });
             }
         });
@@ -1022,6 +1041,28 @@ impl Drop for TcpEcho {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A [`TcpEcho`] connection: the greeting, the echo, then `eof <bytes>` and the close.
+async fn echo_tcp<S>(stream: S, greeting: String) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut r, mut w) = tokio::io::split(stream);
+    w.write_all(greeting.as_bytes()).await?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        w.write_all(&buf[..n]).await?;
+    }
+    w.write_all(format!("eof {total}\n").as_bytes()).await?;
+    w.shutdown().await
 }
 
 /// Connects to `addr` and reads the first line a [`TcpEcho`] sends: the name of the upstream

@@ -8,7 +8,8 @@
 //!   and the upstream's reply still comes back;
 //! * an idle connection is closed after the route's idle timeout;
 //! * a refused endpoint is skipped (connection-error retry) while a healthy one remains;
-//! * a tcp listener with TLS terminates it (no ALPN) and proxies the plaintext.
+//! * a tcp listener with TLS terminates it (no ALPN) and proxies the plaintext; the gateway's
+//!   client policy originates TLS to a tcp node (no ALPN either).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,9 +68,10 @@ endpoints:
     out
 }
 
-/// Gateway `edge/gw` with a tcp listener on `gw_port` (`tls`: its listener TLS, if any) and a
-/// tcpRoute to virtual service `db` (with `idle`, if any, as its idle timeout).
-fn gateway(gw_port: u16, tls: &str, idle: &str) -> String {
+/// Gateway `edge/gw` with a tcp listener on `gw_port` (`tls`: its listener TLS, if any; `spec`:
+/// more of the gateway's spec) and a tcpRoute to virtual service `db` (with `idle`, if any, as
+/// its idle timeout).
+fn gateway(gw_port: u16, tls: &str, spec: &str, idle: &str) -> String {
     format!(
         r#"apiVersion: mesh.bowline.io/v1alpha1
 kind: VirtualGateway
@@ -78,6 +80,7 @@ spec:
   listeners:
     - portMapping: {{port: {gw_port}, protocol: tcp}}
       {tls}
+  {spec}
 ---
 apiVersion: mesh.bowline.io/v1alpha1
 kind: GatewayRoute
@@ -132,7 +135,7 @@ async fn split(tls: &str, idle: &str) -> Split {
     );
     let gw_port = free_port();
     let files = vec![
-        ("gateway.yaml", gateway(gw_port, tls, idle)),
+        ("gateway.yaml", gateway(gw_port, tls, "", idle)),
         ("router.yaml", router(75, 25)),
         (
             "nodes.yaml",
@@ -260,7 +263,7 @@ async fn a_refused_endpoint_is_skipped_while_a_healthy_one_remains() {
     let gw_port = free_port();
     // The node's endpoints: 127.0.0.2 refuses (nothing listens there), 127.0.0.1 answers.
     let files = vec![
-        ("gateway.yaml", gateway(gw_port, "", "")),
+        ("gateway.yaml", gateway(gw_port, "", "", "")),
         (
             "service.yaml",
             r#"apiVersion: mesh.bowline.io/v1alpha1
@@ -379,4 +382,42 @@ async fn a_tcp_listener_with_tls_terminates_it_and_proxies_the_plaintext() {
     assert_eq!(line(&mut stream).await, "secret\n");
     stream.get_mut().shutdown().await.unwrap();
     assert_eq!(line(&mut stream).await, "eof 7\n");
+}
+
+#[tokio::test]
+async fn the_client_policy_originates_tls_to_a_tcp_node() {
+    let pki = TestPki::new("mesh CA");
+    let cert = pki.issue("secure", &["secure.edge.svc.cluster.local"], &[]);
+    let secure = TcpEcho::start_tls("secure", &cert).await.unwrap();
+    let gw_port = free_port();
+    let policy = format!(
+        "backendDefaults: {{clientPolicy: {{tls: {{validation: {{trust: {{file: {{certificateChain: {:?}}}}}}}}}}}}}",
+        pki.ca_path().display().to_string()
+    );
+    let files = vec![
+        ("gateway.yaml", gateway(gw_port, "", &policy, "")),
+        (
+            "service.yaml",
+            r#"apiVersion: mesh.bowline.io/v1alpha1
+kind: VirtualService
+metadata: {name: db, namespace: edge}
+spec:
+  provider: {virtualNode: {virtualNodeRef: {name: secure}}}
+"#
+            .to_string(),
+        ),
+        (
+            "nodes.yaml",
+            node("secure", &[("127.0.0.1", secure.port())]),
+        ),
+    ];
+    let _stack = Stack::start(&files, "edge/gw").await;
+    let gw = addr(gw_port);
+    wait_proxying(gw).await;
+    let (mut conn, greeting) = tcp_greeting(gw).await.unwrap();
+    // TLS to the node, verified against the mesh CA for its DNS name, claiming no protocol.
+    assert_eq!(greeting, "secure tls alpn=-");
+    assert_eq!(echo(&mut conn, b"over tls").await.unwrap(), b"over tls");
+    conn.get_mut().shutdown().await.unwrap();
+    assert_eq!(line(&mut conn).await, "eof 8\n");
 }
