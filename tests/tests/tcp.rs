@@ -94,6 +94,18 @@ spec:
     )
 }
 
+/// Virtual service `db` provided by node `node`.
+fn db_provided_by(node: &str) -> String {
+    format!(
+        r#"apiVersion: mesh.bowline.io/v1alpha1
+kind: VirtualService
+metadata: {{name: db, namespace: edge}}
+spec:
+  provider: {{virtualNode: {{virtualNodeRef: {{name: {node}}}}}}}
+"#
+    )
+}
+
 /// Virtual service `db` provided by router `db`, whose tcpRoute splits between nodes a and b.
 fn router(a: u32, b: u32) -> String {
     format!(
@@ -264,16 +276,7 @@ async fn a_refused_endpoint_is_skipped_while_a_healthy_one_remains() {
     // The node's endpoints: 127.0.0.2 refuses (nothing listens there), 127.0.0.1 answers.
     let files = vec![
         ("gateway.yaml", gateway(gw_port, "", "", "")),
-        (
-            "service.yaml",
-            r#"apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualService
-metadata: {name: db, namespace: edge}
-spec:
-  provider: {virtualNode: {virtualNodeRef: {name: a}}}
-"#
-            .to_string(),
-        ),
+        ("service.yaml", db_provided_by("a")),
         (
             "nodes.yaml",
             node(
@@ -396,16 +399,7 @@ async fn the_client_policy_originates_tls_to_a_tcp_node() {
     );
     let files = vec![
         ("gateway.yaml", gateway(gw_port, "", &policy, "")),
-        (
-            "service.yaml",
-            r#"apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualService
-metadata: {name: db, namespace: edge}
-spec:
-  provider: {virtualNode: {virtualNodeRef: {name: secure}}}
-"#
-            .to_string(),
-        ),
+        ("service.yaml", db_provided_by("secure")),
         (
             "nodes.yaml",
             node("secure", &[("127.0.0.1", secure.port())]),

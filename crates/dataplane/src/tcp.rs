@@ -209,13 +209,8 @@ impl TcpRoute {
         &self.targets[self.schedule.next()]
     }
 
-    /// The next cluster by weight (what the next connection would get).
-    pub fn pick_cluster(&self) -> &Arc<Cluster> {
-        &self.pick().cluster
-    }
-
     /// The idle timeout of a connection to `cluster` (`None`: never).
-    pub fn idle_timeout(&self, cluster: &Cluster) -> Option<Duration> {
+    fn idle_timeout(&self, cluster: &Cluster) -> Option<Duration> {
         self.idle.unwrap_or(cluster.tcp_idle_timeout)
     }
 }

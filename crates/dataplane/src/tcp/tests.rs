@@ -549,7 +549,7 @@ fn idle_timeouts_come_from_the_route_then_the_cluster_then_the_default() {
         let route = router.listeners()[0].tcp.clone().unwrap();
         let mut idle = std::collections::BTreeMap::new();
         for _ in 0..2 {
-            let c = route.pick_cluster();
+            let c = &route.pick().cluster;
             idle.insert(c.name.clone(), route.idle_timeout(c));
         }
         idle
