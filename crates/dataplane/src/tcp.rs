@@ -367,6 +367,7 @@ async fn proxy(route: &TcpRoute, mut client: tls::ServerIo, peer: SocketAddr, ou
         }
         End::Failed(Side::Upstream, error) => {
             debug!(%error, cluster = %cluster.name, "upstream connection failed");
+            cluster.stats.record_error(UpstreamErrorReason::Reset);
             UpstreamErrorReason::Reset.as_str()
         }
     };
