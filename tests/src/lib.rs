@@ -966,3 +966,124 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+// === tcp proxying (tests/tests/tcp.rs) ===
+
+/// An in-process TCP upstream: it greets each connection with `<name>\n`, echoes what it
+/// receives and, once the client has ended its stream, answers `eof <bytes received>\n` and
+/// closes. That reply, sent after the client's end of stream, shows that a half-close passed
+/// through a proxy and that the other direction still flows.
+pub struct TcpEcho {
+    pub name: String,
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpEcho {
+    pub async fn start(name: &str) -> anyhow::Result<TcpEcho> {
+        Self::serve(name, None).await
+    }
+
+    /// An echo upstream serving TLS with `cert` (ALPN `h2` and `http/1.1` offered), whose
+    /// greeting says so: `<name> tls alpn=<protocol agreed, or ->`.
+    pub async fn start_tls(name: &str, cert: &IssuedCert) -> anyhow::Result<TcpEcho> {
+        use rustls_pki_types::pem::PemObject;
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&cert.key)?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], key)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::serve(
+            name,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
+    async fn serve(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> anyhow::Result<TcpEcho> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let name_owned = name.to_string();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (name, tls) = (name_owned.clone(), tls.clone());
+                tokio::spawn(async move {
+                    match tls {
+                        None => echo_tcp(stream, format!("{name}\n")).await,
+                        Some(acceptor) => {
+                            let stream = acceptor.accept(stream).await?;
+                            let alpn = stream.get_ref().1.alpn_protocol().map_or_else(
+                                || "-".to_string(),
+                                |p| String::from_utf8_lossy(p).into_owned(),
+                            );
+                            echo_tcp(stream, format!("{name} tls alpn={alpn}\n")).await
+                        }
+                    }
+                });
+            }
+        });
+        Ok(TcpEcho {
+            name: name.to_string(),
+            addr,
+            task,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for TcpEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A [`TcpEcho`] connection: the greeting, the echo, then `eof <bytes>` and the close.
+async fn echo_tcp<S>(stream: S, greeting: String) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut r, mut w) = tokio::io::split(stream);
+    w.write_all(greeting.as_bytes()).await?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        w.write_all(&buf[..n]).await?;
+    }
+    w.write_all(format!("eof {total}\n").as_bytes()).await?;
+    w.shutdown().await
+}
+
+/// Connects to `addr` and reads the first line a [`TcpEcho`] sends: the name of the upstream
+/// the connection reached. Fails when the connection closes first.
+pub async fn tcp_greeting(
+    addr: SocketAddr,
+) -> anyhow::Result<(tokio::io::BufReader<tokio::net::TcpStream>, String)> {
+    use tokio::io::AsyncBufReadExt;
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .context("connect timed out")??;
+    let mut stream = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_line(&mut line))
+        .await
+        .context("no greeting within 10 s")??;
+    let name = line
+        .strip_suffix('\n')
+        .with_context(|| format!("closed before a greeting (got {line:?})"))?;
+    Ok((stream, name.to_string()))
+}

@@ -105,15 +105,20 @@ impl AccessLogger {
     }
 
     fn line(&self, req: &RequestRecord, out: &Outcome<'_>) -> String {
+        self.format_line(|s, tokens| render(s, tokens, req, out))
+    }
+
+    /// One line in the log's format, each template rendered by `render`.
+    fn format_line(&self, render: impl Fn(&mut String, &[Token])) -> String {
         let mut line = String::with_capacity(256);
         match &self.format {
-            Format::Text(tokens) => render(&mut line, tokens, req, out),
+            Format::Text(tokens) => render(&mut line, tokens),
             Format::Json(fields) => {
                 let mut obj = serde_json::Map::with_capacity(fields.len());
                 let mut value = String::new();
                 for (key, tokens) in fields {
                     value.clear();
-                    render(&mut value, tokens, req, out);
+                    render(&mut value, tokens);
                     obj.insert(key.clone(), serde_json::Value::String(value.clone()));
                 }
                 line = serde_json::Value::Object(obj).to_string();
@@ -258,6 +263,75 @@ fn rfc3339(out: &mut String, t: SystemTime) {
         rem % 60,
         d.subsec_millis()
     );
+}
+
+// === tcp connections ===
+
+/// What a proxied tcp connection did, for its access-log line. HTTP operators (`%REQ(…)%`,
+/// `%RESP(…)%`, `%PROTOCOL%`, `%RESPONSE_CODE%`) render as `-`, as in Envoy.
+#[derive(Debug)]
+pub struct TcpRecord<'a> {
+    /// When the connection was accepted.
+    pub start: SystemTime,
+    pub peer: SocketAddr,
+    /// The endpoint connected to, if any.
+    pub upstream: Option<SocketAddr>,
+    /// Bytes received from the client (and sent upstream).
+    pub bytes_received: u64,
+    /// Bytes sent to the client (received from upstream).
+    pub bytes_sent: u64,
+    /// From accept to close.
+    pub duration: Duration,
+    pub route: &'a str,
+    /// Why the proxy ended or refused the connection (`%RESPONSE_FLAGS%`); `-` when the peers
+    /// closed it.
+    pub flags: &'a str,
+}
+
+impl AccessLogger {
+    /// Renders and queues the line of one tcp connection.
+    pub fn log_tcp(&self, r: &TcpRecord<'_>) {
+        self.sink
+            .send(self.format_line(|s, tokens| render_tcp(s, tokens, r)));
+    }
+}
+
+fn render_tcp(out: &mut String, tokens: &[Token], r: &TcpRecord<'_>) {
+    use std::fmt::Write as _;
+    for t in tokens {
+        match t {
+            Token::Literal(s) => out.push_str(s),
+            Token::StartTime => rfc3339(out, r.start),
+            Token::Request { .. }
+            | Token::Response { .. }
+            | Token::Protocol
+            | Token::ResponseCode => out.push('-'),
+            Token::Duration => {
+                let _ = write!(out, "{}", r.duration.as_millis());
+            }
+            Token::ResponseFlags => out.push_str(r.flags),
+            Token::BytesReceived => {
+                let _ = write!(out, "{}", r.bytes_received);
+            }
+            Token::BytesSent => {
+                let _ = write!(out, "{}", r.bytes_sent);
+            }
+            Token::UpstreamHost => match r.upstream {
+                Some(a) => {
+                    let _ = write!(out, "{a}");
+                }
+                None => out.push('-'),
+            },
+            Token::RouteName => out.push_str(r.route),
+            Token::DownstreamRemoteAddress => {
+                let _ = write!(out, "{}", r.peer);
+            }
+            Token::DownstreamRemoteAddressWithoutPort => {
+                let _ = write!(out, "{}", r.peer.ip());
+            }
+            Token::Hostname => out.push_str(hostname()),
+        }
+    }
 }
 
 // === sinks ===
@@ -433,5 +507,32 @@ mod tests {
         let mut s = String::new();
         rfc3339(&mut s, UNIX_EPOCH + Duration::from_millis(951_782_400_000));
         assert_eq!(s, "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn tcp_lines_render_connection_operators_and_dash_for_http_ones() {
+        let r = TcpRecord {
+            start: UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
+            peer: "10.0.0.1:5555".parse().unwrap(),
+            upstream: Some("127.0.0.1:9000".parse().unwrap()),
+            bytes_received: 12,
+            bytes_sent: 1_048_576,
+            duration: Duration::from_millis(1500),
+            route: "gatewayroute/shop/db",
+            flags: "idle_timeout",
+        };
+        let mut s = String::new();
+        render_tcp(
+            &mut s,
+            &accesslog::parse(
+                "[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% -> %UPSTREAM_HOST% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESPONSE_FLAGS% %ROUTE_NAME% \"%REQ(:METHOD)%\" %PROTOCOL% %RESPONSE_CODE% %RESP(x)%",
+            )
+            .unwrap(),
+            &r,
+        );
+        assert_eq!(
+            s,
+            "[2026-11-18T11:06:40.123Z] 10.0.0.1:5555 -> 127.0.0.1:9000 12 1048576 1500 idle_timeout gatewayroute/shop/db \"-\" - - -"
+        );
     }
 }

@@ -226,6 +226,7 @@ mod tests {
                     circuit_breakers: None,
                     idle_timeout_ms: None,
                     request_timeout_ms: None,
+                    tcp_idle_timeout_ms: None,
                 }],
                 ..Default::default()
             },

@@ -10,6 +10,8 @@
 //! * [`lb`], [`resilience`], [`retry`], [`breaker`], [`outlier`], [`health`]: load balancing and
 //!   resilience per cluster: policies, retries with a budget, circuit breakers, outlier
 //!   detection and active health checks.
+//! * [`tcp`]: L4 proxying on `tcp` listeners (App Mesh `tcpRoute`): weighted clusters, idle
+//!   timeout, half-close.
 //! * [`admin`]: `/live`, `/ready`, `/config_dump`, `/metrics` on the admin address.
 //! * [`engine`]: all of the above wired together for a proxy binary.
 #![forbid(unsafe_code)]
@@ -28,6 +30,7 @@ pub mod readiness;
 pub mod resilience;
 pub mod retry;
 pub mod router;
+pub mod tcp;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 pub mod tls;

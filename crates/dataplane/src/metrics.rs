@@ -71,6 +71,8 @@ pub struct ProxyMetrics {
     outlier_ejections: Family<ClusterLabels, Counter>,
     circuit_breaker_overflows: Family<OverflowLabels, Counter>,
     endpoint_healthy: Family<EndpointLabels, Gauge>,
+    /// Families of tcp proxying ([`crate::tcp`]).
+    pub(crate) tcp: crate::tcp::TcpMetrics,
 }
 
 impl Default for ProxyMetrics {
@@ -86,6 +88,7 @@ impl Default for ProxyMetrics {
             outlier_ejections: Family::default(),
             circuit_breaker_overflows: Family::default(),
             endpoint_healthy: Family::default(),
+            tcp: crate::tcp::TcpMetrics::default(),
         }
     }
 }
@@ -131,6 +134,7 @@ impl ProxyMetrics {
             m.connections_rejected.clone(),
         );
         m.register_resilience(reg);
+        m.tcp.register(reg);
         m
     }
 

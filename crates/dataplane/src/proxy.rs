@@ -1,7 +1,8 @@
 //! The HTTP proxy: one server per listener (HTTP/1.1 and HTTP/2 prior knowledge on the same port,
 //! behind TLS on listeners that have it: see [`crate::tls`]),
 //! routing each request with the [`Router`] in service and forwarding it to a cluster endpoint
-//! over pooled connections, bodies streamed both ways.
+//! over pooled connections, bodies streamed both ways. Connections accepted on `tcp` listeners
+//! go to [`crate::tcp`] instead (same binding, connection cap and drain).
 //!
 //! Config updates ([`Proxy::apply`]) compile the snapshot, bind the listeners it adds, then swap
 //! the router in with one atomic store: each request loads the router once, so it is served by
@@ -385,6 +386,11 @@ async fn serve_connection(
     gauge.inc();
     let _open = OpenConnection(gauge);
     let _ = stream.set_nodelay(true);
+    // A tcp listener proxies the connection's bytes instead of serving HTTP on it.
+    if let Some(accepted) = crate::tcp::accepts(&shared.router.load(), port) {
+        crate::tcp::serve(accepted, stream, peer, drain).await;
+        return;
+    }
     let listener_tls = shared
         .router
         .load()
@@ -608,7 +614,7 @@ async fn forward<'r>(
         },
     };
     parts.uri = match cluster.protocol {
-        UpstreamProtocol::Http1 => {
+        UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => {
             match routed.host {
                 Some(h) => {
                     parts.headers.insert(HOST, h.header.clone());

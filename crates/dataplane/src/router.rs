@@ -123,6 +123,9 @@ pub struct Listener {
     pub access_log: Option<AccessLogger>,
     /// TLS termination (`None`: plaintext).
     pub tls: Option<Arc<ServerTls>>,
+    /// L4 proxying (`tcp` listeners; they have no route table, and their access log is the
+    /// proxy's).
+    pub tcp: Option<Arc<crate::tcp::TcpRoute>>,
 }
 
 #[derive(Debug)]
@@ -204,6 +207,8 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 prior knowledge (`http2` and `grpc` clusters).
     Http2,
+    /// Bytes (`tcp` clusters): reached only by tcp listeners ([`crate::tcp`]).
+    Tcp,
 }
 
 /// A compiled cluster: its endpoints, load-balancing schedule and connections.
@@ -216,6 +221,11 @@ pub struct Cluster {
     pub stats: ClusterStats,
     /// Load balancing, health, outlier detection, circuit breakers and timeouts.
     pub resilience: crate::resilience::ClusterPolicy,
+    /// TLS origination (`None`: plaintext), for tcp proxying; HTTP clients hold their own.
+    pub tls: Option<Arc<ClientTls>>,
+    /// Idle timeout of connections a tcp listener proxies to this cluster when its route sets
+    /// none (`None`: never).
+    pub tcp_idle_timeout: Option<Duration>,
 }
 
 /// One endpoint of a cluster.
@@ -302,12 +312,6 @@ impl Router {
                     format!("port {} is also used by listener {other:?}", l.port),
                 ));
             }
-            if l.protocol == ir::Protocol::Tcp {
-                return Err(err(
-                    "protocol",
-                    "tcp listeners are not supported yet".into(),
-                ));
-            }
             let address = match l.address.as_str() {
                 "" => None,
                 a => Some(
@@ -315,12 +319,18 @@ impl Router {
                         .map_err(|_| err("address", format!("{a:?} is not an IP address")))?,
                 ),
             };
-            let table = *table_index.get(l.route_table.as_str()).ok_or_else(|| {
-                err(
-                    "routeTable",
-                    format!("unknown route table {:?}", l.route_table),
-                )
-            })?;
+            let is_tcp =
+                crate::tcp::check_listener(l).map_err(|(path, reason)| err(path, reason))?;
+            let table = if is_tcp {
+                usize::MAX
+            } else {
+                *table_index.get(l.route_table.as_str()).ok_or_else(|| {
+                    err(
+                        "routeTable",
+                        format!("unknown route table {:?}", l.route_table),
+                    )
+                })?
+            };
             let access_log = l
                 .access_log
                 .as_ref()
@@ -332,6 +342,8 @@ impl Router {
                 })?;
             let tls = ServerTls::compile(l.tls.as_ref(), cx.upstreams.tls_files())
                 .map_err(|e: TlsError| err(&e.path, e.reason))?;
+            let (tcp, access_log, tls) =
+                crate::tcp::compile_listener(l, &clusters, cx, &mut schedules, access_log, tls)?;
             listeners.push(Listener {
                 name: l.name.clone(),
                 address,
@@ -344,6 +356,7 @@ impl Router {
                 table,
                 access_log,
                 tls,
+                tcp,
             });
         }
         let mut all: Vec<Arc<Cluster>> = clusters.into_values().collect();
@@ -384,7 +397,9 @@ impl Router {
         host: &str,
         req: &RequestHead<'_>,
     ) -> Result<Routed<'r>, RouteError> {
-        let mut table = &self.tables[listener.table];
+        // A tcp listener has no table (an HTTP connection accepted before an update made its port
+        // a tcp listener gets no route).
+        let mut table = self.tables.get(listener.table).ok_or(RouteError::NoRoute)?;
         let mut cur_host: &str = host;
         let mut path: Cow<'_, str> = Cow::Borrowed(req.path);
         let mut host_rw: Option<&'r HostRewrite> = None;
@@ -456,13 +471,13 @@ impl Router {
 
 /// Weighted schedules by key (identity and weights): reused from the previous router when the
 /// key is the same.
-struct Schedules<'a> {
+pub(crate) struct Schedules<'a> {
     previous: Option<&'a HashMap<String, Arc<Schedule>>>,
     next: HashMap<String, Arc<Schedule>>,
 }
 
 impl Schedules<'_> {
-    fn get(&mut self, key: String, weights: &[u32]) -> Option<Arc<Schedule>> {
+    pub(crate) fn get(&mut self, key: String, weights: &[u32]) -> Option<Arc<Schedule>> {
         let schedule = match self.previous.and_then(|p| p.get(&key)) {
             Some(s) => s.clone(),
             None => Arc::new(Schedule::new(weights)?),
@@ -487,13 +502,7 @@ fn compile_clusters(
         let protocol = match c.protocol {
             ir::Protocol::Http => UpstreamProtocol::Http1,
             ir::Protocol::Http2 | ir::Protocol::Grpc => UpstreamProtocol::Http2,
-            ir::Protocol::Tcp => {
-                return Err(CompileError {
-                    resource: Kind::Cluster.key(&c.name),
-                    path: "protocol".into(),
-                    reason: "tcp clusters are not supported yet".into(),
-                });
-            }
+            ir::Protocol::Tcp => UpstreamProtocol::Tcp,
         };
         let connect_timeout = match c.connect_timeout_ms {
             0 => DEFAULT_CONNECT_TIMEOUT,
@@ -511,7 +520,8 @@ fn compile_clusters(
                     resource: Kind::Cluster.key(&c.name),
                     path: e.path,
                     reason: e.reason,
-                })?,
+                })
+                .map(|t| crate::tcp::upstream_tls(t, protocol))?,
             )),
         };
         let mut eps = Vec::new();
@@ -566,6 +576,8 @@ fn compile_clusters(
                 endpoints: eps.into(),
                 stats: cx.metrics.cluster(&c.name),
                 resilience,
+                tcp_idle_timeout: crate::tcp::cluster_idle_timeout(c),
+                tls,
             }),
         );
     }
@@ -604,6 +616,8 @@ fn compile_table(
                                 format!("unknown cluster {:?}", wc.cluster),
                             )
                         })?;
+                        crate::tcp::check_http_cluster(c)
+                            .map_err(|e| err(&format!("forward.clusters[{k}].cluster"), e))?;
                         picked.push(c.clone());
                         weights.push(wc.weight);
                     }

@@ -74,7 +74,7 @@ impl UpstreamError {
     }
 
     /// Classifies a connect failure by walking its cause chain down to the I/O error.
-    fn from_connect(
+    pub(crate) fn from_connect(
         addr: SocketAddr,
         timeout: Duration,
         err: Box<dyn std::error::Error + Send + Sync>,

@@ -269,6 +269,7 @@ fn cluster(name: &str, protocol: ir::Protocol) -> ir::Cluster {
         circuit_breakers: None,
         idle_timeout_ms: None,
         request_timeout_ms: None,
+        tcp_idle_timeout_ms: None,
     }
 }
 
@@ -393,6 +394,7 @@ fn config(port: u16, p: &Ports, weights: (u32, u32)) -> ir::Snapshot {
             route_table: "main".into(),
             access_log: None,
             tls: None,
+            tcp_proxy: None,
         }],
         route_tables: vec![ir::RouteTable {
             name: "main".into(),

@@ -325,6 +325,7 @@ fn cluster(protocol: ir::Protocol) -> ir::Cluster {
         circuit_breakers: None,
         idle_timeout_ms: None,
         request_timeout_ms: None,
+        tcp_idle_timeout_ms: None,
         tls: None,
     }
 }
@@ -379,6 +380,7 @@ fn snapshot(
             route_table: "rt".into(),
             access_log: None,
             tls: None,
+            tcp_proxy: None,
         }],
         route_tables: vec![ir::RouteTable {
             name: "rt".into(),

@@ -1093,7 +1093,8 @@ pub struct VirtualGatewaySpec {
     /// GatewayRoutes (by label) this gateway serves. Unset: all in the selected namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_route_selector: Option<LabelSelector>,
-    /// At least one listener (http, http2 or grpc); ports are unique.
+    /// At least one listener (http, http2 or grpc; tcp is a Bowline extension); ports are
+    /// unique.
     pub listeners: Vec<VirtualGatewayListener>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_defaults: Option<BackendDefaults>,
@@ -1285,7 +1286,7 @@ pub struct GrpcGatewayRoute {
 }
 
 /// Routes requests that reach a VirtualGateway to a VirtualService. Exactly one of grpcRoute,
-/// httpRoute and http2Route is set.
+/// httpRoute, http2Route and tcpRoute (a Bowline extension) is set.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[cfg_attr(
@@ -1323,6 +1324,10 @@ pub struct GatewayRouteSpec {
     pub virtual_gateway_ref: Option<VirtualGatewayReference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mesh_ref: Option<MeshReference>,
+    /// Bowline extension; not in App Mesh. Proxies the connections of the gateway's tcp
+    /// listeners to the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_route: Option<TcpGatewayRoute>,
 }
 
 // === Bowline routing extensions (not in App Mesh) ===
@@ -1541,4 +1546,27 @@ pub struct LoadBalancerHashCookie {
     /// Path attribute of the cookie the gateway sets; unset: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+}
+
+// === tcp gateway routes (Bowline extension) ===
+
+/// Bowline extension; not in App Mesh (whose gateways have no tcp listeners). A gateway route
+/// for tcp listeners: every connection goes to the target virtual service.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpGatewayRoute {
+    /// `port`: the gateway tcp listener the route serves; without it, every tcp listener of the
+    /// gateway.
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<TcpRouteMatch>,
+    pub action: TcpGatewayRouteAction,
+    /// `idle`: close a connection when no byte moved either way for this long (0 disables it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<TcpTimeout>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpGatewayRouteAction {
+    pub target: GatewayRouteTarget,
 }

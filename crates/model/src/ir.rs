@@ -56,7 +56,9 @@ pub struct Listener {
     pub address: String,
     pub port: u16,
     pub protocol: Protocol,
-    /// Name of the [`RouteTable`] that routes this listener's requests.
+    /// Name of the [`RouteTable`] that routes this listener's requests; empty for `tcp`
+    /// listeners, which have none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub route_table: String,
     /// Where and how to log each request this listener answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +66,10 @@ pub struct Listener {
     /// TLS termination; `None` serves plaintext (HTTP/1.1 and h2c).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
+    /// What a `tcp` listener does with each connection it accepts (set exactly for `tcp`
+    /// listeners): L4 proxying to a cluster chosen by weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_proxy: Option<TcpProxy>,
 }
 
 /// An access log: one line per request, in Envoy's command-operator format as App Mesh uses it
@@ -327,7 +333,8 @@ pub enum LbPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct Cluster {
     pub name: String,
-    /// How to speak to the endpoints: `http` (HTTP/1.1), `http2`/`grpc` (h2c), `tcp`.
+    /// How to speak to the endpoints: `http` (HTTP/1.1), `http2`/`grpc` (h2c), `tcp` (bytes,
+    /// reachable only through a [`TcpProxy`]; a tcp proxy may also send to the other kinds).
     pub protocol: Protocol,
     #[serde(default)]
     pub lb_policy: LbPolicy,
@@ -356,6 +363,10 @@ pub struct Cluster {
     /// `timeout.<protocol>.perRequest`); the shorter of this and the route's applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,
+    /// Idle timeout in milliseconds of connections a [`TcpProxy`] sends to this cluster (the
+    /// node listener's `timeout.tcp.idle`), used when the proxy sets none; 0 disables it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -373,6 +384,24 @@ pub struct Endpoint {
 pub struct ClusterEndpoints {
     pub cluster: String,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// L4 proxying of a `tcp` listener (App Mesh `tcpRoute`): each accepted connection goes to one
+/// of the clusters, chosen by weight (a smooth weighted round robin over connections), then to
+/// an endpoint picked by that cluster's load balancer, and bytes are copied both ways until both
+/// sides have closed, either side fails, or the connection stays idle too long.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpProxy {
+    /// Stable name for metrics and logs (for example `gatewayroute/ns/name`).
+    pub name: String,
+    /// Chosen by weight per connection; weights of 0 are never chosen. At least one entry.
+    pub clusters: Vec<WeightedCluster>,
+    /// Closes a connection when no byte moved in either direction for this many milliseconds;
+    /// 0 disables it. `None`: the chosen cluster's [`Cluster::tcp_idle_timeout_ms`], else the
+    /// engine's default (one hour, Envoy's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 // === routing filters (redirects, rewrites, header changes, mirrors, CORS) ===
@@ -461,7 +490,8 @@ pub struct TlsClientCertificate {
 }
 
 /// TLS origination to a cluster's endpoints: `http` clusters speak HTTP/1.1 over TLS (ALPN
-/// `http/1.1`), `http2` and `grpc` clusters HTTP/2 over TLS (ALPN `h2`).
+/// `http/1.1`), `http2` and `grpc` clusters HTTP/2 over TLS (ALPN `h2`), `tcp` clusters carry
+/// the proxied bytes over TLS (no ALPN).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamTls {

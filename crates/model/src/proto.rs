@@ -219,6 +219,7 @@ impl From<&ir::Listener> for pb::Listener {
             route_table: l.route_table.clone(),
             access_log: l.access_log.as_ref().map(access_log_to),
             tls: l.tls.as_ref().map(tls_listener_to),
+            tcp_proxy: l.tcp_proxy.as_ref().map(tcp_proxy_to),
         }
     }
 }
@@ -352,14 +353,7 @@ impl From<&ir::Route> for pb::Route {
             }),
             action: Some(match &r.action {
                 ir::RouteAction::Forward(f) => route::Action::Forward(pb::ForwardAction {
-                    clusters: f
-                        .clusters
-                        .iter()
-                        .map(|c| pb::WeightedCluster {
-                            cluster: c.cluster.clone(),
-                            weight: c.weight,
-                        })
-                        .collect(),
+                    clusters: weighted_to(&f.clusters),
                     rewrite: rewrite_to(&f.rewrite),
                     timeout_ms: f.timeout_ms.unwrap_or(0),
                     retry: f.retry.as_ref().map(retry_to),
@@ -406,6 +400,7 @@ impl From<&ir::Cluster> for pb::Cluster {
             circuit_breakers: c.circuit_breakers.as_ref().map(breakers_to),
             idle_timeout_ms: c.idle_timeout_ms.unwrap_or(0),
             request_timeout_ms: c.request_timeout_ms.unwrap_or(0),
+            tcp_idle_timeout_ms: c.tcp_idle_timeout_ms,
         }
     }
 }
@@ -467,6 +462,7 @@ impl TryFrom<pb::Listener> for ir::Listener {
         let key = Kind::Listener.key(&l.name);
         let cx = Ctx { resource: &key };
         let tls = l.tls.map(|t| tls_listener_from(&cx, t)).transpose()?;
+        let tcp_proxy = l.tcp_proxy.map(|t| tcp_proxy_from(&cx, t)).transpose()?;
         Ok(ir::Listener {
             port: cx.port("port", l.port, false)?,
             protocol: cx.protocol("protocol", l.protocol)?,
@@ -475,6 +471,7 @@ impl TryFrom<pb::Listener> for ir::Listener {
             address: l.address,
             route_table: l.route_table,
             tls,
+            tcp_proxy,
         })
     }
 }
@@ -732,6 +729,7 @@ impl TryFrom<pb::Cluster> for ir::Cluster {
                 .transpose()?,
             idle_timeout_ms: (c.idle_timeout_ms != 0).then_some(c.idle_timeout_ms),
             request_timeout_ms: (c.request_timeout_ms != 0).then_some(c.request_timeout_ms),
+            tcp_idle_timeout_ms: c.tcp_idle_timeout_ms,
             name: c.name,
             tls,
         })
@@ -1200,6 +1198,50 @@ fn breakers_from(cx: &Ctx, b: pb::CircuitBreakers) -> Result<ir::CircuitBreakers
     })
 }
 
+// === tcp proxying: encode and decode ===
+
+fn weighted_to(clusters: &[ir::WeightedCluster]) -> Vec<pb::WeightedCluster> {
+    clusters
+        .iter()
+        .map(|c| pb::WeightedCluster {
+            cluster: c.cluster.clone(),
+            weight: c.weight,
+        })
+        .collect()
+}
+
+fn tcp_proxy_to(t: &ir::TcpProxy) -> pb::TcpProxy {
+    pb::TcpProxy {
+        name: t.name.clone(),
+        clusters: weighted_to(&t.clusters),
+        idle_timeout_ms: t.idle_timeout_ms,
+    }
+}
+
+fn tcp_proxy_from(cx: &Ctx, t: pb::TcpProxy) -> Result<ir::TcpProxy, InvalidResource> {
+    if t.clusters.is_empty() {
+        return Err(cx.err("tcpProxy.clusters", "no cluster to forward to"));
+    }
+    let mut clusters = Vec::with_capacity(t.clusters.len());
+    for (i, c) in t.clusters.into_iter().enumerate() {
+        if c.cluster.is_empty() {
+            return Err(cx.err(
+                format!("tcpProxy.clusters[{i}].cluster"),
+                "cluster is empty",
+            ));
+        }
+        clusters.push(ir::WeightedCluster {
+            cluster: c.cluster,
+            weight: c.weight,
+        });
+    }
+    Ok(ir::TcpProxy {
+        name: t.name,
+        clusters,
+        idle_timeout_ms: t.idle_timeout_ms,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1214,6 +1256,7 @@ mod tests {
                 route_table: "rt".into(),
                 access_log: None,
                 tls: None,
+                tcp_proxy: None,
             }],
             route_tables: vec![ir::RouteTable {
                 name: "rt".into(),
@@ -1341,6 +1384,7 @@ mod tests {
                 }),
                 idle_timeout_ms: Some(60_000),
                 request_timeout_ms: Some(15_000),
+                tcp_idle_timeout_ms: None,
             }],
             endpoints: vec![ir::ClusterEndpoints {
                 cluster: "c".into(),
@@ -1642,6 +1686,86 @@ mod tests {
             "10.0.0.1",
         ] {
             assert!(!ir::is_server_name_pattern(bad), "{bad}");
+        }
+    }
+
+    fn tcp_sample() -> ir::Snapshot {
+        let mut s = sample();
+        s.listeners.push(ir::Listener {
+            name: "tcp-9000".into(),
+            address: String::new(),
+            port: 9000,
+            protocol: ir::Protocol::Tcp,
+            route_table: String::new(),
+            access_log: None,
+            tls: None,
+            tcp_proxy: Some(ir::TcpProxy {
+                name: "gatewayroute/shop/db".into(),
+                clusters: vec![
+                    ir::WeightedCluster {
+                        cluster: "c".into(),
+                        weight: 3,
+                    },
+                    ir::WeightedCluster {
+                        cluster: "d".into(),
+                        weight: 1,
+                    },
+                ],
+                // 0 (disabled) must survive the round trip, unlike an unset value.
+                idle_timeout_ms: Some(0),
+            }),
+        });
+        let mut d = s.clusters[0].clone();
+        d.name = "d".into();
+        d.protocol = ir::Protocol::Tcp;
+        d.lb_policy = ir::LbPolicy::RoundRobin;
+        d.hash_on = None;
+        d.tcp_idle_timeout_ms = Some(1_000);
+        s.clusters.push(d);
+        s.clusters[0].tcp_idle_timeout_ms = Some(0);
+        s.normalize();
+        s
+    }
+
+    #[test]
+    fn tcp_proxy_round_trip() {
+        let s = tcp_sample();
+        let wire = snapshot_to_resources(&s);
+        let back = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap();
+        assert_eq!(back, s);
+        let mut unset = s.clone();
+        unset.listeners[1]
+            .tcp_proxy
+            .as_mut()
+            .unwrap()
+            .idle_timeout_ms = None;
+        unset.clusters[0].tcp_idle_timeout_ms = None;
+        let wire = snapshot_to_resources(&unset);
+        let back = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap();
+        assert_eq!(back, unset);
+    }
+
+    #[test]
+    fn invalid_tcp_proxy_names_the_field() {
+        for (edit, path) in [
+            (
+                (|t: &mut ir::TcpProxy| t.clusters.clear()) as fn(&mut ir::TcpProxy),
+                "tcpProxy.clusters",
+            ),
+            (
+                |t: &mut ir::TcpProxy| t.clusters[1].cluster.clear(),
+                "tcpProxy.clusters[1].cluster",
+            ),
+        ] {
+            let mut s = tcp_sample();
+            edit(s.listeners[1].tcp_proxy.as_mut().unwrap());
+            let wire = snapshot_to_resources(&s);
+            let err = resources_to_snapshot(wire.iter().map(|(_, r)| r)).unwrap_err();
+            assert_eq!(
+                (err.resource.as_str(), err.path.as_str()),
+                ("listener/tcp-9000", path),
+                "{err}"
+            );
         }
     }
 }

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::appmesh::TcpGatewayRoute;
 use crate::appmesh::{
     BackendDefaults, BackendTlsValidationTrust, ClientPolicy, ConnectionPool, Duration,
     GatewayConnectionPool, GatewayRouteHostnameMatch, GatewayRouteSpec, GatewayRouteTarget,
@@ -508,7 +509,6 @@ impl Checker {
 
     fn tcp_timeout(&mut self, path: &Path, t: &TcpTimeout) {
         if let Some(d) = &t.idle {
-            self.not_enforced(&path.f("idle"), "idle timeout");
             self.duration(&path.f("idle"), d);
         }
     }
@@ -1350,13 +1350,8 @@ impl Checker {
         for (i, l) in s.listeners.iter().enumerate() {
             let p = lp.i(i);
             let protocol = l.port_mapping.protocol;
+            // tcp (a Bowline extension) is served by GatewayRoute tcpRoutes.
             self.port(&p.f("portMapping").f("port"), l.port_mapping.port);
-            if protocol == PortProtocol::Tcp {
-                self.error(
-                    &p.f("portMapping").f("protocol"),
-                    "must be http, http2 or grpc for a virtual gateway (got \"tcp\")",
-                );
-            }
             if let Some(hc) = &l.health_check {
                 self.not_enforced(&p.f("healthCheck"), "health checks");
                 self.health_check(&p.f("healthCheck"), hc, true);
@@ -1393,10 +1388,14 @@ impl Checker {
                 ("grpcRoute", s.grpc_route.is_some()),
                 ("httpRoute", s.http_route.is_some()),
                 ("http2Route", s.http2_route.is_some()),
+                ("tcpRoute", s.tcp_route.is_some()),
             ],
         );
         if let Some(prio) = s.priority {
             self.range(&spec.f("priority"), prio, 0, 1000);
+        }
+        if let Some(r) = &s.tcp_route {
+            self.tcp_gateway_route(&spec.f("tcpRoute"), r);
         }
         if let Some(r) = &s.http_route {
             self.http_gateway_route(&spec.f("httpRoute"), r);
@@ -1509,6 +1508,17 @@ impl Checker {
             self.port(&mp.f("port"), port);
         }
         self.gateway_target(&path.f("action").f("target"), &r.action.target);
+    }
+
+    /// Bowline extension: a gateway route for tcp listeners.
+    fn tcp_gateway_route(&mut self, path: &Path, r: &TcpGatewayRoute) {
+        if let Some(port) = r.matcher.as_ref().and_then(|m| m.port) {
+            self.port(&path.f("match").f("port"), port);
+        }
+        self.gateway_target(&path.f("action").f("target"), &r.action.target);
+        if let Some(t) = &r.timeout {
+            self.tcp_timeout(&path.f("timeout"), t);
+        }
     }
 }
 
@@ -2166,6 +2176,7 @@ impl<'a> RefChecker<'a> {
                 "http2Route",
                 s.http2_route.as_ref().map(|r| &r.action.target),
             ),
+            ("tcpRoute", s.tcp_route.as_ref().map(|r| &r.action.target)),
         ];
         for (name, target) in targets {
             let Some(target) = target else { continue };
@@ -2233,6 +2244,12 @@ impl<'a> RefChecker<'a> {
                     ("grpcRoute", s.grpc_route.as_ref().map(|r| r.matcher.port)),
                     ("httpRoute", s.http_route.as_ref().map(|r| r.matcher.port)),
                     ("http2Route", s.http2_route.as_ref().map(|r| r.matcher.port)),
+                    (
+                        "tcpRoute",
+                        s.tcp_route
+                            .as_ref()
+                            .map(|r| r.matcher.as_ref().and_then(|m| m.port)),
+                    ),
                 ];
                 // Without a port, a route applies to every listener of its protocol.
                 for (name, port) in ports {

@@ -27,6 +27,7 @@
 //!   changes, mirrors (to a virtual node, or a virtual service provided by one) and CORS. The
 //!   filters of a resource route go on every IR route it becomes.
 //! * TLS (listener termination, the client policy's origination): see [`tls`].
+//! * tcp listeners and GatewayRoute `tcpRoute` (Bowline extensions): see [`tcp`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -47,6 +48,7 @@ use crate::discovery;
 mod routing;
 
 use self::routing::Filters;
+mod tcp;
 mod tls;
 
 /// Translates one VirtualGateway. An unknown gateway yields an empty snapshot and a diagnostic.
@@ -98,6 +100,7 @@ pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation 
             circuit_breakers: None,
             idle_timeout_ms: None,
             request_timeout_ms: None,
+            tcp_idle_timeout_ms: None,
         };
         if let Some(node) = inputs.world.virtual_node(&c.namespace, &c.node) {
             super::resilience::apply_node_listener(&mut cluster, &node.spec, c.port);
@@ -145,6 +148,7 @@ enum Family {
     Http,
     Http2,
     Grpc,
+    Tcp,
 }
 
 impl Family {
@@ -153,6 +157,7 @@ impl Family {
             Family::Http => ir::Protocol::Http,
             Family::Http2 => ir::Protocol::Http2,
             Family::Grpc => ir::Protocol::Grpc,
+            Family::Tcp => ir::Protocol::Tcp,
         }
     }
 
@@ -161,6 +166,7 @@ impl Family {
             Family::Http => "httpRoute",
             Family::Http2 => "http2Route",
             Family::Grpc => "grpcRoute",
+            Family::Tcp => "tcpRoute",
         }
     }
 }
@@ -225,7 +231,7 @@ struct At<'s> {
     path: &'s str,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
     fn diag(
         &mut self,
         kind: Kind,
@@ -277,14 +283,8 @@ impl Cx<'_> {
                 PortProtocol::Http => ir::Protocol::Http,
                 PortProtocol::Http2 => ir::Protocol::Http2,
                 PortProtocol::Grpc => ir::Protocol::Grpc,
-                PortProtocol::Tcp => {
-                    self.diag_at(
-                        gw_at,
-                        &format!("{path}.protocol"),
-                        "a VirtualGateway listener speaks http, http2 or grpc; listener skipped",
-                    );
-                    continue;
-                }
+                // Bowline extension: served by GatewayRoute tcpRoutes.
+                PortProtocol::Tcp => ir::Protocol::Tcp,
             };
             if listeners.contains_key(&port) {
                 self.diag_at(
@@ -379,6 +379,14 @@ impl Cx<'_> {
 
         let access_log = access_log(spec.logging.as_ref());
         for (port, protocol) in &listeners {
+            if *protocol == ir::Protocol::Tcp {
+                let cands = per_port.remove(port).unwrap_or_default();
+                let tls = listener_tls.remove(port).flatten();
+                if let Some(l) = self.tcp_listener(gw_at, *port, cands, access_log.clone(), tls) {
+                    snapshot.listeners.push(l);
+                }
+                continue;
+            }
             let table = gateway_table_name(ns, name, *port);
             snapshot.listeners.push(ir::Listener {
                 name: listener_name(*protocol, *port),
@@ -388,6 +396,7 @@ impl Cx<'_> {
                 route_table: table.clone(),
                 access_log: access_log.clone(),
                 tls: listener_tls.remove(port).flatten(),
+                tcp_proxy: None,
             });
             let cands = per_port.remove(port).unwrap_or_default();
             snapshot.route_tables.push(ir::RouteTable {
@@ -461,7 +470,8 @@ impl Cx<'_> {
         let spec = &gr.spec;
         let set = usize::from(spec.http_route.is_some())
             + usize::from(spec.http2_route.is_some())
-            + usize::from(spec.grpc_route.is_some());
+            + usize::from(spec.grpc_route.is_some())
+            + usize::from(spec.tcp_route.is_some());
         let base = At {
             kind: Kind::GatewayRoute,
             namespace: ns,
@@ -472,11 +482,18 @@ impl Cx<'_> {
             self.diag_at(
                 base,
                 "",
-                "exactly one of httpRoute, http2Route and grpcRoute must be set; route skipped",
+                "exactly one of httpRoute, http2Route, grpcRoute and tcpRoute must be set; route skipped",
             );
             return None;
         }
         let route_name = format!("gatewayroute/{ns}/{name}");
+        if let Some(r) = &spec.tcp_route {
+            let at = At {
+                path: "spec.tcpRoute",
+                ..base
+            };
+            return self.tcp_gateway_route(at, route_name, spec.priority, r);
+        }
         if let Some((family, r)) = spec
             .http_route
             .as_ref()
@@ -691,6 +708,28 @@ impl Cx<'_> {
         sub: &str,
         target: &GatewayRouteTarget,
     ) -> Option<(Action, String)> {
+        let p = self.provider(at, sub, target)?;
+        let vs_at = p.at();
+        let referrer = format!("{} {}/{}", at.kind, at.namespace, at.name);
+        match &p.kind {
+            ProviderKind::Router { namespace, name } => {
+                let table = self.router_table(vs_at, &referrer, namespace, name, target.port)?;
+                Some((Action::Delegate(table), p.vs_name))
+            }
+            ProviderKind::Node { namespace, name } => {
+                let at = At {
+                    path: "spec.provider.virtualNode.virtualNodeRef",
+                    ..vs_at
+                };
+                let cluster = self.node_cluster(at, &referrer, namespace, name, target.port)?;
+                Some((Action::Forward(cluster), p.vs_name))
+            }
+        }
+    }
+
+    /// The virtual service a gateway route targets and its provider; diagnostics when there is
+    /// none.
+    fn provider(&mut self, at: At<'_>, sub: &str, target: &GatewayRouteTarget) -> Option<Provider> {
         let world = self.inputs.world;
         let Some(vs_ref) = &target.virtual_service.virtual_service_ref else {
             self.diag_at(
@@ -712,7 +751,6 @@ impl Cx<'_> {
             );
             return None;
         };
-        let vs_name = virtual_service_name(vs);
         let vs_at = At {
             kind: Kind::VirtualService,
             namespace: vs_ns,
@@ -721,27 +759,32 @@ impl Cx<'_> {
         };
         let referrer = format!("{} {}/{}", at.kind, at.namespace, at.name);
         let provider = vs.spec.provider.clone().unwrap_or_default();
-        if let Some(r) = provider
+        let kind = if let Some(r) = provider
             .virtual_router
             .as_ref()
             .and_then(|r| r.virtual_router_ref.as_ref())
         {
-            let ns = r.namespace.as_deref().unwrap_or(vs_ns);
-            let table = self.router_table(vs_at, &referrer, ns, &r.name, target.port)?;
-            return Some((Action::Delegate(table), vs_name));
-        }
-        if let Some(n) = provider
-            .virtual_node
-            .as_ref()
-            .and_then(|n| n.virtual_node_ref.as_ref())
-        {
-            let ns = n.namespace.as_deref().unwrap_or(vs_ns);
-            let at = At {
-                path: "spec.provider.virtualNode.virtualNodeRef",
-                ..vs_at
-            };
-            let cluster = self.node_cluster(at, &referrer, ns, &n.name, target.port)?;
-            return Some((Action::Forward(cluster), vs_name));
+            Some(ProviderKind::Router {
+                namespace: r.namespace.clone().unwrap_or_else(|| vs_ns.to_string()),
+                name: r.name.clone(),
+            })
+        } else {
+            provider
+                .virtual_node
+                .as_ref()
+                .and_then(|n| n.virtual_node_ref.as_ref())
+                .map(|n| ProviderKind::Node {
+                    namespace: n.namespace.clone().unwrap_or_else(|| vs_ns.to_string()),
+                    name: n.name.clone(),
+                })
+        };
+        if let Some(kind) = kind {
+            return Some(Provider {
+                vs_name: virtual_service_name(vs),
+                vs_namespace: vs_ns.to_string(),
+                vs: vs.metadata.name.clone(),
+                kind,
+            });
         }
         self.diag_at(
             vs_at,
@@ -762,34 +805,9 @@ impl Cx<'_> {
         name: &str,
         port: Option<i64>,
     ) -> Option<String> {
-        let world = self.inputs.world;
-        let ref_at = At {
-            path: "spec.provider.virtualRouter.virtualRouterRef",
-            ..vs_at
-        };
-        let Some(router) = world.virtual_router(ns, name) else {
-            self.diag_at(
-                ref_at,
-                "",
-                format!("VirtualRouter {ns}/{name} not found; {referrer} skipped"),
-            );
-            return None;
-        };
-        let listeners = listener_ports(
-            router
-                .spec
-                .listeners
-                .iter()
-                .flatten()
-                .map(|l| &l.port_mapping),
-        );
-        let router_at = At {
-            kind: Kind::VirtualRouter,
-            namespace: ns,
-            name,
-            path: "spec",
-        };
-        let (port, proto) = self.pick_listener(router_at, referrer, &listeners, port)?;
+        let (router, port, proto) =
+            self.router_listener(vs_at, referrer, ns, name, port, Traffic::Http)?;
+        let router_at = router_at(ns, name);
         let table = router_table_name(ns, name, port);
         if self.router_tables.contains_key(&table) {
             return Some(table);
@@ -819,6 +837,63 @@ impl Cx<'_> {
             },
         );
         Some(table)
+    }
+
+    /// A router and its listener on the target port (or its only one), which must suit
+    /// `traffic`: a tcp listener for tcp, another for HTTP. Diagnostics when there is none.
+    fn router_listener(
+        &mut self,
+        vs_at: At<'_>,
+        referrer: &str,
+        ns: &str,
+        name: &str,
+        port: Option<i64>,
+        traffic: Traffic,
+    ) -> Option<(
+        &'a Resource<bowline_model::appmesh::VirtualRouterSpec>,
+        u16,
+        ir::Protocol,
+    )> {
+        let world = self.inputs.world;
+        let Some(router) = world.virtual_router(ns, name) else {
+            let ref_at = At {
+                path: "spec.provider.virtualRouter.virtualRouterRef",
+                ..vs_at
+            };
+            self.diag_at(
+                ref_at,
+                "",
+                format!("VirtualRouter {ns}/{name} not found; {referrer} skipped"),
+            );
+            return None;
+        };
+        let listeners = listener_ports(
+            router
+                .spec
+                .listeners
+                .iter()
+                .flatten()
+                .map(|l| &l.port_mapping),
+        );
+        let router_at = router_at(ns, name);
+        let (port, proto) = self.pick_listener(router_at, referrer, &listeners, port)?;
+        let tcp = proto == ir::Protocol::Tcp;
+        let problem = match traffic {
+            Traffic::Http if tcp => {
+                "is a tcp listener, which only a GatewayRoute tcpRoute can send to".to_string()
+            }
+            Traffic::Tcp if !tcp => format!(
+                "speaks {}, and a tcpRoute needs a tcp listener",
+                super::protocol_str(proto)
+            ),
+            _ => return Some((router, port, proto)),
+        };
+        self.diag_at(
+            router_at,
+            "listeners",
+            format!("the listener on port {port} {problem}; {referrer} skipped"),
+        );
+        None
     }
 
     /// Picks the listener a target port names, or the only listener when none is named.
@@ -960,16 +1035,8 @@ impl Cx<'_> {
                 });
                 (matcher, action, Filters::default())
             }
-            ir::Protocol::Tcp => {
-                if r.tcp_route.is_some() {
-                    self.diag_at(
-                        at,
-                        "tcpRoute",
-                        "tcp routes are not supported by the gateway; route skipped",
-                    );
-                }
-                return None;
-            }
+            // Tcp listeners are refused before (`router_table`); tcpRoutes are translated by `tcp`.
+            ir::Protocol::Tcp => return None,
         };
         let key = OrderKey::new(r.priority, &matcher, false, order_name);
         let mut route = ir::Route::new(route_name, matcher, action);
@@ -988,6 +1055,16 @@ impl Cx<'_> {
     /// `weightedTargets` → weighted clusters. Targets that cannot be resolved are dropped with a
     /// diagnostic; a route left without targets is skipped.
     fn weighted(&mut self, at: At<'_>, action: &RouteAction) -> Option<Vec<ir::WeightedCluster>> {
+        self.weighted_for(at, action, Traffic::Http)
+    }
+
+    /// [`Cx::weighted`] for `traffic` (tcp may go to any node listener, HTTP not to tcp ones).
+    fn weighted_for(
+        &mut self,
+        at: At<'_>,
+        action: &RouteAction,
+        traffic: Traffic,
+    ) -> Option<Vec<ir::WeightedCluster>> {
         let mut out = Vec::new();
         for (i, t) in action.weighted_targets.iter().enumerate() {
             let sub = format!("action.weightedTargets[{i}]");
@@ -1009,7 +1086,8 @@ impl Cx<'_> {
             let ns = node_ref.namespace.as_deref().unwrap_or(at.namespace);
             let path = join(at.path, &format!("{sub}.virtualNodeRef"));
             let ref_at = At { path: &path, ..at };
-            let Some(cluster) = self.node_cluster(ref_at, &referrer, ns, &node_ref.name, t.port)
+            let Some(cluster) =
+                self.node_cluster_for(ref_at, &referrer, ns, &node_ref.name, t.port, traffic)
             else {
                 continue;
             };
@@ -1039,7 +1117,8 @@ impl Cx<'_> {
 
     // === nodes ===
 
-    /// The cluster of a node for a port (or its only listener), registered once per snapshot.
+    /// The cluster of a node for a port (or its only listener), registered once per snapshot, for
+    /// HTTP traffic.
     fn node_cluster(
         &mut self,
         ref_at: At<'_>,
@@ -1047,6 +1126,20 @@ impl Cx<'_> {
         ns: &str,
         name: &str,
         port: Option<i64>,
+    ) -> Option<String> {
+        self.node_cluster_for(ref_at, referrer, ns, name, port, Traffic::Http)
+    }
+
+    /// [`Cx::node_cluster`] for `traffic`: HTTP routes cannot send to a tcp listener (only a
+    /// tcp proxy can); a tcp proxy may send to any listener, bytes are bytes.
+    fn node_cluster_for(
+        &mut self,
+        ref_at: At<'_>,
+        referrer: &str,
+        ns: &str,
+        name: &str,
+        port: Option<i64>,
+        traffic: Traffic,
     ) -> Option<String> {
         let Some(node) = self.inputs.world.virtual_node(ns, name) else {
             self.diag_at(
@@ -1070,6 +1163,16 @@ impl Cx<'_> {
             path: "spec",
         };
         let (port, proto) = self.pick_listener(node_at, referrer, &listeners, port)?;
+        if proto == ir::Protocol::Tcp && traffic == Traffic::Http {
+            self.diag_at(
+                node_at,
+                "listeners",
+                format!(
+                    "the listener on port {port} is a tcp listener, which only a tcp route can send to; {referrer} skipped"
+                ),
+            );
+            return None;
+        }
         let cname = cluster_name(ns, name, port);
         self.clusters.entry(cname.clone()).or_insert(ClusterSpec {
             namespace: ns.to_string(),
@@ -1191,6 +1294,39 @@ enum Action {
     Forward(String),
 }
 
+/// What traffic a target receives: HTTP routes need an HTTP-family listener of the target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Traffic {
+    Http,
+    Tcp,
+}
+
+/// The virtual service a gateway route targets, and its provider.
+struct Provider {
+    /// The name the service is served under (for Host rewrites).
+    vs_name: String,
+    vs_namespace: String,
+    vs: String,
+    kind: ProviderKind,
+}
+
+enum ProviderKind {
+    Router { namespace: String, name: String },
+    Node { namespace: String, name: String },
+}
+
+impl Provider {
+    /// The service's `spec.provider`, for diagnostics.
+    fn at(&self) -> At<'_> {
+        At {
+            kind: Kind::VirtualService,
+            namespace: &self.vs_namespace,
+            name: &self.vs,
+            path: "spec.provider",
+        }
+    }
+}
+
 impl Action {
     fn with_rewrite(self, rewrite: ir::Rewrite) -> ir::RouteAction {
         match self {
@@ -1268,6 +1404,16 @@ fn check_regex(re: &str) -> Result<(), String> {
     regex::Regex::new(&format!("^(?:{re})$"))
         .map(|_| ())
         .map_err(|e| format!("invalid regular expression {re:?}: {e}"))
+}
+
+/// A VirtualRouter's `spec`, for diagnostics.
+fn router_at<'s>(ns: &'s str, name: &'s str) -> At<'s> {
+    At {
+        kind: Kind::VirtualRouter,
+        namespace: ns,
+        name,
+        path: "spec",
+    }
 }
 
 fn join(base: &str, sub: &str) -> String {

@@ -9,7 +9,7 @@
 //! | object | name |
 //! |---|---|
 //! | listener (one per gateway portMapping) | `<protocol>-<port>`, e.g. `http-8088` |
-//! | route table of a gateway listener | `gateway/<namespace>/<gateway>/<port>` |
+//! | route table of a gateway listener (none for tcp listeners, which carry a tcp proxy) | `gateway/<namespace>/<gateway>/<port>` |
 //! | route table of a virtual router listener | `router/<namespace>/<router>/<port>` |
 //! | virtual host | `*` (any host), the exact host, or `*<suffix>` |
 //! | route from a GatewayRoute | `gatewayroute/<namespace>/<name>` |

@@ -5,6 +5,7 @@
 //!   caller of the node gets them. `loadBalancer` (a Bowline extension) picks the cluster's
 //!   policy.
 //! * A router route's `retryPolicy` and `timeout.idle` apply to its forward action.
+//! * A tcp node listener's `timeout.tcp.idle` goes on its cluster, for tcp proxying.
 //!
 //! Validation ([`bowline_model::validate`]) has already rejected documents with values out of
 //! range; values that still do not fit (a negative duration read through the model's types) are
@@ -12,8 +13,8 @@
 
 use bowline_model::appmesh::{
     ConnectionPool, Duration, HealthCheckPolicy, HttpTimeout, ListenerTimeout, LoadBalancer,
-    LoadBalancerPolicy, OutlierDetection, PortProtocol, Route as RouterRoute, VirtualNodeListener,
-    VirtualNodeSpec,
+    LoadBalancerPolicy, OutlierDetection, PortProtocol, Route as RouterRoute, TcpTimeout,
+    VirtualNodeListener, VirtualNodeSpec,
 };
 use bowline_model::ir;
 
@@ -47,6 +48,16 @@ fn apply_listener(cluster: &mut ir::Cluster, l: &VirtualNodeListener) {
         cluster.request_timeout_ms = t.per_request.as_ref().and_then(positive_ms);
         cluster.idle_timeout_ms = t.idle.as_ref().and_then(positive_ms);
     }
+    if l.port_mapping.protocol == PortProtocol::Tcp {
+        cluster.tcp_idle_timeout_ms = tcp_idle_ms(l.timeout.as_ref().and_then(|t| t.tcp.as_ref()));
+    }
+}
+
+/// A tcp idle timeout (a route's or a tcp node listener's `timeout.idle`) in milliseconds.
+/// Unlike the HTTP timeouts, 0 is kept: it disables the timeout (Envoy's `0s`, which App Mesh
+/// passes through).
+pub(super) fn tcp_idle_ms(t: Option<&TcpTimeout>) -> Option<u64> {
+    t?.idle.as_ref()?.as_millis()
 }
 
 fn load_balancer(lb: &LoadBalancer) -> (ir::LbPolicy, Option<ir::HashOn>) {

@@ -44,6 +44,7 @@ fn snapshot(cluster_of_route: &str, port: u16) -> ir::Snapshot {
             route_table: "rt".into(),
             access_log: None,
             tls: None,
+            tcp_proxy: None,
         }],
         route_tables: vec![ir::RouteTable {
             name: "rt".into(),
@@ -78,6 +79,7 @@ fn snapshot(cluster_of_route: &str, port: u16) -> ir::Snapshot {
             circuit_breakers: None,
             idle_timeout_ms: None,
             request_timeout_ms: None,
+            tcp_idle_timeout_ms: None,
         }],
         endpoints: vec![ir::ClusterEndpoints {
             cluster: "web".into(),

@@ -100,6 +100,8 @@ impl RouteFilters {
                     format!("unknown cluster {:?}", m.cluster),
                 )
             })?;
+            crate::tcp::check_http_cluster(cluster)
+                .map_err(|e| err(&format!("mirrors[{i}].cluster"), e))?;
             if m.percent > 100 {
                 return Err(err(
                     &format!("mirrors[{i}].percent"),

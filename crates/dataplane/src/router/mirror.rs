@@ -164,7 +164,7 @@ async fn send_one(cluster: &Cluster, head: &Head, body: Bytes) -> Result<(), Str
     *req.method_mut() = head.method.clone();
     *req.headers_mut() = head.headers.clone();
     let authority = match cluster.protocol {
-        UpstreamProtocol::Http1 => {
+        UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => {
             *req.version_mut() = Version::HTTP_11;
             if let Some(h) = &head.host
                 && let Ok(v) = HeaderValue::from_str(h.as_str())

@@ -34,6 +34,7 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
             route_table: "main".into(),
             access_log: None,
             tls: None,
+            tcp_proxy: None,
         }],
         route_tables,
         clusters: clusters
@@ -50,6 +51,7 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
                 circuit_breakers: None,
                 idle_timeout_ms: None,
                 request_timeout_ms: None,
+                tcp_idle_timeout_ms: None,
             })
             .collect(),
         endpoints: clusters

@@ -42,6 +42,7 @@ fn cluster(name: &str) -> ir::Cluster {
         circuit_breakers: None,
         idle_timeout_ms: None,
         request_timeout_ms: None,
+        tcp_idle_timeout_ms: None,
     }
 }
 
@@ -76,6 +77,7 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
             route_table: "main".into(),
             access_log: None,
             tls: None,
+            tcp_proxy: None,
         }],
         route_tables,
         clusters: vec![cluster("a"), cluster("b"), cluster("c")],
@@ -936,6 +938,7 @@ fn compile_errors_name_the_resource_and_field() {
         route_table: "main".into(),
         access_log: None,
         tls: None,
+        tcp_proxy: None,
     });
     cases.push((
         s,
@@ -944,7 +947,10 @@ fn compile_errors_name_the_resource_and_field() {
 
     let mut s = base();
     s.clusters[0].protocol = ir::Protocol::Tcp;
-    cases.push((s, "cluster/a: protocol: tcp clusters are not supported yet"));
+    cases.push((
+        s,
+        r#"routeTable/main: virtualHosts[0].routes[0].forward.clusters[0].cluster: cluster "a" is a tcp cluster: only a tcp listener can send to it"#,
+    ));
 
     let mut s = base();
     s.endpoints[0].endpoints[0].address = "a.example".into();

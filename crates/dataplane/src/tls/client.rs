@@ -104,6 +104,14 @@ impl ClientTls {
         &self.key
     }
 
+    /// The same settings without ALPN, for connections that carry opaque bytes (tcp
+    /// proxying): no application protocol is claimed on the client's behalf.
+    pub fn without_alpn(mut self) -> ClientTls {
+        Arc::make_mut(&mut self.config).alpn_protocols.clear();
+        self.key = format!("{}|no-alpn", self.key).into();
+        self
+    }
+
     /// Runs the TLS handshake on a connected socket. A certificate the cluster does not accept
     /// fails with an `InvalidData` error whose source is the rustls error.
     pub async fn connect(&self, tcp: TcpStream) -> io::Result<ClientTlsStream> {

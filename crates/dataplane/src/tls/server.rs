@@ -127,6 +127,19 @@ impl ServerTls {
         self.permissive
     }
 
+    /// The same listener TLS without ALPN, for listeners that proxy opaque bytes (tcp): the
+    /// proxy does not speak HTTP on them, so it must not agree to `h2` or `http/1.1`. The
+    /// certificates, their reloading and client validation are shared with `self`.
+    pub fn without_alpn(&self) -> ServerTls {
+        let mut config = (*self.config).clone();
+        config.alpn_protocols.clear();
+        ServerTls {
+            permissive: self.permissive,
+            config: Arc::new(config),
+            resolver: self.resolver.clone(),
+        }
+    }
+
     pub fn resolver(&self) -> &SniResolver {
         &self.resolver
     }

@@ -293,7 +293,6 @@ backendDefaults:
 "#,
             ),
             vec![
-                r#"spec.listeners[0].portMapping.protocol: must be http, http2 or grpc for a virtual gateway (got "tcp")"#,
                 r#"spec.listeners[1].healthCheck.protocol: must be http, http2 or grpc for a virtual gateway (got "tcp")"#,
                 "spec.listeners[1].connectionPool.grpc: does not match the listener protocol http",
                 "spec.listeners[1].connectionPool.grpc.maxRequests: must be at least 1 (got 0)",
@@ -319,7 +318,7 @@ http2Route:
 "#,
             ),
             vec![
-                "spec: exactly one of grpcRoute, httpRoute and http2Route must be set (httpRoute and http2Route are)",
+                "spec: exactly one of grpcRoute, httpRoute, http2Route and tcpRoute must be set (httpRoute and http2Route are)",
                 "spec.priority: must be between 0 and 1000 (got -1)",
                 "spec.httpRoute.match: only one of prefix and path may be set (both are)",
                 r#"spec.httpRoute.match.path.exact: must start with "/""#,
@@ -538,10 +537,8 @@ routes:
 "#
         ),
     );
-    assert_eq!(
-        ignored(&router),
-        ["spec.routes[2].tcpRoute.timeout.idle: ignored: accepted; not yet enforced: idle timeout"]
-    );
+    // tcp idle timeouts are enforced where tcp is proxied (gateway tcp listeners).
+    assert_eq!(ignored(&router), Vec::<String>::new());
 }
 
 #[test]
@@ -936,6 +933,98 @@ backendDefaults:
             "spec.listeners[0].tls.validation.trust.sds: ignored: AWS only: SDS (SPIRE) certificates and trust are not available; the listener is not served (rather than without them)",
             "spec.backendDefaults.clientPolicy.tls.certificate.sds: ignored: AWS only: SDS (SPIRE) certificates and trust are not available; requests to the backends the policy applies to are refused (rather than sent without them)",
             "spec.backendDefaults.clientPolicy.tls.validation.trust.acm: ignored: AWS only: ACM Private CA trust is not available; requests to the backends the policy applies to are refused (rather than sent unverified)",
+        ]
+    );
+}
+
+// === tcp gateway routes (Bowline extension) ===
+
+#[test]
+fn tcp_gateway_routes_are_checked_like_the_others() {
+    let bad = doc(
+        "GatewayRoute",
+        r#"tcpRoute:
+  match: {port: 70000}
+  action: {target: {virtualService: {}, port: 0}}
+  timeout: {idle: {unit: s, value: -1}}
+"#,
+    );
+    let both = doc(
+        "GatewayRoute",
+        r#"tcpRoute:
+  action: {target: {virtualService: {virtualServiceRef: {name: db}}}}
+httpRoute:
+  match: {prefix: /}
+  action: {target: {virtualService: {virtualServiceRef: {name: db}}}}
+"#,
+    );
+    let shown = |yaml: &str| -> Vec<String> { all_problems(yaml).iter().map(short).collect() };
+    assert_eq!(
+        shown(&bad),
+        [
+            "spec.tcpRoute.match.port: must be between 1 and 65535 (got 70000)",
+            "spec.tcpRoute.action.target.virtualService: exactly one of virtualServiceRef and virtualServiceARN must be set (none is)",
+            "spec.tcpRoute.action.target.port: must be between 1 and 65535 (got 0)",
+            "spec.tcpRoute.timeout.idle.value: must not be negative (got -1)",
+        ]
+    );
+    assert_eq!(
+        shown(&both),
+        [
+            "spec: exactly one of grpcRoute, httpRoute, http2Route and tcpRoute must be set (httpRoute and tcpRoute are)"
+        ]
+    );
+    let good = [
+        doc(
+            "GatewayRoute",
+            r#"priority: 10
+tcpRoute:
+  match: {port: 5432}
+  action: {target: {virtualService: {virtualServiceRef: {name: db}}, port: 5432}}
+  timeout: {idle: {unit: s, value: 0}}
+"#,
+        ),
+        doc(
+            "VirtualGateway",
+            "listeners:\n  - portMapping: {port: 5432, protocol: tcp}\n  - portMapping: {port: 8080, protocol: http}",
+        ),
+    ];
+    for yaml in good {
+        assert_eq!(all_problems(&yaml), Vec::<Problem>::new(), "{yaml}");
+    }
+}
+
+#[test]
+fn tcp_gateway_route_ports_name_listeners_of_the_gateway_and_the_target() {
+    let yaml = format!(
+        r#"{NODES}---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualService
+metadata: {{name: two, namespace: app}}
+spec:
+  provider: {{virtualNode: {{virtualNodeRef: {{name: two}}}}}}
+---
+apiVersion: mesh.bowline.io/v1alpha1
+kind: VirtualGateway
+metadata: {{name: gw, namespace: app}}
+spec:
+  listeners: [{{portMapping: {{port: 5432, protocol: tcp}}}}]
+---
+apiVersion: mesh.bowline.io/v1alpha1
+kind: GatewayRoute
+metadata: {{name: db, namespace: app}}
+spec:
+  virtualGatewayRef: {{name: gw}}
+  tcpRoute:
+    match: {{port: 5433}}
+    action: {{target: {{virtualService: {{virtualServiceRef: {{name: two}}}}}}}}
+"#
+    );
+    assert_eq!(
+        shown_references(&yaml),
+        [
+            "refs.yaml (document 4): GatewayRoute app/db: spec.tcpRoute.action.target.port: is required: VirtualNode app/two (the provider of VirtualService app/two) has several listeners (8080, 8090)",
+            "refs.yaml (document 4): GatewayRoute app/db: spec.tcpRoute.match.port: VirtualGateway app/gw has no listener on port 5433 (listeners: 5432)",
         ]
     );
 }
