@@ -210,9 +210,14 @@ fn join_forwarded_for(headers: &HeaderMap, client_ip: &HeaderValue) -> Option<He
     HeaderValue::from_bytes(&joined).ok()
 }
 
-/// A random request id in UUID v4 form.
+/// A random request id in UUID v4 form, from the per-thread non-cryptographic generator (an id
+/// must be unique, not secret; this costs a few nanoseconds instead of a ChaCha block).
 pub fn request_id() -> HeaderValue {
-    let mut b: [u8; 16] = rand::random();
+    let hi = crate::lb::random_u64().to_le_bytes();
+    let lo = crate::lb::random_u64().to_le_bytes();
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&hi);
+    b[8..].copy_from_slice(&lo);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";
