@@ -238,11 +238,16 @@ struct Env {
 }
 
 async fn start() -> Env {
+    start_with(&[]).await
+}
+
+/// The shop stack with extra gateway flags.
+async fn start_with(gateway_args: &[&str]) -> Env {
     let up = Upstreams::start();
     let gw_port = free_port();
     let dead_port = free_port(); // nothing listens there
     let files = manifests(gw_port, &up, dead_port);
-    let stack = Stack::start(&files, "shop/gw").await;
+    let stack = Stack::start_with(&files, "shop/gw", gateway_args).await;
     let gw: SocketAddr = format!("127.0.0.1:{gw_port}").parse().unwrap();
     let client = HttpClient::http1();
     // The first config is applied before /ready; routes are live from here.
@@ -440,7 +445,9 @@ async fn no_route_is_404_and_unreachable_upstream_is_503_fast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn manifest_edit_under_load_fails_nothing() {
-    let env = start().await;
+    // One worker: the gateway runs its single-threaded runtime (as in the benchmark), serving
+    // h1 and h2c load and applying the update on the same thread.
+    let env = start_with(&["--worker-threads", "1"]).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (client, gw) = (env.client.clone(), env.gw);
     let h2 = HttpClient::h2c();
