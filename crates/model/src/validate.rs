@@ -1357,7 +1357,6 @@ impl Checker {
                 self.health_check(&p.f("healthCheck"), hc, true);
             }
             if let Some(pool) = &l.connection_pool {
-                self.not_enforced(&p.f("connectionPool"), "connection pool limits");
                 self.gateway_connection_pool(&p.f("connectionPool"), pool, protocol);
             }
             if let Some(tls) = &l.tls {
