@@ -1030,7 +1030,7 @@ spec:
 }
 
 #[test]
-fn gateway_listener_pools_are_enforced() {
+fn gateway_listener_pools_are_enforced_and_health_checks_explained() {
     let gw = doc(
         "VirtualGateway",
         r#"listeners:
@@ -1046,7 +1046,7 @@ fn gateway_listener_pools_are_enforced() {
     assert_eq!(
         ignored(&gw),
         [
-            "spec.listeners[0].healthCheck: ignored: accepted; not yet enforced: health checks",
+            "spec.listeners[0].healthCheck: ignored: no effect, as in App Mesh: a listener's health check is run by the proxies that send to that listener, and no route sends to a virtual gateway; probe the gateway itself with GET /ready on its admin address",
         ]
     );
 }
