@@ -137,25 +137,7 @@ pub struct Echo {
 
 impl Echo {
     pub fn start(name: &str) -> anyhow::Result<Echo> {
-        let mut child = Command::new(binary("bowline-echo"))
-            .args(["--name", name, "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().context("echo stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .with_context(|| format!("unexpected echo output {line:?}"))?
-            .parse()?;
-        Ok(Echo {
-            name: name.to_string(),
-            addr,
-            child,
-        })
+        Self::start_with(name, &[])
     }
 
     pub fn port(&self) -> u16 {
@@ -1086,4 +1068,32 @@ pub async fn tcp_greeting(
         .strip_suffix('\n')
         .with_context(|| format!("closed before a greeting (got {line:?})"))?;
     Ok((stream, name.to_string()))
+}
+
+// === echo options (tests/tests/grpc_retry.rs) ===
+
+impl Echo {
+    /// An echo started with extra flags (`--grpc-unavailable N`, ...).
+    pub fn start_with(name: &str, args: &[&str]) -> anyhow::Result<Echo> {
+        let mut child = Command::new(binary("bowline-echo"))
+            .args(["--name", name, "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("echo stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected echo output {line:?}"))?
+            .parse()?;
+        Ok(Echo {
+            name: name.to_string(),
+            addr,
+            child,
+        })
+    }
 }
