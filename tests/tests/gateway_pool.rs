@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::ensure;
-use bowline_tests::{Echo, HttpClient, Reply, Stack, eventually, free_port, metric_value, metrics};
+use bowline_tests::{
+    Echo, HttpClient, Reply, Stack, eventually, free_port, gateway_manifest,
+    gateway_route_manifest, metric_value, metrics, node_manifest, service_manifest,
+};
 
 const NS: &str = "pool";
 
@@ -17,85 +20,28 @@ const NS: &str = "pool";
 /// `web` (http, whose own pool allows 5 connections) and an http2 listener (`maxRequests: 1`)
 /// routing to node `api` (http2, no pool of its own).
 fn manifests(http_port: u16, h2_port: u16, web: &Echo, api: &Echo) -> String {
-    let mut out = format!(
-        r#"apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualGateway
-metadata: {{name: gw, namespace: {NS}}}
-spec:
-  listeners:
-    - portMapping: {{port: {http_port}, protocol: http}}
-      connectionPool:
-        http: {{maxConnections: 1, maxPendingRequests: 1}}
-    - portMapping: {{port: {h2_port}, protocol: http2}}
-      connectionPool:
-        http2: {{maxRequests: 1}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: GatewayRoute
-metadata: {{name: web, namespace: {NS}}}
-spec:
-  httpRoute:
-    match: {{prefix: /}}
-    action:
-      target: {{virtualService: {{virtualServiceRef: {{name: web}}}}}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: GatewayRoute
-metadata: {{name: api, namespace: {NS}}}
-spec:
-  http2Route:
-    match: {{prefix: /}}
-    action:
-      target: {{virtualService: {{virtualServiceRef: {{name: api}}}}}}
-"#
-    );
-    for (name, protocol, pool, echo) in [
-        (
+    gateway_manifest(
+        NS,
+        &[
+            format!(
+                "{{portMapping: {{port: {http_port}, protocol: http}}, connectionPool: {{http: {{maxConnections: 1, maxPendingRequests: 1}}}}}}"
+            ),
+            format!(
+                "{{portMapping: {{port: {h2_port}, protocol: http2}}, connectionPool: {{http2: {{maxRequests: 1}}}}}}"
+            ),
+        ],
+    ) + &gateway_route_manifest(NS, "web", "httpRoute", "{prefix: /}", "web")
+        + &gateway_route_manifest(NS, "api", "http2Route", "{prefix: /}", "api")
+        + &service_manifest(NS, "web", "virtualNode")
+        + &node_manifest(
+            NS,
             "web",
             "http",
-            "\n      connectionPool: {http: {maxConnections: 5}}",
-            web,
-        ),
-        ("api", "http2", "", api),
-    ] {
-        out += &format!(
-            r#"---
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualService
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  provider: {{virtualNode: {{virtualNodeRef: {{name: {name}}}}}}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualNode
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  listeners:
-    - portMapping: {{port: 8080, protocol: {protocol}}}{pool}
-  serviceDiscovery:
-    dns: {{hostname: {name}.{NS}.svc.cluster.local}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-0
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints:
-  - addresses: ["127.0.0.1"]
-"#,
-            port = echo.port()
-        );
-    }
-    out
+            &["connectionPool: {http: {maxConnections: 5}}"],
+            &[web.port()],
+        )
+        + &service_manifest(NS, "api", "virtualNode")
+        + &node_manifest(NS, "api", "http2", &[], &[api.port()])
 }
 
 struct Env {

@@ -8,7 +8,10 @@
 use std::net::SocketAddr;
 
 use anyhow::ensure;
-use bowline_tests::{Echo, HttpClient, Stack, eventually, free_port, metric_value, metrics};
+use bowline_tests::{
+    Echo, HttpClient, Stack, eventually, free_port, gateway_manifest, gateway_route_manifest,
+    metric_value, metrics, node_manifest, router_manifest, service_manifest,
+};
 use http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -18,79 +21,20 @@ const NS: &str = "grpc";
 
 /// A grpc gateway listener with one GatewayRoute per (gRPC service, virtual service), each
 /// virtual service provided by a router whose one route sends the service's calls to a grpc
-/// node, with `retry` (flow-style YAML) as its retryPolicy when given.
+/// node of the same name, with `retry` (flow-style YAML) as its retryPolicy when given.
 fn manifests(gw_port: u16, routes: &[(&str, &str, Option<&str>, &Echo)]) -> String {
-    let mut out = format!(
-        r#"apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualGateway
-metadata: {{name: gw, namespace: {NS}}}
-spec:
-  listeners:
-    - portMapping: {{port: {gw_port}, protocol: grpc}}
-"#
+    let mut out = gateway_manifest(
+        NS,
+        &[format!(
+            "{{portMapping: {{port: {gw_port}, protocol: grpc}}}}"
+        )],
     );
     for (service, name, retry, echo) in routes {
-        let retry = retry.map_or(String::new(), |r| format!("\n        retryPolicy: {r}"));
-        out += &format!(
-            r#"---
-apiVersion: mesh.bowline.io/v1alpha1
-kind: GatewayRoute
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  grpcRoute:
-    match: {{serviceName: {service}}}
-    action:
-      target: {{virtualService: {{virtualServiceRef: {{name: {name}}}}}}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualService
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  provider: {{virtualRouter: {{virtualRouterRef: {{name: {name}}}}}}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualRouter
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  listeners:
-    - portMapping: {{port: 8080, protocol: grpc}}
-  routes:
-    - name: all
-      grpcRoute:
-        match: {{serviceName: {service}}}
-        action:
-          weightedTargets:
-            - virtualNodeRef: {{name: {name}}}
-              weight: 1{retry}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualNode
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  listeners:
-    - portMapping: {{port: 8080, protocol: grpc}}
-  serviceDiscovery:
-    dns: {{hostname: {name}.{NS}.svc.cluster.local}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  ports: [{{name: grpc, port: 8080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-0
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: grpc, port: {port}}}]
-endpoints:
-  - addresses: ["127.0.0.1"]
-"#,
-            port = echo.port()
-        );
+        let matcher = format!("{{serviceName: {service}}}");
+        out += &gateway_route_manifest(NS, name, "grpcRoute", &matcher, name);
+        out += &service_manifest(NS, name, "virtualRouter");
+        out += &router_manifest(NS, name, "grpc", "grpcRoute", &matcher, name, *retry);
+        out += &node_manifest(NS, name, "grpc", &[], &[echo.port()]);
     }
     out
 }

@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use bowline_tests::{Recorder, Stack, eventually, free_port};
+use bowline_tests::{
+    Recorder, Stack, eventually, free_port, gateway_manifest, gateway_route_manifest,
+    node_manifest, router_manifest, service_manifest,
+};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -27,81 +30,24 @@ const CHUNK: usize = 16 * 1024;
 /// retries to a node whose endpoints are 127.0.0.1:`dead` and 127.0.0.1:`live`.
 fn manifests(protocol: &str, gw_port: u16, dead: u16, live: u16) -> String {
     let route = format!("{protocol}Route");
-    let mut out = format!(
-        r#"apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualGateway
-metadata: {{name: gw, namespace: {NS}}}
-spec:
-  listeners:
-    - portMapping: {{port: {gw_port}, protocol: {protocol}}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: GatewayRoute
-metadata: {{name: all, namespace: {NS}}}
-spec:
-  {route}:
-    match: {{prefix: /}}
-    action:
-      target: {{virtualService: {{virtualServiceRef: {{name: upload}}}}}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualService
-metadata: {{name: upload, namespace: {NS}}}
-spec:
-  provider: {{virtualRouter: {{virtualRouterRef: {{name: upload}}}}}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualRouter
-metadata: {{name: upload, namespace: {NS}}}
-spec:
-  listeners:
-    - portMapping: {{port: 8080, protocol: {protocol}}}
-  routes:
-    - name: all
-      {route}:
-        match: {{prefix: /}}
-        action:
-          weightedTargets:
-            - virtualNodeRef: {{name: upload}}
-              weight: 1
-        retryPolicy:
-          maxRetries: 2
-          perRetryTimeout: {{unit: s, value: 10}}
-          tcpRetryEvents: [connection-error]
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualNode
-metadata: {{name: upload, namespace: {NS}}}
-spec:
-  listeners:
-    - portMapping: {{port: 8080, protocol: {protocol}}}
-  serviceDiscovery:
-    dns: {{hostname: upload.{NS}.svc.cluster.local}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: upload, namespace: {NS}}}
-spec:
-  ports: [{{name: http, port: 8080}}]
-"#
-    );
-    for (i, port) in [dead, live].into_iter().enumerate() {
-        out += &format!(
-            r#"---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: upload-{i}
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: upload}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints:
-  - addresses: ["127.0.0.1"]
-"#
-        );
-    }
-    out
+    let retry = "{maxRetries: 2, perRetryTimeout: {unit: s, value: 10}, tcpRetryEvents: [connection-error]}";
+    gateway_manifest(
+        NS,
+        &[format!(
+            "{{portMapping: {{port: {gw_port}, protocol: {protocol}}}}}"
+        )],
+    ) + &gateway_route_manifest(NS, "all", &route, "{prefix: /}", "upload")
+        + &service_manifest(NS, "upload", "virtualRouter")
+        + &router_manifest(
+            NS,
+            "upload",
+            protocol,
+            &route,
+            "{prefix: /}",
+            "upload",
+            Some(retry),
+        )
+        + &node_manifest(NS, "upload", protocol, &[], &[dead, live])
 }
 
 type Body = BoxBody<Bytes, Infallible>;

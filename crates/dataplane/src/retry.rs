@@ -765,63 +765,18 @@ mod tests {
         live: std::net::SocketAddr,
         retry: Option<ir::RetryPolicy>,
     ) -> Router {
-        let ep = |a: std::net::SocketAddr| ir::Endpoint {
-            address: a.ip().to_string(),
-            port: a.port(),
-            weight: 1,
-        };
-        let route = ir::Route::new(
-            "r",
-            ir::RouteMatch::default(),
-            ir::RouteAction::Forward(ir::ForwardAction {
-                clusters: vec![ir::WeightedCluster {
-                    cluster: "c".into(),
-                    weight: 1,
-                }],
-                rewrite: ir::Rewrite::default(),
-                timeout_ms: None,
-                retry,
-                idle_timeout_ms: None,
-            }),
-        );
-        let snapshot = ir::Snapshot {
-            listeners: vec![ir::Listener {
-                name: "http-8080".into(),
-                address: String::new(),
-                port: 8080,
-                protocol: ir::Protocol::Http,
-                route_table: "t".into(),
-                access_log: None,
-                tls: None,
-                tcp_proxy: None,
-            }],
-            route_tables: vec![ir::RouteTable {
-                name: "t".into(),
-                virtual_hosts: vec![ir::VirtualHost {
-                    name: "*".into(),
-                    hosts: vec![ir::HostMatch::Any],
-                    routes: vec![route],
-                }],
-            }],
-            clusters: vec![ir::Cluster {
-                name: "c".into(),
-                protocol: ir::Protocol::Http,
-                lb_policy: ir::LbPolicy::RoundRobin,
-                connect_timeout_ms: 1000,
-                tls: None,
-                hash_on: None,
-                health_check: None,
-                outlier_detection: None,
-                circuit_breakers: None,
-                idle_timeout_ms: None,
-                request_timeout_ms: None,
-                tcp_idle_timeout_ms: None,
-            }],
-            endpoints: vec![ir::ClusterEndpoints {
-                cluster: "c".into(),
-                endpoints: vec![ep(refused), ep(live)],
-            }],
-        };
+        let ep = |a: std::net::SocketAddr| serde_json::json!({"address": a.ip().to_string(), "port": a.port(), "weight": 1});
+        // The snapshot as the config dump shows it.
+        let snapshot: ir::Snapshot = serde_json::from_value(serde_json::json!({
+            "listeners": [{"name": "http-8080", "port": 8080, "protocol": "http", "routeTable": "t"}],
+            "routeTables": [{"name": "t", "virtualHosts": [{"name": "*", "hosts": ["any"], "routes": [
+                {"name": "r", "match": {}, "action": {"forward": {
+                    "clusters": [{"cluster": "c", "weight": 1}], "retry": retry}}}
+            ]}]}],
+            "clusters": [{"name": "c", "protocol": "http", "connectTimeoutMs": 1000}],
+            "endpoints": [{"cluster": "c", "endpoints": [ep(refused), ep(live)]}],
+        }))
+        .unwrap();
         let (upstreams, metrics) = (Upstreams::default(), ProxyMetrics::default());
         Router::compile(
             &snapshot,
