@@ -1357,10 +1357,8 @@ impl Checker {
             // tcp (a Bowline extension) is served by GatewayRoute tcpRoutes.
             self.port(&p.f("portMapping").f("port"), l.port_mapping.port);
             if let Some(hc) = &l.health_check {
-                self.problems.push(Problem::ignored(
-                    p.f("healthCheck").0,
-                    GATEWAY_HEALTH_CHECK,
-                ));
+                self.problems
+                    .push(Problem::ignored(p.f("healthCheck").0, GATEWAY_HEALTH_CHECK));
                 self.health_check(&p.f("healthCheck"), hc, true);
             }
             if let Some(pool) = &l.connection_pool {

@@ -136,7 +136,10 @@ mod tests {
         );
         assert_eq!(stricter(None, &gateway), gateway);
         assert_eq!(
-            stricter(Some(&limits(None, None, Some(2))), &limits(Some(1), Some(1), None)),
+            stricter(
+                Some(&limits(None, None, Some(2))),
+                &limits(Some(1), Some(1), None)
+            ),
             limits(Some(1), Some(1), Some(2))
         );
     }
