@@ -137,25 +137,7 @@ pub struct Echo {
 
 impl Echo {
     pub fn start(name: &str) -> anyhow::Result<Echo> {
-        let mut child = Command::new(binary("bowline-echo"))
-            .args(["--name", name, "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().context("echo stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .with_context(|| format!("unexpected echo output {line:?}"))?
-            .parse()?;
-        Ok(Echo {
-            name: name.to_string(),
-            addr,
-            child,
-        })
+        Self::start_with::<&str>(name, &[])
     }
 
     pub fn port(&self) -> u16 {
@@ -726,28 +708,13 @@ pub fn replace_file(path: &Path, content: &[u8]) {
 impl Echo {
     /// An echo upstream serving TLS with `cert`.
     pub fn start_tls(name: &str, cert: &IssuedCert) -> anyhow::Result<Echo> {
-        let mut child = Command::new(binary("bowline-echo"))
-            .args(["--name", name, "--listen", "127.0.0.1:0", "--tls-cert"])
-            .arg(&cert.chain)
-            .arg("--tls-key")
-            .arg(&cert.key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().context("echo stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .with_context(|| format!("unexpected echo output {line:?}"))?
-            .parse()?;
-        Ok(Echo {
-            name: name.to_string(),
-            addr,
-            child,
-        })
+        let tls = [
+            "--tls-cert".as_ref(),
+            cert.chain.as_os_str(),
+            "--tls-key".as_ref(),
+            cert.key.as_os_str(),
+        ];
+        Self::start_with(name, &tls)
     }
 }
 
@@ -1086,4 +1053,166 @@ pub async fn tcp_greeting(
         .strip_suffix('\n')
         .with_context(|| format!("closed before a greeting (got {line:?})"))?;
     Ok((stream, name.to_string()))
+}
+
+// === echo options (tests/tests/grpc_retry.rs) ===
+
+impl Echo {
+    /// An echo started with extra flags (`--grpc-unavailable N`, ...).
+    pub fn start_with<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> anyhow::Result<Echo> {
+        let mut child = Command::new(binary("bowline-echo"))
+            .args(["--name", name, "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().context("echo stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected echo output {line:?}"))?
+            .parse()?;
+        Ok(Echo {
+            name: name.to_string(),
+            addr,
+            child,
+        })
+    }
+}
+
+// === mesh manifests for the e2e tests ===
+// Each returns YAML documents, each starting with `---`; concatenate them into one file.
+
+/// A VirtualGateway `ns/gw` with `listeners`, each a flow-style YAML listener
+/// (`{portMapping: {port: 8080, protocol: http}, connectionPool: {...}}`).
+pub fn gateway_manifest(ns: &str, listeners: &[String]) -> String {
+    let listeners: String = listeners.iter().map(|l| format!("    - {l}\n")).collect();
+    format!(
+        "---\napiVersion: mesh.bowline.io/v1alpha1\nkind: VirtualGateway\nmetadata: {{name: gw, namespace: {ns}}}\nspec:\n  listeners:\n{listeners}"
+    )
+}
+
+/// A GatewayRoute `ns/name` of kind `route` (`httpRoute`, `http2Route`, `grpcRoute`) with
+/// `matcher` (flow-style YAML) targeting the virtual service `service`.
+pub fn gateway_route_manifest(
+    ns: &str,
+    name: &str,
+    route: &str,
+    matcher: &str,
+    service: &str,
+) -> String {
+    format!(
+        r#"---
+apiVersion: mesh.bowline.io/v1alpha1
+kind: GatewayRoute
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  {route}:
+    match: {matcher}
+    action:
+      target: {{virtualService: {{virtualServiceRef: {{name: {service}}}}}}}
+"#
+    )
+}
+
+/// A VirtualService `ns/name` provided by the `virtualNode` or `virtualRouter` (`provider`) of
+/// the same name.
+pub fn service_manifest(ns: &str, name: &str, provider: &str) -> String {
+    let kind = match provider {
+        "virtualRouter" => "virtualRouterRef",
+        _ => "virtualNodeRef",
+    };
+    format!(
+        r#"---
+apiVersion: mesh.bowline.io/v1alpha1
+kind: VirtualService
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  provider: {{{provider}: {{{kind}: {{name: {name}}}}}}}
+"#
+    )
+}
+
+/// A VirtualRouter `ns/name` with a listener on 8080 speaking `protocol` and one route `all` of
+/// kind `route` with `matcher` (flow-style) that sends everything to the node `node`, with
+/// `retry` (flow-style) as its retryPolicy when given.
+pub fn router_manifest(
+    ns: &str,
+    name: &str,
+    protocol: &str,
+    route: &str,
+    matcher: &str,
+    node: &str,
+    retry: Option<&str>,
+) -> String {
+    let retry = retry.map_or(String::new(), |r| format!("        retryPolicy: {r}\n"));
+    format!(
+        r#"---
+apiVersion: mesh.bowline.io/v1alpha1
+kind: VirtualRouter
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  listeners:
+    - portMapping: {{port: 8080, protocol: {protocol}}}
+  routes:
+    - name: all
+      {route}:
+        match: {matcher}
+        action:
+          weightedTargets:
+            - virtualNodeRef: {{name: {node}}}
+              weight: 1
+{retry}"#
+    )
+}
+
+/// A VirtualNode `ns/name` with one listener on 8080 speaking `protocol` (`extras`: more fields
+/// of the listener, flow-style, such as `connectionPool: {...}`), found through a Service of the
+/// same name and one EndpointSlice per port of `ports` on 127.0.0.1 (in that order).
+pub fn node_manifest(
+    ns: &str,
+    name: &str,
+    protocol: &str,
+    extras: &[&str],
+    ports: &[u16],
+) -> String {
+    let extras: String = extras.iter().map(|e| format!("      {e}\n")).collect();
+    let mut out = format!(
+        r#"---
+apiVersion: mesh.bowline.io/v1alpha1
+kind: VirtualNode
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  listeners:
+    - portMapping: {{port: 8080, protocol: {protocol}}}
+{extras}  serviceDiscovery:
+    dns: {{hostname: {name}.{ns}.svc.cluster.local}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  ports: [{{name: http, port: 8080}}]
+"#
+    );
+    for (i, port) in ports.iter().enumerate() {
+        out += &format!(
+            r#"---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-{i}
+  namespace: {ns}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+  - addresses: ["127.0.0.1"]
+"#
+        );
+    }
+    out
 }

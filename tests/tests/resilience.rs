@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{bail, ensure};
 use bowline_tests::{
     Echo, HttpClient, Reply, Stack, eventually, free_port, load, metric_value, metrics,
+    node_manifest, router_manifest, service_manifest,
 };
 
 const NS: &str = "shop";
@@ -47,86 +48,28 @@ spec:
 /// a virtual service of the same name provided by it, and a Service with one EndpointSlice per
 /// echo.
 fn node(name: &str, protocol: &str, extras: &[&str], echos: &[&Echo]) -> String {
-    let extras: String = extras.iter().map(|e| format!("      {e}\n")).collect();
-    let mut out = format!(
-        r#"---
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualNode
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  listeners:
-    - portMapping: {{port: 8080, protocol: {protocol}}}
-{extras}  serviceDiscovery:
-    dns: {{hostname: {name}.{NS}.svc.cluster.local}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  ports: [{{name: http, port: 8080}}]
-"#
-    );
-    for (i, echo) in echos.iter().enumerate() {
-        out += &format!(
-            r#"---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-{i}
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints:
-  - addresses: ["127.0.0.1"]
-"#,
-            port = echo.port()
-        );
-    }
-    out
+    let ports: Vec<u16> = echos.iter().map(|e| e.port()).collect();
+    node_manifest(NS, name, protocol, extras, &ports)
 }
 
 /// A virtual service provided by the node of the same name.
 fn node_service(name: &str) -> String {
-    format!(
-        r#"---
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualService
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  provider: {{virtualNode: {{virtualNodeRef: {{name: {name}}}}}}}
-"#
-    )
+    service_manifest(NS, name, "virtualNode")
 }
 
 /// A virtual service `name` provided by a router whose one route sends everything to the node
 /// `node`, with `retry` as its retryPolicy (flow-style YAML).
 fn routed_service(name: &str, node: &str, retry: &str) -> String {
-    format!(
-        r#"---
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualService
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  provider: {{virtualRouter: {{virtualRouterRef: {{name: {name}}}}}}}
----
-apiVersion: mesh.bowline.io/v1alpha1
-kind: VirtualRouter
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  listeners:
-    - portMapping: {{port: 8080, protocol: http}}
-  routes:
-    - name: all
-      httpRoute:
-        match: {{prefix: /}}
-        action:
-          weightedTargets:
-            - virtualNodeRef: {{name: {node}}}
-              weight: 1
-        retryPolicy: {retry}
-"#
-    )
+    service_manifest(NS, name, "virtualRouter")
+        + &router_manifest(
+            NS,
+            name,
+            "http",
+            "httpRoute",
+            "{prefix: /}",
+            node,
+            Some(retry),
+        )
 }
 
 struct Env {

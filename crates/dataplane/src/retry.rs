@@ -13,7 +13,9 @@
 //!   already arrived is read first (a unary gRPC call usually arrives whole), and the rest is
 //!   kept while it streams to the first attempt: such a body cannot be replayed if it grows
 //!   beyond the limit, or if that attempt ended before the rest arrived (an upstream that
-//!   answered early, a failed HTTP/1.1 connect).
+//!   answered early). An attempt that found no connection (refused, timed out, TLS failed)
+//!   never wrote its request: the request comes back untouched and is the retry, whatever its
+//!   body (streamed, large, teed for a mirror), without reading it.
 //! * **Where**: to another endpoint when there is one (the endpoints tried are skipped).
 //! * **When**: after a fully jittered exponential backoff, like Envoy's: a random wait up to
 //!   25 ms × (2ⁿ − 1) for retry n, at most 250 ms; never past the route's timeout.
@@ -47,7 +49,7 @@ use crate::metrics::UpstreamErrorReason;
 use crate::proxy::ProxyError;
 use crate::resilience::{ClusterState, Guards, TrackedBody};
 use crate::router::{Cluster, Endpoint, Forward};
-use crate::upstream::{Recorded, RecordedSlot, UpstreamBody, UpstreamError};
+use crate::upstream::{Recorded, RecordedSlot, SendError, UpstreamBody, UpstreamError};
 
 /// Largest request body kept for a retry (the size of Envoy's default request buffer).
 pub const REPLAY_LIMIT: usize = 64 * 1024;
@@ -129,12 +131,12 @@ impl RetryPolicy {
         match f {
             Failure::Overflow(_) | Failure::Deadline | Failure::RequestBody(_) => false,
             Failure::TryTimeout(_) => no_response,
-            Failure::Upstream(e) => match e {
+            Failure::Upstream(e) => match &e.error {
                 UpstreamError::ConnectRefused { .. }
                 | UpstreamError::ConnectTimeout { .. }
                 | UpstreamError::Connect { .. } => no_response || self.has(ConnectionError),
                 UpstreamError::Reset { .. } => {
-                    no_response || (self.has(StreamError) && refused_stream(e))
+                    no_response || (self.has(StreamError) && refused_stream(&e.error))
                 }
             },
         }
@@ -199,7 +201,8 @@ enum Failure {
     Deadline,
     /// `perRetryTimeout` or the idle timeout, before the response headers.
     TryTimeout(Duration),
-    Upstream(UpstreamError),
+    /// No response; the request itself when it was never written.
+    Upstream(SendError),
     /// The client's body could not be read (before the first attempt).
     RequestBody(String),
 }
@@ -433,12 +436,23 @@ async fn attempts(
         tried.insert(ep);
         let endpoint = &endpoints[ep];
         let req = match (next.take(), &template) {
-            (Some(req), _) => req,
+            (Some(mut req), _) => {
+                if attempt > 0 {
+                    req.headers_mut()
+                        .insert(&X_BOWLINE_ATTEMPT, HeaderValue::from(attempt + 1));
+                }
+                req
+            }
             (None, Some(t)) => t.build(replay.body(), attempt),
-            (None, None) => unreachable!("a retry needs a template"),
+            (None, None) => unreachable!("a retry needs a template or an unsent request"),
         };
-        let result = attempt_once(cluster, endpoint, req, per_try, idle, deadline).await;
+        let mut result = attempt_once(cluster, endpoint, req, per_try, idle, deadline).await;
         drop(retrying.take());
+        // A request that found no connection was never written: it can go again as it is.
+        let unsent = match &mut result {
+            Err(Failure::Upstream(e)) => e.unsent.take(),
+            _ => None,
+        };
 
         let failed = match &result {
             Ok((resp, _)) => resp.status().is_server_error(),
@@ -449,7 +463,7 @@ async fn attempts(
             policy.record_outcome(endpoints, ep, failed);
         }
         match &result {
-            Err(Failure::Upstream(e)) => cluster.stats.record_error(e.reason()),
+            Err(Failure::Upstream(e)) => cluster.stats.record_error(e.error.reason()),
             Err(Failure::TryTimeout(_) | Failure::Deadline) => {
                 cluster.stats.record_error(UpstreamErrorReason::Timeout);
             }
@@ -461,11 +475,13 @@ async fn attempts(
             Err(f) => r.retries_failure(f),
         });
         let expired = deadline.is_some_and(|d| Instant::now() >= d);
-        if wants_retry && attempt < max_retries && replay.ready() && !expired {
+        let can_resend = unsent.is_some() || replay.ready();
+        if wants_retry && attempt < max_retries && can_resend && !expired {
             match RetryPermit::take(&policy.state) {
                 Some(permit) => {
                     policy.stats.retries.inc();
                     drop(result);
+                    next = unsent.map(|req| *req);
                     retrying = Some(permit);
                     attempt += 1;
                     let wake = Instant::now() + backoff(attempt, random_u64());
@@ -498,9 +514,9 @@ async fn attempts(
                 cluster: cluster.name.clone(),
                 timeout: t,
             }),
-            Err(Failure::Upstream(source)) => Err(ProxyError::Upstream {
+            Err(Failure::Upstream(e)) => Err(ProxyError::Upstream {
                 cluster: cluster.name.clone(),
-                source,
+                source: e.error,
             }),
             Err(Failure::RequestBody(reason)) => Err(ProxyError::RequestBody { reason }),
         };
@@ -653,11 +669,14 @@ mod tests {
     fn failures_without_a_response() {
         use ir::RetryOn::*;
         let addr = "127.0.0.1:1".parse().unwrap();
-        let refused = Failure::Upstream(UpstreamError::ConnectRefused { addr });
-        let reset = Failure::Upstream(UpstreamError::Reset {
-            addr,
-            source: "connection closed".into(),
-        });
+        let refused = Failure::Upstream(UpstreamError::ConnectRefused { addr }.into());
+        let reset = Failure::Upstream(
+            UpstreamError::Reset {
+                addr,
+                source: "connection closed".into(),
+            }
+            .into(),
+        );
         let try_timeout = Failure::TryTimeout(Duration::from_millis(500));
         let tcp = policy(&[ConnectionError]);
         assert!(tcp.retries_failure(&refused));
@@ -676,10 +695,13 @@ mod tests {
             "a plain reset is not a refused stream"
         );
         assert!(!stream.retries_failure(&refused));
-        let refused_stream = Failure::Upstream(UpstreamError::Reset {
-            addr,
-            source: Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)),
-        });
+        let refused_stream = Failure::Upstream(
+            UpstreamError::Reset {
+                addr,
+                source: Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)),
+            }
+            .into(),
+        );
         assert!(stream.retries_failure(&refused_stream));
     }
 
@@ -692,6 +714,160 @@ mod tests {
         assert_eq!(backoff(4, u64::MAX), BACKOFF_MAX);
         assert_eq!(backoff(40, u64::MAX), BACKOFF_MAX);
         assert_eq!(backoff(4, u64::MAX / 2), Duration::from_millis(125));
+    }
+
+    // === a request that found no connection ===
+
+    use crate::metrics::ProxyMetrics;
+    use crate::router::{CompileContext, RequestHead, RoutedAction, Router};
+    use crate::upstream::Upstreams;
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+
+    /// An HTTP/1.1 upstream that answers `<x-bowline-attempt or 1> <body>`.
+    async fn upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let attempt = req
+                            .headers()
+                            .get(&X_BOWLINE_ATTEMPT)
+                            .map_or("1".to_string(), |v| {
+                                String::from_utf8_lossy(v.as_bytes()).into_owned()
+                            });
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let answer = format!("{attempt} {}", String::from_utf8_lossy(&body));
+                        Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(answer))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    /// A port nothing listens on.
+    fn refusing() -> std::net::SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// A router with one route to cluster `c` (endpoints `refused` and `live`) with `retry`.
+    fn router(
+        refused: std::net::SocketAddr,
+        live: std::net::SocketAddr,
+        retry: Option<ir::RetryPolicy>,
+    ) -> Router {
+        let ep = |a: std::net::SocketAddr| serde_json::json!({"address": a.ip().to_string(), "port": a.port(), "weight": 1});
+        // The snapshot as the config dump shows it.
+        let snapshot: ir::Snapshot = serde_json::from_value(serde_json::json!({
+            "listeners": [{"name": "http-8080", "port": 8080, "protocol": "http", "routeTable": "t"}],
+            "routeTables": [{"name": "t", "virtualHosts": [{"name": "*", "hosts": ["any"], "routes": [
+                {"name": "r", "match": {}, "action": {"forward": {
+                    "clusters": [{"cluster": "c", "weight": 1}], "retry": retry}}}
+            ]}]}],
+            "clusters": [{"name": "c", "protocol": "http", "connectTimeoutMs": 1000}],
+            "endpoints": [{"cluster": "c", "endpoints": [ep(refused), ep(live)]}],
+        }))
+        .unwrap();
+        let (upstreams, metrics) = (Upstreams::default(), ProxyMetrics::default());
+        Router::compile(
+            &snapshot,
+            CompileContext {
+                upstreams: &upstreams,
+                metrics: &metrics,
+                previous: None,
+            },
+        )
+        .unwrap()
+    }
+
+    /// Sends a POST with `body` (a body the proxy holds, which retries cannot replay) whose first
+    /// attempt goes to the refusing endpoint.
+    async fn post_via_refused(
+        router: &Router,
+        refused: std::net::SocketAddr,
+        body: &'static str,
+    ) -> Result<String, ProxyError> {
+        let listener = router.listener(8080).unwrap();
+        let headers = HeaderMap::new();
+        let head = RequestHead {
+            method: &Method::POST,
+            path: "/",
+            query: None,
+            headers: &headers,
+            port: 8080,
+            scheme: "http",
+        };
+        let routed = router.route(listener, "h", &head).unwrap();
+        let RoutedAction::Forward(fwd) = routed.action else {
+            panic!("a forward route");
+        };
+        let cluster = fwd.pick();
+        let first = cluster
+            .endpoints()
+            .iter()
+            .position(|e| e.addr == refused)
+            .unwrap();
+        let req = Request::post("/")
+            .header(http::header::HOST, "h")
+            .body(UpstreamBody::full(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        let key = RequestKey::random();
+        let resp = send(cluster, fwd, first, &key, req, Instant::now(), None).await?;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn retry_on(events: &[ir::RetryOn]) -> Option<ir::RetryPolicy> {
+        Some(ir::RetryPolicy {
+            max_retries: 1,
+            per_retry_timeout_ms: None,
+            retry_on: events.to_vec(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_request_that_found_no_connection_is_retried_whole_on_another_endpoint() {
+        use ir::RetryOn::*;
+        let (live, _server) = upstream().await;
+        let refused = refusing();
+        for events in [&[ConnectionError][..], &[GatewayError], &[ServerError]] {
+            let r = router(refused, live, retry_on(events));
+            let answer = post_via_refused(&r, refused, "a body no replay keeps").await;
+            assert_eq!(
+                answer.unwrap(),
+                "2 a body no replay keeps",
+                "{events:?}: the retry carried the untouched body"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_not_retried_without_a_matching_event() {
+        let (live, _server) = upstream().await;
+        let refused = refusing();
+        for retry in [None, retry_on(&[ir::RetryOn::ClientError])] {
+            let r = router(refused, live, retry.clone());
+            let err = post_via_refused(&r, refused, "x").await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ProxyError::Upstream {
+                        source: UpstreamError::ConnectRefused { .. },
+                        ..
+                    }
+                ),
+                "{retry:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -57,7 +57,9 @@ pub use self::schedule::Schedule;
 use crate::accesslog::AccessLogger;
 use crate::metrics::{ClusterStats, NO_ROUTE, ProxyMetrics, RouteStats};
 use crate::tls::{ClientTls, ServerTls, TlsError};
-use crate::upstream::{H1Endpoint, H2Endpoint, PooledConn, UpstreamBody, UpstreamError, Upstreams};
+use crate::upstream::{
+    H1Endpoint, H2Endpoint, PooledConn, SendError, UpstreamBody, UpstreamError, Upstreams,
+};
 
 /// Delegations one request may go through; one more answers 500.
 pub const MAX_DELEGATIONS: usize = 4;
@@ -837,19 +839,20 @@ impl Cluster {
     /// Sends a request to one of this cluster's endpoints. The request URI must carry the
     /// endpoint's authority (HTTP/1.1) or the virtual host (HTTP/2). An HTTP/1.1 connection
     /// comes back with the response: it returns to the endpoint when dropped, so hold it until
-    /// the response body is done.
+    /// the response body is done. A request that was never written comes back in the error.
     pub async fn send(
         &self,
         endpoint: &Endpoint,
         req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Option<PooledConn>), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<PooledConn>), SendError> {
         match (&endpoint.h1, &endpoint.h2) {
             (Some(h1), _) => h1.send(req).await.map(|(resp, conn)| (resp, Some(conn))),
             (None, Some(h2)) => h2.send(req).await.map(|resp| (resp, None)),
             (None, None) => Err(UpstreamError::Connect {
                 addr: endpoint.addr,
                 source: "the cluster has no transport".into(),
-            }),
+            }
+            .into()),
         }
     }
 }

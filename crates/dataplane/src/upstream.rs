@@ -63,6 +63,35 @@ pub enum UpstreamError {
     },
 }
 
+/// A send that got no response: why, and the request itself when it was never written (its
+/// connection could not be opened), so that it can go to another endpoint as it is, its body
+/// unread. Boxed: only a failed send pays for it.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct SendError {
+    pub error: UpstreamError,
+    pub unsent: Option<Box<Request<UpstreamBody>>>,
+}
+
+impl SendError {
+    /// A failure before `req` was written: the request comes back.
+    pub fn unsent(error: UpstreamError, req: Request<UpstreamBody>) -> Self {
+        SendError {
+            error,
+            unsent: Some(Box::new(req)),
+        }
+    }
+}
+
+impl From<UpstreamError> for SendError {
+    fn from(error: UpstreamError) -> Self {
+        SendError {
+            error,
+            unsent: None,
+        }
+    }
+}
+
 impl UpstreamError {
     pub fn reason(&self) -> UpstreamErrorReason {
         match self {
@@ -445,23 +474,21 @@ impl H2Endpoint {
     }
 
     /// Sends a request on the endpoint's connection. The URI's authority becomes `:authority`.
-    pub async fn send(
-        &self,
-        req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = self.sender().await?;
+    /// When no connection can be had, the request comes back untouched in the error.
+    pub async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, SendError> {
         let addr = self.addr;
-        sender.ready().await.map_err(|e| UpstreamError::Reset {
+        let reset = |e: hyper::Error| UpstreamError::Reset {
             addr,
             source: Box::new(e),
-        })?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| UpstreamError::Reset {
-                addr,
-                source: Box::new(e),
-            })
+        };
+        let mut sender = match self.sender().await {
+            Ok(sender) => sender,
+            Err(e) => return Err(SendError::unsent(e, req)),
+        };
+        if let Err(e) = sender.ready().await {
+            return Err(SendError::unsent(reset(e), req));
+        }
+        sender.send_request(req).await.map_err(|e| reset(e).into())
     }
 }
 
@@ -545,5 +572,24 @@ mod tests {
             assert_eq!(err.reason(), UpstreamErrorReason::ConnectRefused, "{err}");
         }
         assert!(ep.failures.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_found_no_connection_comes_back_untouched() {
+        use http_body_util::BodyExt;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let ep = H2Endpoint::new(addr, Duration::from_secs(1));
+        let req = Request::post("http://svc.example/pkg.Svc/Call")
+            .body(UpstreamBody::full(bytes::Bytes::from_static(b"not read")))
+            .unwrap();
+        let err = ep.send(req).await.unwrap_err();
+        assert_eq!(err.error.reason(), UpstreamErrorReason::ConnectRefused);
+        let unsent = err.unsent.expect("the request comes back");
+        assert_eq!(unsent.uri(), "http://svc.example/pkg.Svc/Call");
+        let body = unsent.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "not read");
     }
 }

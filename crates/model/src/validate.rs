@@ -61,6 +61,10 @@ pub const NOT_YET_ENFORCED: &str = "accepted; not yet enforced:";
 pub const AWS_ONLY: &str = "AWS only:";
 
 const AWS_NAME: &str = "App Mesh's name for the object; Bowline uses metadata.name";
+/// Why a VirtualGateway listener's `healthCheck` does nothing (sources in docs/resources.md).
+const GATEWAY_HEALTH_CHECK: &str = "no effect, as in App Mesh: a listener's health check is \
+     run by the proxies that send to that listener, and no route sends to a virtual gateway; \
+     probe the gateway itself with GET /ready on its admin address";
 const SDS: &str = "SDS (SPIRE) certificates; Bowline issues workload identities itself";
 const GATEWAY_ACM_CERTIFICATE: &str =
     "ACM certificates are not available; the listener is not served (rather than in plaintext)";
@@ -1353,11 +1357,11 @@ impl Checker {
             // tcp (a Bowline extension) is served by GatewayRoute tcpRoutes.
             self.port(&p.f("portMapping").f("port"), l.port_mapping.port);
             if let Some(hc) = &l.health_check {
-                self.not_enforced(&p.f("healthCheck"), "health checks");
+                self.problems
+                    .push(Problem::ignored(p.f("healthCheck").0, GATEWAY_HEALTH_CHECK));
                 self.health_check(&p.f("healthCheck"), hc, true);
             }
             if let Some(pool) = &l.connection_pool {
-                self.not_enforced(&p.f("connectionPool"), "connection pool limits");
                 self.gateway_connection_pool(&p.f("connectionPool"), pool, protocol);
             }
             if let Some(tls) = &l.tls {

@@ -12,22 +12,30 @@
 //! `/status/N` answers status N (they combine: `/delay/300/status/503`). Paths under `/__echo/`
 //! are its own and are not counted: `/__echo/health` answers 200; `/__echo/hold` waits until
 //! `/__echo/release` is requested; `/__echo/stats` reports
-//! `{"requests":N,"retries":N,"held":N,"maxConcurrentRetries":N}` (a retry is a request with
-//! `x-bowline-attempt` of 2 or more).
+//! `{"requests":N,"retries":N,"held":N,"maxConcurrentRetries":N,"grpcCalls":N}` (a retry is a
+//! request with `x-bowline-attempt` of 2 or more).
+//!
+//! A gRPC call (`content-type: application/grpc…`, one length-prefixed message) is answered in
+//! gRPC terms: the message echoed back, length-prefixed, with `grpc-status: 0` in the trailers.
+//! With `--grpc-unavailable N`, the first N calls instead get a trailers-only `grpc-status: 14`
+//! (UNAVAILABLE); a malformed message gets 13 (INTERNAL). Every gRPC answer carries
+//! `x-echo-attempt`, the call's `x-bowline-attempt` (1 when absent).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -43,6 +51,9 @@ struct Stats {
     max_concurrent_retries: AtomicU64,
     held: AtomicU64,
     release: Notify,
+    grpc_calls: AtomicU64,
+    /// `--grpc-unavailable`.
+    grpc_unavailable: AtomicU64,
 }
 
 static STATS: std::sync::LazyLock<Stats> = std::sync::LazyLock::new(Stats::default);
@@ -84,6 +95,9 @@ struct Args {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Answer the first N gRPC calls with a trailers-only UNAVAILABLE (grpc-status 14).
+    #[arg(long, env = "ECHO_GRPC_UNAVAILABLE", default_value_t = 0)]
+    grpc_unavailable: u64,
 }
 
 /// What the answer reports about the connection's TLS.
@@ -114,6 +128,9 @@ fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<tokio_rustls::T
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    STATS
+        .grpc_unavailable
+        .store(args.grpc_unavailable, Ordering::SeqCst);
     let name: &'static str = Box::leak(args.name.into_boxed_str());
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
@@ -178,18 +195,21 @@ async fn serve(listener: TcpListener, name: &'static str, tls: Option<tokio_rust
     }
 }
 
+/// An answer's body: a whole body, or a gRPC answer (a message, then trailers).
+type EchoBody = Either<Full<Bytes>, GrpcBody>;
+
 async fn answer(
     mut req: Request<Incoming>,
     name: &'static str,
     tls: Option<TlsInfo>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<EchoBody>, Infallible> {
     if let Some(resp) = websocket(&mut req, name) {
-        return Ok(resp);
+        return Ok(resp.map(Either::Left));
     }
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     if let Some(own) = path.strip_prefix("/__echo/") {
-        return Ok(own_answer(own, name).await);
+        return Ok(own_answer(own, name).await.map(Either::Left));
     }
     STATS.requests.fetch_add(1, Ordering::SeqCst);
     let attempt: u64 = parts
@@ -201,6 +221,13 @@ async fn answer(
         STATS.retries.fetch_add(1, Ordering::SeqCst);
         RetryInFlight::start()
     });
+    let grpc = parts
+        .headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return Ok(grpc_answer(body, name, attempt).await.map(Either::Right));
+    }
     let mut status = 200u16;
     let mut segments = path.split('/').filter(|s| !s.is_empty());
     while let Some(seg) = segments.next() {
@@ -254,7 +281,88 @@ async fn answer(
         .header("content-type", "application/json")
         .header("x-echo-name", name)
         .body(Full::new(Bytes::from(body)))
-        .unwrap_or_default())
+        .unwrap_or_default()
+        .map(Either::Left))
+}
+
+// === gRPC ===
+
+/// The body of a gRPC answer: one length-prefixed message (none for a trailers-only answer),
+/// then the trailers.
+#[derive(Default)]
+struct GrpcBody {
+    message: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl hyper::body::Body for GrpcBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let frame = match self.message.take() {
+            Some(m) => Some(Frame::data(m)),
+            None => self.trailers.take().map(Frame::trailers),
+        };
+        Poll::Ready(frame.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.message.is_none() && self.trailers.is_none()
+    }
+}
+
+/// The one message of a unary gRPC request body: a 0 (uncompressed) flag byte, a big-endian
+/// length, that many bytes, nothing more.
+fn grpc_message(body: &[u8]) -> Option<&[u8]> {
+    let (head, message) = body.split_first_chunk::<5>()?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    (head[0] == 0 && usize::try_from(len).ok()? == message.len()).then_some(message)
+}
+
+/// Answers a unary gRPC call (see the module documentation).
+async fn grpc_answer(body: Incoming, name: &'static str, attempt: u64) -> Response<GrpcBody> {
+    let call = STATS.grpc_calls.fetch_add(1, Ordering::SeqCst);
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let resp = Response::builder()
+        .header("content-type", "application/grpc")
+        .header("x-echo-name", name)
+        .header("x-echo-attempt", attempt);
+    let answer = match grpc_message(&body) {
+        None => Err(("13", "malformed gRPC message")),
+        Some(_) if call < STATS.grpc_unavailable.load(Ordering::SeqCst) => {
+            Err(("14", "echo: unavailable"))
+        }
+        Some(message) => Ok(message),
+    };
+    match answer {
+        // Trailers-only: the status goes with the headers, and the stream ends there.
+        Err((status, why)) => resp
+            .header("grpc-status", status)
+            .header("grpc-message", why)
+            .body(GrpcBody::default()),
+        Ok(message) => {
+            let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
+            let mut framed = Vec::with_capacity(5 + message.len());
+            framed.push(0);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(message);
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+            resp.body(GrpcBody {
+                message: Some(Bytes::from(framed)),
+                trailers: Some(trailers),
+            })
+        }
+    }
+    .unwrap_or_default()
 }
 
 /// A WebSocket handshake: answers 101 and echoes every text message back, prefixed with the name.
@@ -321,6 +429,7 @@ async fn own_answer(path: &str, name: &'static str) -> Response<Full<Bytes>> {
             "retries": STATS.retries.load(Ordering::SeqCst),
             "held": STATS.held.load(Ordering::SeqCst),
             "maxConcurrentRetries": STATS.max_concurrent_retries.load(Ordering::SeqCst),
+            "grpcCalls": STATS.grpc_calls.load(Ordering::SeqCst),
         }),
         _ => serde_json::json!({"name": name}),
     };
@@ -331,4 +440,20 @@ async fn own_answer(path: &str, name: &'static str) -> Response<Full<Bytes>> {
         .header("x-echo-name", name)
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_message;
+
+    #[test]
+    fn grpc_messages_are_length_prefixed_and_uncompressed() {
+        assert_eq!(grpc_message(b"\0\0\0\0\x02hi"), Some(&b"hi"[..]));
+        assert_eq!(grpc_message(b"\0\0\0\0\0"), Some(&b""[..]));
+        // Compressed, short, long, or two messages: not a unary uncompressed call.
+        assert_eq!(grpc_message(b"\x01\0\0\0\x02hi"), None);
+        assert_eq!(grpc_message(b"\0\0\0\0\x03hi"), None);
+        assert_eq!(grpc_message(b"\0\0\0\0\x01hi"), None);
+        assert_eq!(grpc_message(b"\0\0\0"), None);
+    }
 }

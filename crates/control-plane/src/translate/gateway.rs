@@ -26,6 +26,8 @@
 //!   replaces its default prefix rewrite), router route rewrites, request and response header
 //!   changes, mirrors (to a virtual node, or a virtual service provided by one) and CORS. The
 //!   filters of a resource route go on every IR route it becomes.
+//! * Listener `connectionPool`: the circuit breakers of the clusters the listener's routes
+//!   reach; see [`pool`].
 //! * TLS (listener termination, the client policy's origination): see [`tls`].
 //! * tcp listeners and GatewayRoute `tcpRoute` (Bowline extensions): see [`tcp`].
 
@@ -48,6 +50,7 @@ use crate::discovery;
 mod routing;
 
 use self::routing::Filters;
+mod pool;
 mod tcp;
 mod tls;
 
@@ -127,6 +130,9 @@ pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation 
             cluster: cname,
             endpoints,
         });
+    }
+    if let Some(gw) = inputs.world.virtual_gateway(namespace, name) {
+        pool::apply(&mut snapshot, &gw.spec);
     }
     snapshot.normalize();
     Translation {

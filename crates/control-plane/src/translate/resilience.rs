@@ -149,7 +149,7 @@ fn limit(v: i64) -> Option<u32> {
     u32::try_from(v).ok().filter(|v| *v > 0)
 }
 
-fn circuit_breakers(pool: &ConnectionPool) -> Option<ir::CircuitBreakers> {
+pub(super) fn circuit_breakers(pool: &ConnectionPool) -> Option<ir::CircuitBreakers> {
     let b = if let Some(t) = &pool.tcp {
         ir::CircuitBreakers {
             max_connections: limit(t.max_connections),

@@ -9,7 +9,9 @@
 //!
 //! A connection the upstream closed while it sat idle is noticed before the request is written
 //! (the request comes back untouched and goes on the next connection), so a keep-alive timeout
-//! on the upstream's side never fails a request.
+//! on the upstream's side never fails a request. When no connection can be opened at all, the
+//! request comes back untouched in the [`SendError`], body unread, for the caller to send
+//! elsewhere.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +21,7 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
-use super::{UpstreamBody, UpstreamError, dial};
+use super::{SendError, UpstreamBody, UpstreamError, dial};
 use crate::tls::ClientTls;
 
 /// How long a connection may sit idle before it is closed instead of reused. Below the common
@@ -72,10 +74,11 @@ impl H1Endpoint {
 
     /// Sends a request on an idle connection, or on a new one. The response's body must be read
     /// (or dropped) before the returned connection is dropped for the connection to be reused.
+    /// A request that was never written (no connection could be opened) comes back in the error.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, PooledConn), UpstreamError> {
+    ) -> Result<(Response<Incoming>, PooledConn), SendError> {
         // hyper writes the URI as it is: an HTTP/1.1 request to an endpoint is origin-form.
         if req.uri().scheme().is_some() {
             let path = req.uri().path_and_query().cloned();
@@ -90,15 +93,24 @@ impl H1Endpoint {
                 Err(mut e) => match e.take_message() {
                     // Closed before the request was written: the next connection takes it.
                     Some(unsent) => req = unsent,
-                    None => return Err(self.reset(e.into_error())),
+                    None => return Err(self.reset(e.into_error()).into()),
                 },
             }
         }
         // Boxed: dialling (TCP, TLS, handshake) is the cold path; the send future stays small.
-        let mut sender = Box::pin(self.connect()).await?;
-        match sender.send_request(req).await {
+        let mut sender = match Box::pin(self.connect()).await {
+            Ok(sender) => sender,
+            Err(e) => return Err(SendError::unsent(e, req)),
+        };
+        match sender.try_send_request(req).await {
             Ok(resp) => Ok((resp, self.lend(sender))),
-            Err(e) => Err(self.reset(e)),
+            Err(mut e) => {
+                let unsent = e.take_message().map(Box::new);
+                Err(SendError {
+                    error: self.reset(e.into_error()),
+                    unsent,
+                })
+            }
         }
     }
 
@@ -279,6 +291,28 @@ mod tests {
         drop(listener);
         let ep = Arc::new(H1Endpoint::new(addr, Duration::from_secs(1), None));
         let err = ep.send(request(addr)).await.unwrap_err();
-        assert!(matches!(err, UpstreamError::ConnectRefused { .. }), "{err}");
+        assert!(
+            matches!(err.error, UpstreamError::ConnectRefused { .. }),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_found_no_connection_comes_back_untouched() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let ep = Arc::new(H1Endpoint::new(addr, Duration::from_secs(1), None));
+        let mut req = request(addr);
+        *req.method_mut() = http::Method::POST;
+        *req.body_mut() = UpstreamBody::full(Bytes::from_static(b"not read"));
+        let err = ep.send(req).await.unwrap_err();
+        let unsent = err.unsent.expect("the request comes back");
+        assert_eq!(unsent.method(), http::Method::POST);
+        // Origin-form, as it would have been written.
+        assert_eq!(unsent.uri(), "/");
+        let body = unsent.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "not read");
     }
 }

@@ -1028,3 +1028,25 @@ spec:
         ]
     );
 }
+
+#[test]
+fn gateway_listener_pools_are_enforced_and_health_checks_explained() {
+    let gw = doc(
+        "VirtualGateway",
+        r#"listeners:
+  - portMapping: {port: 8080, protocol: http}
+    connectionPool: {http: {maxConnections: 1, maxPendingRequests: 1}}
+    healthCheck: {protocol: http, path: /ping, healthyThreshold: 2, unhealthyThreshold: 2, intervalMillis: 5000, timeoutMillis: 2000}
+  - portMapping: {port: 8081, protocol: http2}
+    connectionPool: {http2: {maxRequests: 1}}
+  - portMapping: {port: 8082, protocol: grpc}
+    connectionPool: {grpc: {maxRequests: 3}}
+"#,
+    );
+    assert_eq!(
+        ignored(&gw),
+        [
+            "spec.listeners[0].healthCheck: ignored: no effect, as in App Mesh: a listener's health check is run by the proxies that send to that listener, and no route sends to a virtual gateway; probe the gateway itself with GET /ready on its admin address",
+        ]
+    );
+}
