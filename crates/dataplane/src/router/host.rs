@@ -1,5 +1,6 @@
-//! Virtual host selection: exact host (case-insensitive hash lookup), then the longest matching
-//! suffix, then the first "any" host. Among equals, the virtual host listed first wins.
+//! Virtual host selection: exact host (case-insensitive hash lookup), then a one-label wildcard
+//! (the Ingress `*.example.com`: a hash lookup of the host without its first label), then the
+//! longest matching suffix, then the first "any" host. Among equals, the virtual host listed first wins.
 //!
 //! Suffixes live in a trie keyed by their reversed, lower-cased bytes: a lookup walks the host
 //! once from its end, so it costs the same with one suffix or thousands. Suffixes match
@@ -19,6 +20,8 @@ pub(super) struct HostMap {
     exact: HashMap<Box<str>, usize>,
     /// Reversed lower-case suffix → virtual host index.
     suffixes: Option<ByteTrie<Option<usize>>>,
+    /// Lower-case domain of a one-label wildcard → virtual host index.
+    wildcards: HashMap<Box<str>, usize>,
     any: Option<usize>,
 }
 
@@ -46,6 +49,10 @@ impl HostMap {
                         // Equal suffixes: the virtual host listed first wins.
                         suffixes.entry(&key).get_or_insert(i);
                         any_suffix = true;
+                    }
+                    ir::HostMatch::Wildcard(domain) => {
+                        let d = domain.strip_prefix("*.").unwrap_or(domain);
+                        map.wildcards.entry(normalize(d).into()).or_insert(i);
                     }
                 }
             }
@@ -78,6 +85,11 @@ impl HostMap {
                 return found;
             }
         }
+        if !self.wildcards.is_empty()
+            && let Some(found) = self.find_wildcard(host)
+        {
+            return Some(found);
+        }
         if let Some(trie) = &self.suffixes {
             let h = host.as_bytes();
             let mut longest = None;
@@ -95,6 +107,34 @@ impl HostMap {
             }
         }
         self.any
+    }
+}
+
+impl HostMap {
+    /// The virtual host of a one-label wildcard: the host's first label is dropped and the rest
+    /// looked up (lower-cased on the stack when it has upper-case letters).
+    fn find_wildcard(&self, host: &str) -> Option<usize> {
+        let (label, domain) = host.split_once('.')?;
+        if label.is_empty() {
+            return None;
+        }
+        if !domain.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.wildcards.get(domain).copied();
+        }
+        if domain.len() <= STACK_HOST {
+            let mut buf = [0u8; STACK_HOST];
+            let lower = &mut buf[..domain.len()];
+            lower.copy_from_slice(domain.as_bytes());
+            lower.make_ascii_lowercase();
+            std::str::from_utf8(lower)
+                .ok()
+                .and_then(|d| self.wildcards.get(d))
+                .copied()
+        } else {
+            self.wildcards
+                .get(domain.to_ascii_lowercase().as_str())
+                .copied()
+        }
     }
 }
 
@@ -117,4 +157,26 @@ pub fn strip_port(authority: &str) -> &str {
         }
     };
     host.strip_suffix('.').unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_matches_exactly_one_label_after_exact_hosts() {
+        let vhosts = [
+            vec![ir::HostMatch::Wildcard("foo.com".into())],
+            vec![ir::HostMatch::Exact("bar.foo.com".into())],
+            vec![ir::HostMatch::Suffix(".foo.com".into())],
+            vec![ir::HostMatch::Any],
+        ];
+        let map = HostMap::new(vhosts.iter().map(Vec::as_slice));
+        assert_eq!(map.find("baz.foo.com"), Some(0));
+        assert_eq!(map.find("BAZ.Foo.COM"), Some(0));
+        assert_eq!(map.find("bar.foo.com"), Some(1));
+        assert_eq!(map.find("a.b.foo.com"), Some(2));
+        assert_eq!(map.find("foo.com"), Some(3));
+        assert_eq!(map.find(".foo.com"), Some(2));
+    }
 }
