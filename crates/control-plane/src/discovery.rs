@@ -162,17 +162,46 @@ pub fn resolve(world: &World, dns: &DnsTable, node: &VirtualNodeSpec, port: u16)
             &mut out.notes,
         ),
     }
+    out.endpoints = endpoints_of(addrs);
+    out
+}
+
+/// Resolves the endpoints of one port of a Kubernetes Service (an Ingress backend) exactly as a
+/// VirtualNode whose hostname names that Service. Pure.
+pub fn resolve_service(
+    world: &World,
+    dns: &DnsTable,
+    namespace: &str,
+    name: &str,
+    port: u16,
+) -> Resolved {
+    let mut out = Resolved::default();
+    let mut addrs: Vec<(IpAddr, u16)> = Vec::new();
+    from_service(
+        world,
+        dns,
+        namespace,
+        name,
+        port,
+        &mut addrs,
+        &mut out.notes,
+    );
+    out.endpoints = endpoints_of(addrs);
+    out
+}
+
+/// Sorted, deduplicated endpoints of weight 1.
+fn endpoints_of(mut addrs: Vec<(IpAddr, u16)>) -> Vec<ir::Endpoint> {
     addrs.sort();
     addrs.dedup();
-    out.endpoints = addrs
+    addrs
         .into_iter()
         .map(|(ip, port)| ir::Endpoint {
             address: ip.to_string(),
             port,
             weight: 1,
         })
-        .collect();
-    out
+        .collect()
 }
 
 fn from_dns(

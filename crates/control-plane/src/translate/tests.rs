@@ -34,7 +34,7 @@ fn testdata() -> PathBuf {
 }
 
 /// Reads a manifest as the store does; every document must be valid.
-fn world_from(file: &str, text: &str) -> World {
+pub(super) fn world_from(file: &str, text: &str) -> World {
     let mut docs = Vec::new();
     for parsed in manifest::parse_file(Path::new(file), text) {
         match parsed {
