@@ -17,6 +17,39 @@ fn addr(port: u16) -> SocketAddr {
     format!("127.0.0.1:{port}").parse().unwrap()
 }
 
+/// Starts the control plane and a gateway serving only the Ingresses of `class`.
+async fn start_ingress(
+    files: &[(&str, String)],
+    class: &str,
+    http_port: u16,
+    https_port: u16,
+) -> Stack {
+    let (http, https) = (http_port.to_string(), https_port.to_string());
+    Stack::start_gateway_with(
+        files,
+        &[
+            "--ingress-class",
+            class,
+            "--ingress-http-port",
+            &http,
+            "--ingress-https-port",
+            &https,
+        ],
+    )
+    .await
+}
+
+/// Waits until `host` + `path` is answered by the echo named `echo`.
+async fn wait_for_echo(gw: SocketAddr, host: &str, path: &str, echo: &str) {
+    let client = HttpClient::http1();
+    eventually(&format!("{host}{path} is served by {echo}"), || async {
+        let r = client.get(gw, host, path, &[]).await?;
+        ensure!(r.echo_name().as_deref() == Some(echo), "{r:?}");
+        anyhow::Ok(())
+    })
+    .await;
+}
+
 /// A Service in `shop` whose port `port` (named `port_name`) has one endpoint: the echo.
 fn service(name: &str, port: u16, port_name: &str, echo: &Echo) -> String {
     format!(
@@ -139,16 +172,11 @@ async fn ingress_class_routes_hosts_paths_backends_and_tls() {
     }
     let http_port = free_port();
     let https_port = free_port();
-    let stack = Stack::start_gateway_with(
+    let stack = start_ingress(
         &[("ingress.yaml", manifests)],
-        &[
-            "--ingress-class",
-            "bowline",
-            "--ingress-http-port",
-            &http_port.to_string(),
-            "--ingress-https-port",
-            &https_port.to_string(),
-        ],
+        "bowline",
+        http_port,
+        https_port,
     )
     .await;
     let client = HttpClient::http1();
@@ -180,12 +208,7 @@ async fn ingress_class_routes_hosts_paths_backends_and_tls() {
         ("classless.example.com", "/", 200, Some("exact")),
         ("theirs.test", "/", 200, Some("fallback")),
     ];
-    eventually("the gateway serves the Ingress", || async {
-        let r = client.get(gw, "app.example.com", "/foo", &[]).await?;
-        ensure!(r.echo_name().as_deref() == Some("prefix"), "{r:?}");
-        anyhow::Ok(())
-    })
-    .await;
+    wait_for_echo(gw, "app.example.com", "/foo", "prefix").await;
     for (host, path, status, upstream) in cases {
         let r = client.get(gw, host, path, &[]).await.unwrap();
         assert_eq!(r.status, *status, "{host}{path}: {r:?}");
@@ -237,26 +260,10 @@ async fn the_documented_example_routes() {
         .replace("port: 9001", &format!("port: {}", web.port()))
         .replace("port: 9002", &format!("port: {}", api.port()));
     let http_port = free_port();
-    let _stack = Stack::start_gateway_with(
-        &[("example.yaml", yaml)],
-        &[
-            "--ingress-class",
-            "bowline",
-            "--ingress-http-port",
-            &http_port.to_string(),
-            "--ingress-https-port",
-            &free_port().to_string(),
-        ],
-    )
-    .await;
+    let _stack = start_ingress(&[("example.yaml", yaml)], "bowline", http_port, free_port()).await;
     let client = HttpClient::http1();
     let gw = addr(http_port);
-    eventually("the example is served", || async {
-        let r = client.get(gw, "shop.example.com", "/", &[]).await?;
-        ensure!(r.echo_name().as_deref() == Some("web"), "{r:?}");
-        anyhow::Ok(())
-    })
-    .await;
+    wait_for_echo(gw, "shop.example.com", "/", "web").await;
     for (path, upstream) in [
         ("/", "web"),
         ("/api", "api"),
@@ -312,26 +319,16 @@ async fn corpus_path_types_follow_the_specification_table() {
         slices += &slice_for(&e.name, e);
     }
     let http_port = free_port();
-    let _stack = Stack::start_gateway_with(
+    let _stack = start_ingress(
         &[("path-types.yaml", text), ("slices.yaml", slices)],
-        &[
-            "--ingress-class",
-            "nginx",
-            "--ingress-http-port",
-            &http_port.to_string(),
-            "--ingress-https-port",
-            &free_port().to_string(),
-        ],
+        "nginx",
+        http_port,
+        free_port(),
     )
     .await;
     let client = HttpClient::http1();
     let gw = addr(http_port);
-    eventually("the corpus is served", || async {
-        let r = client.get(gw, "prefix-root.example.com", "/x", &[]).await?;
-        ensure!(r.echo_name().as_deref() == Some("svc-root"), "{r:?}");
-        anyhow::Ok(())
-    })
-    .await;
+    wait_for_echo(gw, "prefix-root.example.com", "/x", "svc-root").await;
     // (host prefix, request path, expected Service or None for no match)
     let table: &[(&str, &str, Option<&str>)] = &[
         ("prefix-root", "/anything/at/all", Some("svc-root")),

@@ -185,13 +185,7 @@ pub fn ingress(inputs: &Inputs<'_>, target: &IngressTarget, tls_dir: &Path) -> I
                         "the default backend is already set by {} (older); this one is not used",
                         first.owner
                     );
-                    cx.diag(
-                        Kind::Ingress,
-                        s.namespace,
-                        s.name,
-                        "spec.defaultBackend",
-                        msg,
-                    );
+                    cx.on_ingress(s, "spec.defaultBackend", msg);
                 }
                 None => {
                     let action = cx.backend(s, "spec.defaultBackend", b);
@@ -224,7 +218,7 @@ pub fn ingress(inputs: &Inputs<'_>, target: &IngressTarget, tls_dir: &Path) -> I
                         host.display(),
                         first.owner
                     );
-                    cx.diag(Kind::Ingress, s.namespace, s.name, at, msg);
+                    cx.on_ingress(s, at, msg);
                     continue;
                 }
                 let action = cx.backend(s, &format!("{at}.backend"), &p.backend);
@@ -451,6 +445,11 @@ impl Cx<'_> {
         }
     }
 
+    /// A diagnostic about a field of a served Ingress.
+    fn on_ingress(&mut self, s: &Served<'_>, path: impl Into<String>, message: impl Into<String>) {
+        self.diag(Kind::Ingress, s.namespace, s.name, path, message);
+    }
+
     fn finish(mut self, listeners: Vec<ir::Listener>) -> IngressTranslation {
         let snapshot = &mut self.out.translation.snapshot;
         snapshot.listeners = listeners;
@@ -478,13 +477,7 @@ impl Cx<'_> {
                 "Service {}/{} not found; the path answers 503",
                 s.namespace, svc_ref.name
             );
-            self.diag(
-                Kind::Ingress,
-                s.namespace,
-                s.name,
-                format!("{at}.service.name"),
-                msg,
-            );
+            self.on_ingress(s, format!("{at}.service.name"), msg);
             return unavailable;
         };
         let port_ref = svc_ref.port.clone().unwrap_or_default();
@@ -502,13 +495,7 @@ impl Cx<'_> {
                         "Service {}/{} has no port named {name:?}; the path answers 503",
                         s.namespace, svc_ref.name
                     );
-                    self.diag(
-                        Kind::Ingress,
-                        s.namespace,
-                        s.name,
-                        format!("{at}.service.port.name"),
-                        msg,
-                    );
+                    self.on_ingress(s, format!("{at}.service.port.name"), msg);
                 }
                 found
             }
@@ -529,7 +516,7 @@ impl Cx<'_> {
             for note in &resolved.notes {
                 // Discovery words its notes for VirtualNodes.
                 let note = note.replace("the node has no endpoints", "the backend answers 503");
-                self.diag(Kind::Ingress, s.namespace, s.name, at, note);
+                self.on_ingress(s, at, note);
             }
             self.clusters.insert(
                 cluster.clone(),
@@ -583,13 +570,7 @@ impl Cx<'_> {
                             let msg = format!(
                                 "TLS for host {host} is already set by {first} (older); this entry does not serve it"
                             );
-                            self.diag(
-                                Kind::Ingress,
-                                s.namespace,
-                                s.name,
-                                format!("{at}.hosts"),
-                                msg,
-                            );
+                            self.on_ingress(s, format!("{at}.hosts"), msg);
                         }
                         None => names.push(host),
                     }
@@ -600,7 +581,7 @@ impl Cx<'_> {
                         "the default certificate (an entry without hosts) is already set by {} (older); this entry is not used",
                         claimed[""]
                     );
-                    self.diag(Kind::Ingress, s.namespace, s.name, at, msg);
+                    self.on_ingress(s, at, msg);
                     continue;
                 }
                 if names.is_empty() && !default {
@@ -608,13 +589,7 @@ impl Cx<'_> {
                 }
                 let Some(secret_name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) else {
                     let msg = "no secretName: these hosts are not served on the HTTPS port";
-                    self.diag(
-                        Kind::Ingress,
-                        s.namespace,
-                        s.name,
-                        format!("{at}.secretName"),
-                        msg,
-                    );
+                    self.on_ingress(s, format!("{at}.secretName"), msg);
                     continue;
                 };
                 let secret = self
@@ -640,13 +615,7 @@ impl Cx<'_> {
                                 names.join(", ")
                             }
                         );
-                        self.diag(
-                            Kind::Ingress,
-                            s.namespace,
-                            s.name,
-                            format!("{at}.secretName"),
-                            msg,
-                        );
+                        self.on_ingress(s, format!("{at}.secretName"), msg);
                         continue;
                     }
                 };
