@@ -64,23 +64,7 @@ impl HostMap {
     /// The virtual host for a request host (port already removed).
     pub(super) fn find(&self, host: &str) -> Option<usize> {
         if !self.exact.is_empty() {
-            let found = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-                if host.len() <= STACK_HOST {
-                    let mut buf = [0u8; STACK_HOST];
-                    let lower = &mut buf[..host.len()];
-                    lower.copy_from_slice(host.as_bytes());
-                    lower.make_ascii_lowercase();
-                    // ASCII lower-casing keeps UTF-8 valid.
-                    std::str::from_utf8(lower)
-                        .ok()
-                        .and_then(|h| self.exact.get(h))
-                        .copied()
-                } else {
-                    self.exact.get(host.to_ascii_lowercase().as_str()).copied()
-                }
-            } else {
-                self.exact.get(host).copied()
-            };
+            let found = get_lower(&self.exact, host);
             if found.is_some() {
                 return found;
             }
@@ -111,30 +95,34 @@ impl HostMap {
 }
 
 impl HostMap {
-    /// The virtual host of a one-label wildcard: the host's first label is dropped and the rest
-    /// looked up (lower-cased on the stack when it has upper-case letters).
+    /// The virtual host of a one-label wildcard: the host without its first label, looked up.
     fn find_wildcard(&self, host: &str) -> Option<usize> {
         let (label, domain) = host.split_once('.')?;
         if label.is_empty() {
             return None;
         }
-        if !domain.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.wildcards.get(domain).copied();
-        }
-        if domain.len() <= STACK_HOST {
-            let mut buf = [0u8; STACK_HOST];
-            let lower = &mut buf[..domain.len()];
-            lower.copy_from_slice(domain.as_bytes());
-            lower.make_ascii_lowercase();
-            std::str::from_utf8(lower)
-                .ok()
-                .and_then(|d| self.wildcards.get(d))
-                .copied()
-        } else {
-            self.wildcards
-                .get(domain.to_ascii_lowercase().as_str())
-                .copied()
-        }
+        get_lower(&self.wildcards, domain)
+    }
+}
+
+/// Looks `key` up lower-cased: as is when it has no upper-case letter, else lower-cased on the
+/// stack (on the heap beyond [`STACK_HOST`] bytes).
+fn get_lower(map: &HashMap<Box<str>, usize>, key: &str) -> Option<usize> {
+    if !key.bytes().any(|b| b.is_ascii_uppercase()) {
+        return map.get(key).copied();
+    }
+    if key.len() <= STACK_HOST {
+        let mut buf = [0u8; STACK_HOST];
+        let lower = &mut buf[..key.len()];
+        lower.copy_from_slice(key.as_bytes());
+        lower.make_ascii_lowercase();
+        // ASCII lower-casing keeps UTF-8 valid.
+        std::str::from_utf8(lower)
+            .ok()
+            .and_then(|k| map.get(k))
+            .copied()
+    } else {
+        map.get(key.to_ascii_lowercase().as_str()).copied()
     }
 }
 
