@@ -367,3 +367,72 @@ async fn corpus_path_types_follow_the_specification_table() {
         }
     }
 }
+
+/// The corpus files that need only core features, routed as the Ingress documentation they come
+/// from describes (each on its own stack, class `nginx`, one echo per Service).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_core_examples_route_as_documented() {
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>);
+    let files: &[(&str, &[&str], &[Case<'_>])] = &[
+        (
+            "default-backend.yaml",
+            &["test"],
+            &[
+                ("any.example.com", "/", Some("test")),
+                ("", "/x/y", Some("test")),
+            ],
+        ),
+        (
+            "name-virtual-hosts.yaml",
+            &["service1", "service2", "service3"],
+            &[
+                ("first.bar.com", "/", Some("service1")),
+                ("second.bar.com", "/x", Some("service2")),
+                ("third.bar.com", "/", Some("service3")),
+                ("", "/", Some("service3")),
+            ],
+        ),
+        (
+            "host-wildcards.yaml",
+            &["service1", "service2"],
+            &[
+                ("foo.bar.com", "/", Some("service1")),
+                ("bar.foo.com", "/", Some("service2")),
+                ("baz.bar.foo.com", "/", None),
+                ("foo.com", "/", None),
+            ],
+        ),
+    ];
+    for (file, services, cases) in files {
+        let Some(text) = corpus_file(file) else {
+            eprintln!("skipping: no ingress corpus");
+            return;
+        };
+        let echoes: Vec<Echo> = services.iter().map(|s| Echo::start(s).unwrap()).collect();
+        let slices: String = echoes.iter().map(|e| slice_for(&e.name, e)).collect();
+        let http_port = free_port();
+        let _stack = start_ingress(
+            &[(file, text), ("slices.yaml", slices)],
+            "nginx",
+            http_port,
+            free_port(),
+        )
+        .await;
+        let gw = addr(http_port);
+        let (host, path, first) = cases[0];
+        wait_for_echo(gw, host, path, first.unwrap()).await;
+        for (host, path, want) in *cases {
+            let r = HttpClient::http1().get(gw, host, path, &[]).await.unwrap();
+            match want {
+                Some(svc) => {
+                    assert_eq!(
+                        r.echo_name().as_deref(),
+                        Some(*svc),
+                        "{file}: {host}{path}: {r:?}"
+                    )
+                }
+                None => assert_eq!(r.status, 404, "{file}: {host}{path}: {r:?}"),
+            }
+        }
+    }
+}
