@@ -436,3 +436,37 @@ async fn corpus_core_examples_route_as_documented() {
         }
     }
 }
+
+/// `--gateway` and `--ingress-class` together: one process serves the VirtualGateway's listener
+/// and the Ingress listener, each with its own routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_serves_a_virtual_gateway_and_ingresses_together() {
+    let mesh = Echo::start("mesh").unwrap();
+    let web = Echo::start("web").unwrap();
+    let gw_port = free_port();
+    let http_port = free_port();
+    let mut files = bowline_tests::one_route(gw_port, mesh.port());
+    files.push((
+        "ingress.yaml",
+        format!(
+            "{}---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web, namespace: shop}}\nspec:\n  ingressClassName: bowline\n  defaultBackend: {{service: {{name: web, port: {{number: 80}}}}}}\n",
+            service("web", 80, "http", &web)
+        ),
+    ));
+    let (http, https) = (http_port.to_string(), free_port().to_string());
+    let _stack = Stack::start_with(
+        &files,
+        "edge/gw",
+        &[
+            "--ingress-class",
+            "bowline",
+            "--ingress-http-port",
+            &http,
+            "--ingress-https-port",
+            &https,
+        ],
+    )
+    .await;
+    wait_for_echo(addr(http_port), "any.example.com", "/x", "web").await;
+    wait_for_echo(addr(gw_port), "any.example.com", "/x", "mesh").await;
+}
