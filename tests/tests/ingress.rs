@@ -218,6 +218,29 @@ async fn ingress_class_routes_hosts_paths_backends_and_tls() {
         }
     }
 
+    // The control plane shows the snapshot and says why /gone answers 503.
+    let dump = client
+        .get(
+            stack.cp_admin,
+            "",
+            &format!(
+                "/config_dump?ingressClass=bowline&httpPort={http_port}&httpsPort={https_port}"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(dump.status, 200, "{dump:?}");
+    let dump = dump.json().unwrap();
+    assert_eq!(dump["ingressClass"], "bowline");
+    assert!(
+        dump["diagnostics"].as_array().unwrap().iter().any(|d| d
+            .as_str()
+            .unwrap()
+            .contains("Ingress shop/main: spec.rules[0].http.paths[4].backend.service.name: Service shop/missing not found; the path answers 503")),
+        "{dump:#}"
+    );
+
     // TLS by SNI: each host gets its own certificate and its own routes.
     for (host, upstream) in [("a.example.com", "exact"), ("b.example.com", "longer")] {
         let ca = pki.ca_path();

@@ -104,11 +104,20 @@ async fn proxies(State(s): State<AdminState>) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct DumpQuery {
     gateway: Option<String>,
+    /// With `ingressClass`, the snapshot of a gateway started with `--ingress-class` (and
+    /// `--gateway` when `gateway` is given too); the ports default as the gateway's flags do.
+    ingress_class: Option<String>,
+    http_port: Option<u16>,
+    https_port: Option<u16>,
 }
 
 async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) -> Response {
+    if let Some(class) = q.ingress_class.clone() {
+        return ingress_dump(&s, q, class);
+    }
     let Some(gateway) = q.gateway else {
         return (
             StatusCode::BAD_REQUEST,
@@ -134,21 +143,59 @@ async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) ->
             .into_response();
     };
     let c = snapshots.gateway(ns, name);
+    dump(json!({ "gateway": gateway }), &c)
+}
+
+/// A snapshot, its versions and diagnostics, after the fields that say whose it is.
+fn dump(mut head: serde_json::Value, c: &crate::snapshots::Computed) -> Response {
     let diagnostics: Vec<String> = c
         .translation
         .diagnostics
         .iter()
         .map(ToString::to_string)
         .collect();
-    axum::Json(json!({
-        "gateway": gateway,
-        "systemVersion": c.system_version,
-        "worldVersion": c.inputs_version.0,
-        "dnsVersion": c.inputs_version.1,
-        "diagnostics": diagnostics,
-        "snapshot": c.translation.snapshot,
-    }))
-    .into_response()
+    if let Some(m) = head.as_object_mut() {
+        m.insert("systemVersion".into(), json!(c.system_version));
+        m.insert("worldVersion".into(), json!(c.inputs_version.0));
+        m.insert("dnsVersion".into(), json!(c.inputs_version.1));
+        m.insert("diagnostics".into(), json!(diagnostics));
+        m.insert("snapshot".into(), json!(c.translation.snapshot));
+    }
+    axum::Json(head).into_response()
+}
+
+/// `config_dump` of a gateway serving the Ingresses of `class` (and maybe a VirtualGateway).
+fn ingress_dump(s: &AdminState, q: DumpQuery, class: String) -> Response {
+    let gateway = match q.gateway.as_deref().map(|g| g.split_once('/')) {
+        None => None,
+        Some(Some((ns, name))) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Some((ns.to_string(), name.to_string()))
+        }
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "gateway must be <namespace>/<name>\n",
+            )
+                .into_response();
+        }
+    };
+    let Some(snapshots) = s.snapshots.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "manifests not loaded yet\n",
+        )
+            .into_response();
+    };
+    let served = crate::snapshots::Served {
+        gateway,
+        ingress: Some(crate::translate::ingress::IngressTarget {
+            class: class.clone(),
+            http_port: q.http_port.unwrap_or(80),
+            https_port: q.https_port.unwrap_or(443),
+        }),
+    };
+    let c = snapshots.served(&served);
+    dump(json!({ "gateway": q.gateway, "ingressClass": class }), &c)
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> Response {
