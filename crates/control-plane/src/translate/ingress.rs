@@ -143,140 +143,9 @@ pub fn ingress(inputs: &Inputs<'_>, target: &IngressTarget, tls_dir: &Path) -> I
         );
         return cx.finish(Vec::new());
     }
-    let mut served: Vec<Served<'_>> = Vec::new();
-    for (_, ing) in world.ingresses() {
-        let namespace = ing.metadata.namespace.as_deref().unwrap_or("default");
-        let name = ing.metadata.name.as_deref().unwrap_or_default();
-        match ingress::served_by(ing, &target.class, class) {
-            Selection::Served => served.push(Served {
-                namespace,
-                name,
-                ingress: ing,
-            }),
-            Selection::OtherClass => cx.out.ignored.push(format!(
-                "{namespace}/{name}: class {:?} is not {:?}",
-                ingress::class_of(ing).unwrap_or("<none>"),
-                target.class
-            )),
-        }
-    }
-    served.sort_by(|a, b| {
-        // Oldest first; without a timestamp, after every Ingress that has one.
-        let ts = |s: &Served<'_>| {
-            let t = s.ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            (t.is_none(), t)
-        };
-        (ts(a), a.namespace, a.name).cmp(&(ts(b), b.namespace, b.name))
-    });
-
-    // host → (kind, path) → route; the first (oldest) definition wins.
-    let mut hosts: BTreeMap<HostKey, BTreeMap<(PathKind, String), PathRoute>> = BTreeMap::new();
-    let mut default_backend: Option<PathRoute> = None;
-    for s in &served {
-        let owner = format!("Ingress {}/{}", s.namespace, s.name);
-        let Some(spec) = &s.ingress.spec else {
-            continue;
-        };
-        if let Some(b) = &spec.default_backend {
-            let route_name = format!("ingress/{}/{}/defaultBackend", s.namespace, s.name);
-            match &default_backend {
-                Some(first) => {
-                    let msg = format!(
-                        "the default backend is already set by {} (older); this one is not used",
-                        first.owner
-                    );
-                    cx.on_ingress(s, "spec.defaultBackend", msg);
-                }
-                None => {
-                    let action = cx.backend(s, "spec.defaultBackend", b);
-                    default_backend = Some(PathRoute {
-                        route_name,
-                        action,
-                        owner: owner.clone(),
-                    });
-                }
-            }
-        }
-        for (i, rule) in spec.rules.iter().flatten().enumerate() {
-            let host = HostKey::of(rule.host.as_deref());
-            let Some(http) = &rule.http else {
-                continue;
-            };
-            for (j, p) in http.paths.iter().enumerate() {
-                let at = format!("spec.rules[{i}].http.paths[{j}]");
-                let raw = p.path.as_deref().unwrap_or_default();
-                let key = match p.path_type.as_str() {
-                    "Exact" => (PathKind::Exact, raw.to_string()),
-                    _ => (PathKind::Prefix, normalize_prefix(raw)),
-                };
-                let routes = hosts.entry(host.clone()).or_default();
-                if let Some(first) = routes.get(&key) {
-                    let msg = format!(
-                        "{} path {:?} of host {} is already routed by {} (older); this one is not used",
-                        p.path_type,
-                        key.1,
-                        host.display(),
-                        first.owner
-                    );
-                    cx.on_ingress(s, at, msg);
-                    continue;
-                }
-                let action = cx.backend(s, &format!("{at}.backend"), &p.backend);
-                routes.insert(
-                    key,
-                    PathRoute {
-                        route_name: format!(
-                            "ingress/{}/{}/rules[{i}]/paths[{j}]",
-                            s.namespace, s.name
-                        ),
-                        action,
-                        owner: owner.clone(),
-                    },
-                );
-            }
-        }
-    }
-    if default_backend.is_some() {
-        hosts.entry(HostKey::Any).or_default();
-    }
-
-    let mut vhosts = Vec::new();
-    for (host, paths) in hosts {
-        let mut ordered: Vec<((PathKind, String), PathRoute)> = paths.into_iter().collect();
-        ordered.sort_by(|((ka, pa), _), ((kb, pb), _)| {
-            (ka, Reverse(pa.len()), pa).cmp(&(kb, Reverse(pb.len()), pb))
-        });
-        let mut routes = Vec::new();
-        for ((kind, path), r) in ordered {
-            for m in path_matches(kind, &path) {
-                let matcher = ir::RouteMatch {
-                    path: Some(m),
-                    ..ir::RouteMatch::default()
-                };
-                routes.push(ir::Route::new(&r.route_name, matcher, r.action.clone()));
-            }
-        }
-        if let Some(d) = &default_backend {
-            let matcher = ir::RouteMatch {
-                path: Some(ir::PathMatch::Prefix("/".into())),
-                ..ir::RouteMatch::default()
-            };
-            routes.push(ir::Route::new(&d.route_name, matcher, d.action.clone()));
-        }
-        vhosts.push(ir::VirtualHost {
-            name: host.display(),
-            hosts: vec![host.to_ir()],
-            routes,
-        });
-    }
-    // Exact hosts first, then wildcards, then any (the host map's order, made explicit).
-    vhosts.sort_by_key(|v| match v.hosts.first() {
-        Some(ir::HostMatch::Exact(_)) => 0,
-        Some(ir::HostMatch::Wildcard(_)) => 1,
-        Some(ir::HostMatch::Suffix(_)) => 2,
-        _ => 3,
-    });
-
+    let served = select(&mut cx, target, class);
+    let (hosts, default_backend) = cx.paths(&served);
+    let vhosts = virtual_hosts(hosts, default_backend.as_ref());
     let certificates = cx.certificates(&served, tls_dir);
     let table = ingress_table_name(&target.class);
     let mut listeners = vec![listener(target.http_port, &table, None)];
@@ -311,6 +180,167 @@ pub fn ingress(inputs: &Inputs<'_>, target: &IngressTarget, tls_dir: &Path) -> I
     });
     out.translation.snapshot.normalize();
     out
+}
+
+/// The Ingresses the gateway of `target.class` serves, oldest first (then namespace/name); the
+/// others are noted in `ignored`.
+fn select<'w>(
+    cx: &mut Cx<'w>,
+    target: &IngressTarget,
+    class: Option<&IngressClass>,
+) -> Vec<Served<'w>> {
+    let world = cx.inputs.world;
+    let mut served: Vec<Served<'_>> = Vec::new();
+    for (_, ing) in world.ingresses() {
+        let namespace = ing.metadata.namespace.as_deref().unwrap_or("default");
+        let name = ing.metadata.name.as_deref().unwrap_or_default();
+        match ingress::served_by(ing, &target.class, class) {
+            Selection::Served => served.push(Served {
+                namespace,
+                name,
+                ingress: ing,
+            }),
+            Selection::OtherClass => cx.out.ignored.push(format!(
+                "{namespace}/{name}: class {:?} is not {:?}",
+                ingress::class_of(ing).unwrap_or("<none>"),
+                target.class
+            )),
+        }
+    }
+    served.sort_by(|a, b| {
+        // Oldest first; without a timestamp, after every Ingress that has one.
+        let ts = |s: &Served<'_>| {
+            let t = s.ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            (t.is_none(), t)
+        };
+        (ts(a), a.namespace, a.name).cmp(&(ts(b), b.namespace, b.name))
+    });
+    served
+}
+
+/// host → (path type, path) → route.
+type Hosts = BTreeMap<HostKey, BTreeMap<(PathKind, String), PathRoute>>;
+
+// === impl Cx ===
+
+impl Cx<'_> {
+    /// The routes of the served Ingresses by host and path, and the default backend.
+    fn paths(&mut self, served: &[Served<'_>]) -> (Hosts, Option<PathRoute>) {
+        // The first (oldest) definition of a host and path, or of the default backend, wins.
+        let mut hosts: Hosts = BTreeMap::new();
+        let mut default_backend: Option<PathRoute> = None;
+        for s in served {
+            let owner = format!("Ingress {}/{}", s.namespace, s.name);
+            let Some(spec) = &s.ingress.spec else {
+                continue;
+            };
+            if let Some(b) = &spec.default_backend {
+                let route_name = format!("ingress/{}/{}/defaultBackend", s.namespace, s.name);
+                match &default_backend {
+                    Some(first) => {
+                        let msg = format!(
+                            "the default backend is already set by {} (older); this one is not used",
+                            first.owner
+                        );
+                        self.on_ingress(s, "spec.defaultBackend", msg);
+                    }
+                    None => {
+                        let action = self.backend(s, "spec.defaultBackend", b);
+                        default_backend = Some(PathRoute {
+                            route_name,
+                            action,
+                            owner: owner.clone(),
+                        });
+                    }
+                }
+            }
+            for (i, rule) in spec.rules.iter().flatten().enumerate() {
+                let host = HostKey::of(rule.host.as_deref());
+                let Some(http) = &rule.http else {
+                    continue;
+                };
+                for (j, p) in http.paths.iter().enumerate() {
+                    let at = format!("spec.rules[{i}].http.paths[{j}]");
+                    let raw = p.path.as_deref().unwrap_or_default();
+                    let key = match p.path_type.as_str() {
+                        "Exact" => (PathKind::Exact, raw.to_string()),
+                        _ => (PathKind::Prefix, normalize_prefix(raw)),
+                    };
+                    let routes = hosts.entry(host.clone()).or_default();
+                    if let Some(first) = routes.get(&key) {
+                        let msg = format!(
+                            "{} path {:?} of host {} is already routed by {} (older); this one is not used",
+                            p.path_type,
+                            key.1,
+                            host.display(),
+                            first.owner
+                        );
+                        self.on_ingress(s, at, msg);
+                        continue;
+                    }
+                    let action = self.backend(s, &format!("{at}.backend"), &p.backend);
+                    routes.insert(
+                        key,
+                        PathRoute {
+                            route_name: format!(
+                                "ingress/{}/{}/rules[{i}]/paths[{j}]",
+                                s.namespace, s.name
+                            ),
+                            action,
+                            owner: owner.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        if default_backend.is_some() {
+            hosts.entry(HostKey::Any).or_default();
+        }
+        (hosts, default_backend)
+    }
+}
+
+/// The virtual hosts, in the host map's order, each with its routes in precedence order and the
+/// default backend last.
+fn virtual_hosts(hosts: Hosts, default_backend: Option<&PathRoute>) -> Vec<ir::VirtualHost> {
+    let mut vhosts = Vec::new();
+    for (host, paths) in hosts {
+        let mut ordered: Vec<((PathKind, String), PathRoute)> = paths.into_iter().collect();
+        ordered.sort_by(|((ka, pa), _), ((kb, pb), _)| {
+            (ka, Reverse(pa.len()), pa).cmp(&(kb, Reverse(pb.len()), pb))
+        });
+        let mut routes = Vec::new();
+        for ((kind, path), r) in ordered {
+            for m in path_matches(kind, &path) {
+                let matcher = ir::RouteMatch {
+                    path: Some(m),
+                    ..ir::RouteMatch::default()
+                };
+                routes.push(ir::Route::new(&r.route_name, matcher, r.action.clone()));
+            }
+        }
+        if let Some(d) = default_backend {
+            let matcher = ir::RouteMatch {
+                path: Some(ir::PathMatch::Prefix("/".into())),
+                ..ir::RouteMatch::default()
+            };
+            routes.push(ir::Route::new(&d.route_name, matcher, d.action.clone()));
+        }
+        vhosts.push(ir::VirtualHost {
+            name: host.display(),
+            hosts: vec![host.to_ir()],
+            routes,
+        });
+    }
+    // Exact hosts first, then wildcards, then any (the host map's order, made explicit).
+    vhosts.sort_by_key(|v| match v.hosts.first() {
+        Some(ir::HostMatch::Exact(_)) => 0,
+        Some(ir::HostMatch::Wildcard(_)) => 1,
+        Some(ir::HostMatch::Suffix(_)) => 2,
+        _ => 3,
+    });
+
+    vhosts
 }
 
 /// Adds `extra` (an Ingress translation) to `base` (a gateway's). A listener of `extra` on a
@@ -394,6 +424,8 @@ enum HostKey {
     Wildcard(String),
     Any,
 }
+
+// === impl HostKey ===
 
 impl HostKey {
     fn of(host: Option<&str>) -> HostKey {
