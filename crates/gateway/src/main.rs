@@ -1,5 +1,6 @@
-//! `bowline-gateway`: the north-south proxy for one VirtualGateway. Parses flags, sets up
-//! logging, runs the dataplane engine until SIGTERM/SIGINT, then drains.
+//! `bowline-gateway`: the north-south proxy for one VirtualGateway and/or the Ingresses of one
+//! IngressClass. Parses flags, sets up logging, runs the dataplane engine until SIGTERM/SIGINT,
+//! then drains.
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
