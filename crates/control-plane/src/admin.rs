@@ -107,33 +107,36 @@ async fn proxies(State(s): State<AdminState>) -> Response {
 #[serde(rename_all = "camelCase")]
 struct DumpQuery {
     gateway: Option<String>,
-    /// With `ingressClass`, the snapshot of a gateway started with `--ingress-class` (and
-    /// `--gateway` when `gateway` is given too); the ports default as the gateway's flags do.
+    /// The snapshot of a gateway started with `--ingress-class` (and `--gateway` when `gateway`
+    /// is given too).
     ingress_class: Option<String>,
     http_port: Option<u16>,
     https_port: Option<u16>,
 }
 
 async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) -> Response {
-    if let Some(class) = q.ingress_class.clone() {
-        return ingress_dump(&s, q, class);
-    }
-    let Some(gateway) = q.gateway else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "missing query parameter: gateway=<namespace>/<name>\n",
-        )
-            .into_response();
-    };
-    let Some((ns, name)) = gateway
-        .split_once('/')
-        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
-    else {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("gateway must be <namespace>/<name>, got {gateway:?}\n"),
-        )
-            .into_response();
+    let gateway = match q.gateway.as_deref() {
+        None if q.ingress_class.is_none() => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "missing query parameter: gateway=<namespace>/<name> or ingressClass=<name>\n",
+            )
+                .into_response();
+        }
+        None => None,
+        Some(g) => match g
+            .split_once('/')
+            .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+        {
+            Some((ns, name)) => Some((ns.to_string(), name.to_string())),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("gateway must be <namespace>/<name>, got {g:?}\n"),
+                )
+                    .into_response();
+            }
+        },
     };
     let Some(snapshots) = s.snapshots.get() else {
         return (
@@ -142,8 +145,25 @@ async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) ->
         )
             .into_response();
     };
-    let c = snapshots.gateway(ns, name);
-    dump(json!({ "gateway": gateway }), &c)
+    // With `ingressClass`, a gateway started with `--ingress-class` (the ports default as the
+    // gateway's flags do).
+    let served = crate::snapshots::Served {
+        gateway,
+        ingress: q
+            .ingress_class
+            .as_ref()
+            .map(|class| crate::translate::ingress::IngressTarget {
+                class: class.clone(),
+                http_port: q.http_port.unwrap_or(80),
+                https_port: q.https_port.unwrap_or(443),
+            }),
+    };
+    let c = snapshots.served(&served);
+    let mut head = json!({ "gateway": q.gateway });
+    if let Some(class) = &q.ingress_class {
+        head["ingressClass"] = json!(class);
+    }
+    dump(head, &c)
 }
 
 /// A snapshot, its versions and diagnostics, after the fields that say whose it is.
@@ -162,40 +182,6 @@ fn dump(mut head: serde_json::Value, c: &crate::snapshots::Computed) -> Response
         m.insert("snapshot".into(), json!(c.translation.snapshot));
     }
     axum::Json(head).into_response()
-}
-
-/// `config_dump` of a gateway serving the Ingresses of `class` (and maybe a VirtualGateway).
-fn ingress_dump(s: &AdminState, q: DumpQuery, class: String) -> Response {
-    let gateway = match q.gateway.as_deref().map(|g| g.split_once('/')) {
-        None => None,
-        Some(Some((ns, name))) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Some((ns.to_string(), name.to_string()))
-        }
-        Some(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "gateway must be <namespace>/<name>\n",
-            )
-                .into_response();
-        }
-    };
-    let Some(snapshots) = s.snapshots.get() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "manifests not loaded yet\n",
-        )
-            .into_response();
-    };
-    let served = crate::snapshots::Served {
-        gateway,
-        ingress: Some(crate::translate::ingress::IngressTarget {
-            class: class.clone(),
-            http_port: q.http_port.unwrap_or(80),
-            https_port: q.https_port.unwrap_or(443),
-        }),
-    };
-    let c = snapshots.served(&served);
-    dump(json!({ "gateway": q.gateway, "ingressClass": class }), &c)
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> Response {
