@@ -279,3 +279,30 @@ pub fn system_version(resources: &[(String, pb::Resource)]) -> String {
     lines.sort();
     proto::digest(lines.concat().as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn tls_files_are_owner_only_and_written_once() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ingress-tls");
+        let file = TlsFile {
+            path: dir.join("default.a-tls.0123.key"),
+            contents: Arc::from(&b"-----BEGIN PRIVATE KEY-----\n"[..]),
+        };
+        write_tls_files(std::slice::from_ref(&file)).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&file.path), 0o600);
+        assert_eq!(std::fs::read(&file.path).unwrap(), &file.contents[..]);
+        // Named after their content: an existing file is left alone.
+        std::fs::write(&file.path, b"kept").unwrap();
+        write_tls_files(std::slice::from_ref(&file)).unwrap();
+        assert_eq!(std::fs::read(&file.path).unwrap(), b"kept");
+        assert!(!dir.join("default.a-tls.0123.tmp").exists());
+    }
+}
