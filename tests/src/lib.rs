@@ -277,6 +277,16 @@ impl Stack {
         gateway: &str,
         gateway_args: &[&str],
     ) -> Stack {
+        let args: Vec<&str> = ["--gateway", gateway]
+            .into_iter()
+            .chain(gateway_args.iter().copied())
+            .collect();
+        Self::start_gateway_with(files, &args).await
+    }
+
+    /// As [`Stack::start`], with the gateway's serving flags (`--gateway`, `--ingress-class`, …)
+    /// given in `gateway_args` rather than a VirtualGateway name.
+    pub async fn start_gateway_with(files: &[(&str, String)], gateway_args: &[&str]) -> Stack {
         let dir = tempfile::tempdir().expect("tempdir");
         let manifests = dir.path().join("manifests");
         std::fs::create_dir(&manifests).unwrap();
@@ -295,8 +305,6 @@ impl Stack {
             &[
                 "--control-plane".into(),
                 format!("http://127.0.0.1:{grpc_port}"),
-                "--gateway".into(),
-                gateway.into(),
                 "--bind".into(),
                 "127.0.0.1".into(),
                 "--admin-addr".into(),

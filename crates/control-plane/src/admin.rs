@@ -104,27 +104,39 @@ async fn proxies(State(s): State<AdminState>) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct DumpQuery {
     gateway: Option<String>,
+    /// The snapshot of a gateway started with `--ingress-class` (and `--gateway` when `gateway`
+    /// is given too).
+    ingress_class: Option<String>,
+    http_port: Option<u16>,
+    https_port: Option<u16>,
 }
 
 async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) -> Response {
-    let Some(gateway) = q.gateway else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "missing query parameter: gateway=<namespace>/<name>\n",
-        )
-            .into_response();
-    };
-    let Some((ns, name)) = gateway
-        .split_once('/')
-        .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
-    else {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("gateway must be <namespace>/<name>, got {gateway:?}\n"),
-        )
-            .into_response();
+    let gateway = match q.gateway.as_deref() {
+        None if q.ingress_class.is_none() => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "missing query parameter: gateway=<namespace>/<name> or ingressClass=<name>\n",
+            )
+                .into_response();
+        }
+        None => None,
+        Some(g) => match g
+            .split_once('/')
+            .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+        {
+            Some((ns, name)) => Some((ns.to_string(), name.to_string())),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("gateway must be <namespace>/<name>, got {g:?}\n"),
+                )
+                    .into_response();
+            }
+        },
     };
     let Some(snapshots) = s.snapshots.get() else {
         return (
@@ -133,22 +145,43 @@ async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) ->
         )
             .into_response();
     };
-    let c = snapshots.gateway(ns, name);
+    // With `ingressClass`, a gateway started with `--ingress-class` (the ports default as the
+    // gateway's flags do).
+    let served = crate::snapshots::Served {
+        gateway,
+        ingress: q
+            .ingress_class
+            .as_ref()
+            .map(|class| crate::translate::ingress::IngressTarget {
+                class: class.clone(),
+                http_port: q.http_port.unwrap_or(80),
+                https_port: q.https_port.unwrap_or(443),
+            }),
+    };
+    let c = snapshots.served(&served);
+    let mut head = json!({ "gateway": q.gateway });
+    if let Some(class) = &q.ingress_class {
+        head["ingressClass"] = json!(class);
+    }
+    dump(head, &c)
+}
+
+/// A snapshot, its versions and diagnostics, after the fields that say whose it is.
+fn dump(mut head: serde_json::Value, c: &crate::snapshots::Computed) -> Response {
     let diagnostics: Vec<String> = c
         .translation
         .diagnostics
         .iter()
         .map(ToString::to_string)
         .collect();
-    axum::Json(json!({
-        "gateway": gateway,
-        "systemVersion": c.system_version,
-        "worldVersion": c.inputs_version.0,
-        "dnsVersion": c.inputs_version.1,
-        "diagnostics": diagnostics,
-        "snapshot": c.translation.snapshot,
-    }))
-    .into_response()
+    if let Some(m) = head.as_object_mut() {
+        m.insert("systemVersion".into(), json!(c.system_version));
+        m.insert("worldVersion".into(), json!(c.inputs_version.0));
+        m.insert("dnsVersion".into(), json!(c.inputs_version.1));
+        m.insert("diagnostics".into(), json!(diagnostics));
+        m.insert("snapshot".into(), json!(c.translation.snapshot));
+    }
+    axum::Json(head).into_response()
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> Response {

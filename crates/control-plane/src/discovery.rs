@@ -68,7 +68,8 @@ pub fn target(hostname: &str) -> Target {
 }
 
 /// The DNS names the world needs resolved: VirtualNode hostnames that are neither Kubernetes
-/// service names nor IP literals, and the `externalName` of ExternalName Services they name.
+/// service names nor IP literals, and the `externalName` of ExternalName Services they or an
+/// Ingress backend name.
 pub fn dns_names(world: &World) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for (_, node) in world.virtual_nodes() {
@@ -91,7 +92,37 @@ pub fn dns_names(world: &World) -> BTreeSet<String> {
             Target::Ip(_) => {}
         }
     }
+    for (_, ingress) in world.ingresses() {
+        let namespace = ingress.metadata.namespace.as_deref().unwrap_or("default");
+        for service in ingress_backend_services(ingress) {
+            if let Some(Target::Dns(n)) = world
+                .service(namespace, service)
+                .and_then(external_name)
+                .map(|n| target(&n))
+            {
+                names.insert(n);
+            }
+        }
+    }
     names
+}
+
+/// The Service names an Ingress's backends refer to (default backend and every path).
+fn ingress_backend_services(
+    ingress: &k8s_openapi::api::networking::v1::Ingress,
+) -> impl Iterator<Item = &str> {
+    let spec = ingress.spec.as_ref();
+    let default = spec.and_then(|s| s.default_backend.as_ref());
+    let paths = spec
+        .and_then(|s| s.rules.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.http.as_ref())
+        .flat_map(|h| h.paths.iter().map(|p| &p.backend));
+    default
+        .into_iter()
+        .chain(paths)
+        .filter_map(|b| b.service.as_ref().map(|s| s.name.as_str()))
 }
 
 fn node_hostname(spec: &VirtualNodeSpec) -> Option<&str> {
@@ -162,17 +193,46 @@ pub fn resolve(world: &World, dns: &DnsTable, node: &VirtualNodeSpec, port: u16)
             &mut out.notes,
         ),
     }
+    out.endpoints = endpoints_of(addrs);
+    out
+}
+
+/// Resolves the endpoints of one port of a Kubernetes Service (an Ingress backend) exactly as a
+/// VirtualNode whose hostname names that Service. Pure.
+pub fn resolve_service(
+    world: &World,
+    dns: &DnsTable,
+    namespace: &str,
+    name: &str,
+    port: u16,
+) -> Resolved {
+    let mut out = Resolved::default();
+    let mut addrs: Vec<(IpAddr, u16)> = Vec::new();
+    from_service(
+        world,
+        dns,
+        namespace,
+        name,
+        port,
+        &mut addrs,
+        &mut out.notes,
+    );
+    out.endpoints = endpoints_of(addrs);
+    out
+}
+
+/// Sorted, deduplicated endpoints of weight 1.
+fn endpoints_of(mut addrs: Vec<(IpAddr, u16)>) -> Vec<ir::Endpoint> {
     addrs.sort();
     addrs.dedup();
-    out.endpoints = addrs
+    addrs
         .into_iter()
         .map(|(ip, port)| ir::Endpoint {
             address: ip.to_string(),
             port,
             weight: 1,
         })
-        .collect();
-    out
+        .collect()
 }
 
 fn from_dns(

@@ -52,6 +52,10 @@ pub struct Args {
     /// Log line format.
     #[arg(long, env = "BOWLINE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Directory where the PEM of Ingress TLS Secrets is written for gateways on this host to
+    /// read (owner-only permissions). Default: a private temporary directory, removed on exit.
+    #[arg(long, env = "BOWLINE_INGRESS_TLS_DIR", value_name = "DIR")]
+    pub ingress_tls_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -68,6 +72,8 @@ pub struct Config {
     pub manifests: PathBuf,
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_tls_dir: Option<PathBuf>,
 }
 
 impl From<&Args> for Config {
@@ -76,6 +82,7 @@ impl From<&Args> for Config {
             manifests: a.manifests.clone(),
             grpc_addr: a.grpc_addr,
             admin_addr: a.admin_addr,
+            ingress_tls_dir: a.ingress_tls_dir.clone(),
         }
     }
 }
@@ -187,7 +194,8 @@ impl App {
         );
         spawn("DNS discovery", Box::pin(flatten(dns_task)));
 
-        let snapshots = snapshots::Snapshots::new(world_rx, dns_rx);
+        let snapshots = snapshots::Snapshots::new(world_rx, dns_rx)
+            .with_ingress_tls_dir(config.ingress_tls_dir.clone());
         let _ = snapshots_cell.set(snapshots.clone());
 
         let service =

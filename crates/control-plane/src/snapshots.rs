@@ -3,13 +3,16 @@
 //! here, once per gateway and change.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::hash::Hash;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bowline_model::proto::{self, pb};
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::discovery::DnsTable;
+use crate::translate::ingress::{IngressTarget, TlsFile};
 use crate::translate::{self, Inputs, Translation};
 use crate::world::World;
 
@@ -31,6 +34,78 @@ pub struct Snapshots {
     world: watch::Receiver<Arc<World>>,
     dns: watch::Receiver<Arc<DnsTable>>,
     cache: Arc<Mutex<Cache>>,
+    ingress: Arc<IngressState>,
+}
+
+/// What one gateway serves: a VirtualGateway (`namespace`, `name`), the Ingresses of a class, or
+/// both.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Served {
+    pub gateway: Option<(String, String)>,
+    pub ingress: Option<IngressTarget>,
+}
+
+/// Ingress serving: the directory of the Secrets' PEM files and the snapshots computed with
+/// Ingresses.
+#[derive(Default)]
+struct IngressState {
+    /// `--ingress-tls-dir`; without it, a private temporary directory created on first use and
+    /// removed when the control plane exits.
+    configured: Option<PathBuf>,
+    temporary: OnceLock<Result<tempfile::TempDir, String>>,
+    cache: Mutex<HashMap<Served, Arc<Computed>>>,
+}
+
+impl IngressState {
+    fn tls_dir(&self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.configured {
+            return Ok(dir.clone());
+        }
+        self.temporary
+            .get_or_init(|| {
+                tempfile::Builder::new()
+                    .prefix("bowline-ingress-tls-")
+                    .tempdir()
+                    .map_err(|e| {
+                        format!("cannot create a private directory for Ingress TLS files: {e}")
+                    })
+            })
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .map_err(Clone::clone)
+    }
+}
+
+/// Writes the TLS files a snapshot names: owner-only directory and files, each written to a
+/// temporary name then renamed, skipped when present (names are derived from the content).
+fn write_tls_files(files: &[TlsFile]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    for f in files {
+        if f.path.exists() {
+            continue;
+        }
+        let dir = f.path.parent().unwrap_or(std::path::Path::new("."));
+        let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", f.path.display());
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail("cannot create the directory of", e))?;
+        let tmp = f.path.with_extension("tmp");
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| fail("cannot write", e))?;
+        out.write_all(&f.contents)
+            .and_then(|()| out.sync_all())
+            .map_err(|e| fail("cannot write", e))?;
+        std::fs::rename(&tmp, &f.path).map_err(|e| fail("cannot write", e))?;
+    }
+    Ok(())
 }
 
 /// Computed snapshots by (namespace, name).
@@ -61,7 +136,18 @@ impl Snapshots {
             world,
             dns,
             cache: Arc::default(),
+            ingress: Arc::default(),
         }
+    }
+
+    /// Writes the PEM files of Ingress TLS Secrets under `dir` (`--ingress-tls-dir`) instead of
+    /// a private temporary directory.
+    pub fn with_ingress_tls_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.ingress = Arc::new(IngressState {
+            configured: dir,
+            ..IngressState::default()
+        });
+        self
     }
 
     pub fn subscribe(&self) -> Changes {
@@ -82,31 +168,87 @@ impl Snapshots {
 
     /// The snapshot of a gateway for the current inputs.
     pub fn gateway(&self, namespace: &str, name: &str) -> Arc<Computed> {
+        let key = (namespace.to_string(), name.to_string());
+        let label = format!("{namespace}/{name}");
+        self.compute(&self.cache, key, &label, |inputs| {
+            translate::gateway(inputs, namespace, name)
+        })
+    }
+
+    /// The snapshot of what a gateway serves: its VirtualGateway, the Ingresses of its class, or
+    /// both (the Ingress TLS files are written before the snapshot is returned).
+    pub fn served(&self, served: &Served) -> Arc<Computed> {
+        let Some(target) = &served.ingress else {
+            let (namespace, name) = served.gateway.clone().unwrap_or_default();
+            return self.gateway(&namespace, &name);
+        };
+        let label = match &served.gateway {
+            Some((ns, name)) => format!("{ns}/{name} + ingress class {}", target.class),
+            None => format!("ingress class {}", target.class),
+        };
+        self.compute(&self.ingress.cache, served.clone(), &label, |inputs| {
+            let mut translation = match &served.gateway {
+                Some((ns, name)) => translate::gateway(inputs, ns, name),
+                None => Translation::default(),
+            };
+            let dir = match self.ingress.tls_dir() {
+                Ok(dir) => dir,
+                Err(e) => {
+                    warn!("{e}; Ingress TLS hosts are not served");
+                    PathBuf::new()
+                }
+            };
+            let mut ingress = translate::ingress::ingress(inputs, target, &dir);
+            if dir.as_os_str().is_empty() {
+                ingress
+                    .translation
+                    .snapshot
+                    .listeners
+                    .retain(|l| l.tls.is_none());
+            } else if let Err(e) = write_tls_files(&ingress.files) {
+                warn!("{e}; Ingress TLS hosts are not served");
+                ingress
+                    .translation
+                    .snapshot
+                    .listeners
+                    .retain(|l| l.tls.is_none());
+            }
+            for why in &ingress.ignored {
+                debug!(class = %target.class, "Ingress not served: {why}");
+            }
+            translate::ingress::merge(&mut translation, ingress.translation);
+            translation
+        })
+    }
+
+    /// The cached snapshot under `key` for the current inputs, or a new one from `translate`.
+    fn compute<K: Eq + Hash + Clone>(
+        &self,
+        cache: &Mutex<HashMap<K, Arc<Computed>>>,
+        key: K,
+        label: &str,
+        translate: impl FnOnce(&Inputs<'_>) -> Translation,
+    ) -> Arc<Computed> {
         let world = self.world();
         let dns = self.dns();
         let version = (world.version, dns.version);
-        let key = (namespace.to_string(), name.to_string());
         let previous = {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            let cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
             match cache.get(&key) {
                 Some(c) if c.inputs_version == version => return c.clone(),
                 other => other.cloned(),
             }
         };
-        let translation = translate::gateway(
-            &Inputs {
-                world: &world,
-                dns: &dns,
-            },
-            namespace,
-            name,
-        );
+        let translation = translate(&Inputs {
+            world: &world,
+            dns: &dns,
+        });
         for d in &translation.diagnostics {
             if previous
                 .as_ref()
                 .is_none_or(|p| !p.translation.diagnostics.contains(d))
             {
-                warn!(gateway = %format!("{namespace}/{name}"), "{d}");
+                warn!(gateway = %label, "{d}");
             }
         }
         let resources = proto::snapshot_to_resources(&translation.snapshot);
@@ -116,7 +258,7 @@ impl Snapshots {
             translation,
             resources,
         });
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
         // Another caller may have computed a newer version meanwhile; keep the newest.
         match cache.get(&key) {
             Some(c) if c.inputs_version > version => c.clone(),
@@ -136,4 +278,31 @@ pub fn system_version(resources: &[(String, pb::Resource)]) -> String {
         .collect();
     lines.sort();
     proto::digest(lines.concat().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn tls_files_are_owner_only_and_written_once() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ingress-tls");
+        let file = TlsFile {
+            path: dir.join("default.a-tls.0123.key"),
+            contents: Arc::from(&b"-----BEGIN PRIVATE KEY-----\n"[..]),
+        };
+        write_tls_files(std::slice::from_ref(&file)).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&file.path), 0o600);
+        assert_eq!(std::fs::read(&file.path).unwrap(), &file.contents[..]);
+        // Named after their content: an existing file is left alone.
+        std::fs::write(&file.path, b"kept").unwrap();
+        write_tls_files(std::slice::from_ref(&file)).unwrap();
+        assert_eq!(std::fs::read(&file.path).unwrap(), b"kept");
+        assert!(!dir.join("default.a-tls.0123.tmp").exists());
+    }
 }

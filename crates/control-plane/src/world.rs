@@ -13,6 +13,7 @@ use bowline_model::appmesh::{
 use bowline_model::manifest::{Kind, Object, ObjectKey, Resource, Source};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 /// One served object and the document it came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -155,6 +156,8 @@ typed_getters! {
     virtual_node, virtual_nodes, VirtualNode, Resource<VirtualNodeSpec>, VirtualNode;
     service, services, Service, Service, Service;
     endpoint_slice, endpoint_slices, EndpointSlice, EndpointSlice, EndpointSlice;
+    ingress, ingresses, Ingress, Ingress, Ingress;
+    ingress_class, ingress_classes, IngressClass, IngressClass, IngressClass;
 }
 
 impl World {

@@ -31,7 +31,8 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
-use crate::snapshots::Snapshots;
+use crate::snapshots::{Served, Snapshots};
+use crate::translate::ingress::IngressTarget;
 
 /// Resources added or changed, and keys removed, to bring a proxy from `held` to `want`.
 pub fn diff(
@@ -69,6 +70,27 @@ fn resource_key(key: &str) -> Option<pb::ResourceKey> {
     })
 }
 
+/// What a gateway node asks for: its VirtualGateway (namespace and name) and/or the Ingresses
+/// of a class (with both ports set); `None` when it asks for nothing valid.
+pub fn served(node: &pb::Node) -> Option<Served> {
+    let gateway = (!node.namespace.is_empty() && !node.name.is_empty())
+        .then(|| (node.namespace.clone(), node.name.clone()));
+    let port = |p: u32| u16::try_from(p).ok().filter(|p| *p != 0);
+    let ingress = if node.ingress_class.is_empty() {
+        None
+    } else {
+        Some(IngressTarget {
+            class: node.ingress_class.clone(),
+            http_port: port(node.ingress_http_port)?,
+            https_port: port(node.ingress_https_port)?,
+        })
+    };
+    if gateway.is_none() && ingress.is_none() {
+        return None;
+    }
+    Some(Served { gateway, ingress })
+}
+
 // === proxies ===
 
 /// Who a proxy says it is.
@@ -82,6 +104,9 @@ pub struct NodeInfo {
     pub identity: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub build_version: String,
+    /// The IngressClass whose Ingresses the gateway serves (`--ingress-class`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ingress_class: String,
 }
 
 /// The last rejected update of a proxy.
@@ -249,7 +274,7 @@ impl ProxyStream {
             None => return,
         };
         let node = match first.node {
-            Some(n) if n.kind == "gateway" && !n.namespace.is_empty() && !n.name.is_empty() => n,
+            Some(n) if n.kind == "gateway" && served(&n).is_some() => n,
             Some(n) if n.kind == "sidecar" => {
                 let _ = self
                     .tx
@@ -263,13 +288,22 @@ impl ProxyStream {
                 let _ = self
                     .tx
                     .send(Err(Status::invalid_argument(
-                        "the first request must name the node: kind \"gateway\", namespace and name",
+                        "the first request must name the node: kind \"gateway\", namespace and name, or an ingress class with its ports",
                     )))
                     .await;
                 return;
             }
         };
-        let gateway = format!("{}/{}", node.namespace, node.name);
+        let gateway = if node.ingress_class.is_empty() {
+            format!("{}/{}", node.namespace, node.name)
+        } else if node.name.is_empty() {
+            format!("ingress class {}", node.ingress_class)
+        } else {
+            format!(
+                "{}/{} + ingress class {}",
+                node.namespace, node.name, node.ingress_class
+            )
+        };
         let span = info_span!("proxy", gateway = %gateway);
         self.serve(
             node,
@@ -296,6 +330,7 @@ impl ProxyStream {
                     name: node.name.clone(),
                     identity: node.identity.clone(),
                     build_version: node.build_version.clone(),
+                    ingress_class: node.ingress_class.clone(),
                 },
                 peer: self.peer.map(|p| p.to_string()),
                 connected_since_unix_seconds: unix_now(),
@@ -320,10 +355,15 @@ impl ProxyStream {
         let mut rejected: Option<String> = None;
         let mut first_response = true;
         let mut dirty = true;
+        // Checked by `run`.
+        let served = served(&node).unwrap_or(Served {
+            gateway: None,
+            ingress: None,
+        });
         loop {
             if pending.is_none() && dirty {
                 dirty = false;
-                let computed = self.snapshots.gateway(&node.namespace, &node.name);
+                let computed = self.snapshots.served(&served);
                 if rejected.as_deref() != Some(computed.system_version.as_str()) {
                     let (changed, removed) = diff(&held, &computed.resources);
                     if first_response || !changed.is_empty() || !removed.is_empty() {

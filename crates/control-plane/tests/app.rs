@@ -71,6 +71,7 @@ async fn serves_admin_endpoints_and_follows_manifest_edits() {
         manifests: dir.path().to_path_buf(),
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        ingress_tls_dir: None,
     })
     .await
     .expect("build");

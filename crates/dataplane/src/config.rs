@@ -36,6 +36,16 @@ pub struct Node {
     pub namespace: String,
     pub name: String,
     pub build_version: String,
+    /// The Ingresses served besides (or instead of) the VirtualGateway `namespace/name`.
+    pub ingress: Option<IngressNode>,
+}
+
+/// A gateway started with `--ingress-class`: the class and the ports of its listeners.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngressNode {
+    pub class: String,
+    pub http_port: u16,
+    pub https_port: u16,
 }
 
 /// Reconnection delays: doubling from `initial` up to `max`, each randomized to 50–100 %.
@@ -206,6 +216,13 @@ impl<A: Apply> ConfigClient<A> {
                 name: node.name.clone(),
                 identity: String::new(),
                 build_version: node.build_version.clone(),
+                ingress_class: node
+                    .ingress
+                    .as_ref()
+                    .map(|i| i.class.clone())
+                    .unwrap_or_default(),
+                ingress_http_port: node.ingress.as_ref().map_or(0, |i| i.http_port.into()),
+                ingress_https_port: node.ingress.as_ref().map_or(0, |i| i.https_port.into()),
             }),
             initial_resource_versions: self.versions.clone().into_iter().collect(),
             response_nonce: String::new(),

@@ -131,7 +131,12 @@ impl Engine {
         ));
 
         let (stop_config, config_stopped) = watch::channel(false);
-        info!(control_plane = %config.control_plane, node = %format_args!("{}/{}", config.node.namespace, config.node.name), "starting");
+        info!(
+            control_plane = %config.control_plane,
+            node = %format_args!("{}/{}", config.node.namespace, config.node.name),
+            ingress_class = config.node.ingress.as_ref().map(|i| i.class.as_str()),
+            "starting"
+        );
         let client_task = tokio::spawn(client.run(config_stopped));
 
         Ok(Engine {

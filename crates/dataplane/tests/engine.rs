@@ -465,6 +465,7 @@ async fn start() -> Env {
             namespace: "shop".into(),
             name: "gw".into(),
             build_version: "test".into(),
+            ingress: None,
         },
         bind: "127.0.0.1".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),

@@ -1,5 +1,6 @@
-//! `bowline-gateway`: the north-south proxy for one VirtualGateway. Parses flags, sets up
-//! logging, runs the dataplane engine until SIGTERM/SIGINT, then drains.
+//! `bowline-gateway`: the north-south proxy for one VirtualGateway and/or the Ingresses of one
+//! IngressClass. Parses flags, sets up logging, runs the dataplane engine until SIGTERM/SIGINT,
+//! then drains.
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use bowline_dataplane::config::{Backoff, Node};
+use bowline_dataplane::config::{Backoff, IngressNode, Node};
 use bowline_dataplane::proxy::{EdgeConfig, parse_trusted};
 use bowline_dataplane::{Engine, EngineConfig};
 use clap::{Parser, ValueEnum};
@@ -33,9 +34,33 @@ struct Cli {
     )]
     control_plane: String,
 
-    /// The VirtualGateway this gateway serves, as NAMESPACE/NAME.
+    /// The VirtualGateway this gateway serves, as NAMESPACE/NAME. Optional with
+    /// `--ingress-class`; at least one of the two is required.
     #[arg(long, env = "BOWLINE_GATEWAY", value_name = "NAMESPACE/NAME")]
-    gateway: String,
+    gateway: Option<String>,
+
+    /// Serve the `networking.k8s.io/v1` Ingresses of this IngressClass (and those without a
+    /// class when it is the default class).
+    #[arg(long, env = "BOWLINE_INGRESS_CLASS", value_name = "NAME")]
+    ingress_class: Option<String>,
+
+    /// Port of the Ingress HTTP listener.
+    #[arg(
+        long,
+        env = "BOWLINE_INGRESS_HTTP_PORT",
+        value_name = "PORT",
+        default_value_t = 80
+    )]
+    ingress_http_port: u16,
+
+    /// Port of the Ingress HTTPS listener (certificates from the Ingresses' TLS Secrets).
+    #[arg(
+        long,
+        env = "BOWLINE_INGRESS_HTTPS_PORT",
+        value_name = "PORT",
+        default_value_t = 443
+    )]
+    ingress_https_port: u16,
 
     /// Address listeners bind unless the config gives one.
     #[arg(
@@ -146,9 +171,19 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let (namespace, name) = match parse_gateway(&cli.gateway) {
-        Ok(v) => v,
-        Err(msg) => return usage(&format!("invalid --gateway {:?}: {msg}", cli.gateway)),
+    let (namespace, name) = match cli.gateway.as_deref().map(parse_gateway) {
+        Some(Ok(v)) => v,
+        Some(Err(msg)) => {
+            return usage(&format!(
+                "invalid --gateway {:?}: {msg}",
+                cli.gateway.unwrap_or_default()
+            ));
+        }
+        None => Default::default(),
+    };
+    let ingress = match ingress_node(&cli) {
+        Ok(i) => i,
+        Err(msg) => return usage(&msg),
     };
     if let Err(msg) = check_url(&cli.control_plane) {
         return usage(&format!(
@@ -175,7 +210,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, namespace, name)) {
+    match runtime.block_on(run(cli, namespace, name, ingress)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -206,7 +241,12 @@ fn usage(msg: &str) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-async fn run(cli: Cli, namespace: String, name: String) -> anyhow::Result<()> {
+async fn run(
+    cli: Cli,
+    namespace: String,
+    name: String,
+    ingress: Option<IngressNode>,
+) -> anyhow::Result<()> {
     let engine = Engine::start(EngineConfig {
         control_plane: cli.control_plane,
         node: Node {
@@ -214,6 +254,7 @@ async fn run(cli: Cli, namespace: String, name: String) -> anyhow::Result<()> {
             namespace,
             name,
             build_version: env!("CARGO_PKG_VERSION").into(),
+            ingress,
         },
         bind: cli.bind,
         admin_addr: cli.admin_addr,
@@ -246,6 +287,46 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// What `--ingress-class` and its ports ask for; an error when neither it nor `--gateway` is
+/// given.
+fn ingress_node(cli: &Cli) -> Result<Option<IngressNode>, String> {
+    let Some(class) = &cli.ingress_class else {
+        if cli.gateway.is_none() {
+            return Err("nothing to serve: give --gateway NAMESPACE/NAME (a VirtualGateway), --ingress-class NAME (the Ingresses of a class), or both".into());
+        }
+        return Ok(None);
+    };
+    let valid = !class.is_empty()
+        && class.len() <= 253
+        && class
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(format!(
+            "invalid --ingress-class {class:?}: expected a Kubernetes name (lower-case letters, digits, '-' and '.')"
+        ));
+    }
+    for (flag, port) in [
+        ("--ingress-http-port", cli.ingress_http_port),
+        ("--ingress-https-port", cli.ingress_https_port),
+    ] {
+        if port == 0 {
+            return Err(format!("invalid {flag} 0: expected a port from 1 to 65535"));
+        }
+    }
+    if cli.ingress_http_port == cli.ingress_https_port {
+        return Err(format!(
+            "--ingress-http-port and --ingress-https-port are both {}",
+            cli.ingress_http_port
+        ));
+    }
+    Ok(Some(IngressNode {
+        class: class.clone(),
+        http_port: cli.ingress_http_port,
+        https_port: cli.ingress_https_port,
+    }))
 }
 
 /// `NAMESPACE/NAME`, both Kubernetes names (lower-case letters, digits, `-` and `.`).
@@ -382,5 +463,70 @@ mod tests {
             .unwrap_err();
             assert!(err.use_stderr(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod ingress_flag_tests {
+    use super::*;
+
+    fn node(args: &[&str]) -> Result<Option<IngressNode>, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("bowline-gateway").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())?;
+        ingress_node(&cli)
+    }
+
+    #[test]
+    fn ingress_class_alone_or_with_a_gateway() {
+        let want = IngressNode {
+            class: "bowline".into(),
+            http_port: 80,
+            https_port: 443,
+        };
+        assert_eq!(
+            node(&["--ingress-class", "bowline"]),
+            Ok(Some(want.clone()))
+        );
+        assert_eq!(
+            node(&["--gateway", "shop/gw", "--ingress-class", "bowline"]),
+            Ok(Some(want))
+        );
+        assert_eq!(node(&["--gateway", "shop/gw"]), Ok(None));
+        assert_eq!(
+            node(&[
+                "--ingress-class",
+                "bowline",
+                "--ingress-http-port",
+                "8080",
+                "--ingress-https-port",
+                "8443"
+            ]),
+            Ok(Some(IngressNode {
+                class: "bowline".into(),
+                http_port: 8080,
+                https_port: 8443,
+            }))
+        );
+    }
+
+    #[test]
+    fn nothing_to_serve_and_bad_values_are_usage_errors() {
+        assert!(node(&[]).unwrap_err().contains("nothing to serve"));
+        assert!(
+            node(&["--ingress-class", "Bad_Class"])
+                .unwrap_err()
+                .contains("invalid --ingress-class")
+        );
+        assert!(
+            node(&["--ingress-class", "b", "--ingress-http-port", "0"])
+                .unwrap_err()
+                .contains("--ingress-http-port 0")
+        );
+        assert!(
+            node(&["--ingress-class", "b", "--ingress-https-port", "80"])
+                .unwrap_err()
+                .contains("both 80")
+        );
     }
 }

@@ -44,3 +44,22 @@ fn help_lists_every_flag() {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }
 }
+
+#[test]
+fn nothing_to_serve_is_a_usage_error_naming_both_flags() {
+    let (code, text) = gateway(&[]);
+    assert_eq!(code, 64, "{text}");
+    assert!(
+        text.contains("--gateway") && text.contains("--ingress-class"),
+        "names both flags: {text}"
+    );
+    let (code, text) = gateway(&["--help"]);
+    assert_eq!(code, 0, "{text}");
+    for flag in [
+        "--ingress-class",
+        "--ingress-http-port",
+        "--ingress-https-port",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
+    }
+}

@@ -118,6 +118,11 @@ pub enum HostMatch {
     /// `example.com` itself) is this variant with the value `.example.com`: the IR has no
     /// separate wildcard variant. A leading `*` is ignored (`*.example.com` ≡ `.example.com`).
     Suffix(String),
+    /// Exactly one DNS label followed by this domain, case-insensitively: `example.com` matches
+    /// `foo.example.com` but neither `foo.bar.example.com` nor `example.com` (the Ingress
+    /// wildcard `*.example.com`). Written without the `*.`. Chosen after exact hosts and before
+    /// suffixes.
+    Wildcard(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

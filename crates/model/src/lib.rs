@@ -9,6 +9,8 @@ pub mod accesslog;
 pub mod appmesh;
 #[cfg(feature = "crd")]
 pub mod crd;
+#[cfg(feature = "crd")]
+pub mod ingress;
 pub mod ir;
 #[cfg(feature = "crd")]
 pub mod manifest;

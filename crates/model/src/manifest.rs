@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::{Deserialize, Serialize};
 
 use crate::appmesh::{
@@ -61,6 +62,8 @@ pub enum Kind {
     EndpointSlice,
     Namespace,
     Secret,
+    Ingress,
+    IngressClass,
 }
 
 impl Kind {
@@ -76,12 +79,14 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Namespace => "Namespace",
             Kind::Secret => "Secret",
+            Kind::Ingress => "Ingress",
+            Kind::IngressClass => "IngressClass",
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Mesh | Kind::Namespace)
+        !matches!(self, Kind::Mesh | Kind::Namespace | Kind::IngressClass)
     }
 }
 
@@ -107,6 +112,8 @@ pub enum Object {
     EndpointSlice(Box<EndpointSlice>),
     Namespace(Box<Namespace>),
     Secret(Box<Secret>),
+    Ingress(Box<Ingress>),
+    IngressClass(Box<IngressClass>),
 }
 
 /// Identity of an object: kind, namespace (empty for cluster-scoped kinds) and name.
@@ -140,6 +147,8 @@ impl Object {
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Namespace(_) => Kind::Namespace,
             Object::Secret(_) => Kind::Secret,
+            Object::Ingress(_) => Kind::Ingress,
+            Object::IngressClass(_) => Kind::IngressClass,
         }
     }
 
@@ -155,6 +164,8 @@ impl Object {
             Object::EndpointSlice(o) => k8s_ns_name(&o.metadata),
             Object::Namespace(o) => (None, o.metadata.name.clone().unwrap_or_default()),
             Object::Secret(o) => k8s_ns_name(&o.metadata),
+            Object::Ingress(o) => k8s_ns_name(&o.metadata),
+            Object::IngressClass(o) => (None, o.metadata.name.clone().unwrap_or_default()),
         };
         ObjectKey {
             kind: self.kind(),
@@ -407,6 +418,8 @@ pub fn parse_value(source: Source, value: serde_json::Value) -> Parsed {
         Kind::EndpointSlice => k8s(&value).map(Object::EndpointSlice),
         Kind::Namespace => k8s(&value).map(Object::Namespace),
         Kind::Secret => k8s(&value).map(Object::Secret),
+        Kind::Ingress => k8s(&value).map(Object::Ingress),
+        Kind::IngressClass => k8s(&value).map(Object::IngressClass),
     };
     let object = match typed {
         Ok(o) => o,
@@ -443,6 +456,8 @@ pub fn kind_of(api_version: &str, kind: &str) -> Option<Kind> {
         ("", "Namespace") => Some(Kind::Namespace),
         ("", "Secret") => Some(Kind::Secret),
         ("discovery.k8s.io", "EndpointSlice") => Some(Kind::EndpointSlice),
+        ("networking.k8s.io", "Ingress") => Some(Kind::Ingress),
+        ("networking.k8s.io", "IngressClass") => Some(Kind::IngressClass),
         _ => None,
     }
 }

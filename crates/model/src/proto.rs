@@ -288,6 +288,7 @@ impl From<&ir::VirtualHost> for pb::VirtualHost {
                         ir::HostMatch::Any => host_match::Kind::Any(true),
                         ir::HostMatch::Exact(s) => host_match::Kind::Exact(s.clone()),
                         ir::HostMatch::Suffix(s) => host_match::Kind::Suffix(s.clone()),
+                        ir::HostMatch::Wildcard(s) => host_match::Kind::Wildcard(s.clone()),
                     }),
                 })
                 .collect(),
@@ -490,6 +491,7 @@ impl TryFrom<pb::RouteTable> for ir::RouteTable {
                     Some(host_match::Kind::Any(_)) => ir::HostMatch::Any,
                     Some(host_match::Kind::Exact(s)) => ir::HostMatch::Exact(s),
                     Some(host_match::Kind::Suffix(s)) => ir::HostMatch::Suffix(s),
+                    Some(host_match::Kind::Wildcard(s)) => ir::HostMatch::Wildcard(s),
                     None => return Err(cx.err(format!("{p}.hosts[{j}]"), "empty host match")),
                 });
             }
@@ -1265,6 +1267,7 @@ mod tests {
                     hosts: vec![
                         ir::HostMatch::Any,
                         ir::HostMatch::Suffix(".example.com".into()),
+                        ir::HostMatch::Wildcard("example.org".into()),
                     ],
                     routes: vec![
                         ir::Route {

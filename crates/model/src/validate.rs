@@ -89,6 +89,8 @@ pub fn object(object: &Object) -> Vec<Problem> {
         Object::Service(s) => c.service(&spec, s),
         Object::EndpointSlice(s) => c.endpoint_slice(s),
         Object::Namespace(_) | Object::Secret(_) => {}
+        Object::Ingress(i) => c.problems.extend(crate::ingress::validate_ingress(i)),
+        Object::IngressClass(i) => c.problems.extend(crate::ingress::validate_ingress_class(i)),
     }
     c.problems
 }

@@ -297,3 +297,42 @@ async fn the_system_resolver_reads_the_hosts_file() {
         "{answer:?}"
     );
 }
+
+#[test]
+fn external_name_services_of_ingress_backends_are_resolved() {
+    let text = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: demo}
+spec:
+  defaultBackend: {service: {name: ext, port: {number: 443}}}
+  rules:
+    - http:
+        paths:
+          - {path: /, pathType: Prefix, backend: {service: {name: other, port: {number: 80}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: demo}
+spec:
+  type: ExternalName
+  externalName: api.example.com
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other, namespace: demo}
+spec:
+  type: ExternalName
+  externalName: other.example.com
+"#;
+    let w = world(1, text);
+    assert_eq!(
+        dns_names(&w).into_iter().collect::<Vec<_>>(),
+        ["api.example.com", "other.example.com"]
+    );
+    let mut dns = DnsTable::default();
+    dns.names
+        .insert("api.example.com".into(), vec!["192.0.2.7".parse().unwrap()]);
+    let r = resolve_service(&w, &dns, "demo", "ext", 443);
+    assert_eq!(addrs(&r), ["192.0.2.7:443"]);
+}

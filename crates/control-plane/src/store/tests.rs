@@ -221,3 +221,36 @@ async fn a_missing_directory_is_a_configuration_error() {
         .expect_err("error");
     assert!(matches!(err, Error::Dir { .. }), "{err}");
 }
+
+#[test]
+fn a_rejected_ingress_keeps_its_last_good_version() {
+    let ingress = |path_type: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: web, namespace: shop}}\nspec:\n  rules:\n    - http:\n        paths:\n          - {{path: /v1, pathType: {path_type}, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}\n"
+        )
+    };
+    let path_type = |world: &World| {
+        world.ingress("shop", "web").map(|i| {
+            i.spec.as_ref().unwrap().rules.as_ref().unwrap()[0]
+                .http
+                .as_ref()
+                .unwrap()
+                .paths[0]
+                .path_type
+                .clone()
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "ingress.yaml", &ingress("Prefix"));
+    let mut loader = Loader::new(dir.path());
+    let first = loader.reload().unwrap();
+    assert_eq!(path_type(&first).as_deref(), Some("Prefix"));
+    write(dir.path(), "ingress.yaml", &ingress("Regex"));
+    assert!(
+        loader.reload().is_none(),
+        "the rejected Ingress is not published"
+    );
+    write(dir.path(), "ingress.yaml", &ingress("Exact"));
+    let second = loader.reload().unwrap();
+    assert_eq!(path_type(&second).as_deref(), Some("Exact"));
+}

@@ -28,6 +28,7 @@
 //!    and deterministic.
 
 mod gateway;
+pub mod ingress;
 mod resilience;
 #[cfg(test)]
 mod tests;

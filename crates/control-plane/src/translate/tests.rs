@@ -34,7 +34,7 @@ fn testdata() -> PathBuf {
 }
 
 /// Reads a manifest as the store does; every document must be valid.
-fn world_from(file: &str, text: &str) -> World {
+pub(super) fn world_from(file: &str, text: &str) -> World {
     let mut docs = Vec::new();
     for parsed in manifest::parse_file(Path::new(file), text) {
         match parsed {
@@ -69,26 +69,41 @@ fn translate_all(world: &World) -> Expected {
 
 #[test]
 fn golden() {
+    golden_cases(&testdata(), 11, |name, world| {
+        let got = translate_all(world);
+        assert!(
+            !got.gateways.is_empty(),
+            "{name}: the input has no VirtualGateway"
+        );
+        got
+    });
+}
+
+/// Runs every `<dir>/<case>/input.yaml` through `translate` (twice: it must be deterministic)
+/// and compares with `expected.yaml`, or rewrites it when `BLESS` is set.
+pub(super) fn golden_cases<T>(dir: &Path, at_least: usize, translate: impl Fn(&str, &World) -> T)
+where
+    T: std::fmt::Debug + PartialEq + Serialize + for<'de> Deserialize<'de>,
+{
     let bless = std::env::var_os("BLESS").is_some_and(|v| !v.is_empty() && v != "0");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(testdata())
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)
         .expect("testdata")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.join("input.yaml").is_file())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 11, "golden cases are missing: {cases:?}");
+    assert!(
+        cases.len() >= at_least,
+        "golden cases are missing: {cases:?}"
+    );
     let mut failed = Vec::new();
     for dir in cases {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         let input = std::fs::read_to_string(dir.join("input.yaml")).expect("input");
         let world = world_from("input.yaml", &input);
-        let got = translate_all(&world);
-        assert!(
-            !got.gateways.is_empty(),
-            "{name}: the input has no VirtualGateway"
-        );
+        let got = translate(&name, &world);
         // Deterministic: a second run gives the same result.
-        assert_eq!(got, translate_all(&world), "{name}: not deterministic");
+        assert_eq!(got, translate(&name, &world), "{name}: not deterministic");
         let expected_path = dir.join("expected.yaml");
         if bless {
             let text = format!(
@@ -100,7 +115,7 @@ fn golden() {
         }
         let text = std::fs::read_to_string(&expected_path)
             .unwrap_or_else(|e| panic!("{name}: {e}; run with BLESS=1 to create it"));
-        let expected: Expected = serde_yaml::from_str(&text).expect("expected.yaml parses");
+        let expected: T = serde_yaml::from_str(&text).expect("expected.yaml parses");
         if expected != got {
             eprintln!("=== golden case {name} differs ===");
             assert_eq!(expected, got, "{name}");

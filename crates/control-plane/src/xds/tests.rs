@@ -238,6 +238,7 @@ fn gateway_node() -> pb::Node {
         name: "gw".into(),
         identity: String::new(),
         build_version: "test".into(),
+        ..pb::Node::default()
     }
 }
 
@@ -445,4 +446,51 @@ async fn drain_closes_streams_with_unavailable() {
     }
     assert!(h.proxies.list().is_empty());
     assert_eq!(h.metrics.connected_proxies.get(), 0);
+}
+
+#[test]
+fn ingress_nodes_name_a_class_and_both_ports() {
+    let ingress_only = pb::Node {
+        namespace: String::new(),
+        name: String::new(),
+        ingress_class: "bowline".into(),
+        ingress_http_port: 8080,
+        ingress_https_port: 8443,
+        ..gateway_node()
+    };
+    let target = IngressTarget {
+        class: "bowline".into(),
+        http_port: 8080,
+        https_port: 8443,
+    };
+    assert_eq!(
+        served(&ingress_only),
+        Some(Served {
+            gateway: None,
+            ingress: Some(target.clone()),
+        })
+    );
+    let both = pb::Node {
+        ingress_class: "bowline".into(),
+        ingress_http_port: 8080,
+        ingress_https_port: 8443,
+        ..gateway_node()
+    };
+    assert_eq!(
+        served(&both),
+        Some(Served {
+            gateway: Some(("demo".into(), "gw".into())),
+            ingress: Some(target),
+        })
+    );
+    let no_ports = pb::Node {
+        ingress_http_port: 0,
+        ..ingress_only.clone()
+    };
+    assert_eq!(served(&no_ports), None);
+    let nothing = pb::Node {
+        ingress_class: String::new(),
+        ..ingress_only
+    };
+    assert_eq!(served(&nothing), None);
 }

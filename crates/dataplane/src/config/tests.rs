@@ -112,6 +112,7 @@ async fn start() -> Harness {
                 namespace: "shop".into(),
                 name: "gw".into(),
                 build_version: "test".into(),
+                ingress: None,
             },
             backoff: Backoff {
                 initial: Duration::from_millis(10),

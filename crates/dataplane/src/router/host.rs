@@ -1,5 +1,6 @@
-//! Virtual host selection: exact host (case-insensitive hash lookup), then the longest matching
-//! suffix, then the first "any" host. Among equals, the virtual host listed first wins.
+//! Virtual host selection: exact host (case-insensitive hash lookup), then a one-label wildcard
+//! (the Ingress `*.example.com`: a hash lookup of the host without its first label), then the
+//! longest matching suffix, then the first "any" host. Among equals, the virtual host listed first wins.
 //!
 //! Suffixes live in a trie keyed by their reversed, lower-cased bytes: a lookup walks the host
 //! once from its end, so it costs the same with one suffix or thousands. Suffixes match
@@ -19,6 +20,8 @@ pub(super) struct HostMap {
     exact: HashMap<Box<str>, usize>,
     /// Reversed lower-case suffix → virtual host index.
     suffixes: Option<ByteTrie<Option<usize>>>,
+    /// Lower-case domain of a one-label wildcard → virtual host index.
+    wildcards: HashMap<Box<str>, usize>,
     any: Option<usize>,
 }
 
@@ -47,6 +50,10 @@ impl HostMap {
                         suffixes.entry(&key).get_or_insert(i);
                         any_suffix = true;
                     }
+                    ir::HostMatch::Wildcard(domain) => {
+                        let d = domain.strip_prefix("*.").unwrap_or(domain);
+                        map.wildcards.entry(normalize(d).into()).or_insert(i);
+                    }
                 }
             }
         }
@@ -57,26 +64,15 @@ impl HostMap {
     /// The virtual host for a request host (port already removed).
     pub(super) fn find(&self, host: &str) -> Option<usize> {
         if !self.exact.is_empty() {
-            let found = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-                if host.len() <= STACK_HOST {
-                    let mut buf = [0u8; STACK_HOST];
-                    let lower = &mut buf[..host.len()];
-                    lower.copy_from_slice(host.as_bytes());
-                    lower.make_ascii_lowercase();
-                    // ASCII lower-casing keeps UTF-8 valid.
-                    std::str::from_utf8(lower)
-                        .ok()
-                        .and_then(|h| self.exact.get(h))
-                        .copied()
-                } else {
-                    self.exact.get(host.to_ascii_lowercase().as_str()).copied()
-                }
-            } else {
-                self.exact.get(host).copied()
-            };
+            let found = get_lower(&self.exact, host);
             if found.is_some() {
                 return found;
             }
+        }
+        if !self.wildcards.is_empty()
+            && let Some(found) = self.find_wildcard(host)
+        {
+            return Some(found);
         }
         if let Some(trie) = &self.suffixes {
             let h = host.as_bytes();
@@ -95,6 +91,38 @@ impl HostMap {
             }
         }
         self.any
+    }
+}
+
+impl HostMap {
+    /// The virtual host of a one-label wildcard: the host without its first label, looked up.
+    fn find_wildcard(&self, host: &str) -> Option<usize> {
+        let (label, domain) = host.split_once('.')?;
+        if label.is_empty() {
+            return None;
+        }
+        get_lower(&self.wildcards, domain)
+    }
+}
+
+/// Looks `key` up lower-cased: as is when it has no upper-case letter, else lower-cased on the
+/// stack (on the heap beyond [`STACK_HOST`] bytes).
+fn get_lower(map: &HashMap<Box<str>, usize>, key: &str) -> Option<usize> {
+    if !key.bytes().any(|b| b.is_ascii_uppercase()) {
+        return map.get(key).copied();
+    }
+    if key.len() <= STACK_HOST {
+        let mut buf = [0u8; STACK_HOST];
+        let lower = &mut buf[..key.len()];
+        lower.copy_from_slice(key.as_bytes());
+        lower.make_ascii_lowercase();
+        // ASCII lower-casing keeps UTF-8 valid.
+        std::str::from_utf8(lower)
+            .ok()
+            .and_then(|k| map.get(k))
+            .copied()
+    } else {
+        map.get(key.to_ascii_lowercase().as_str()).copied()
     }
 }
 
@@ -117,4 +145,26 @@ pub fn strip_port(authority: &str) -> &str {
         }
     };
     host.strip_suffix('.').unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_matches_exactly_one_label_after_exact_hosts() {
+        let vhosts = [
+            vec![ir::HostMatch::Wildcard("foo.com".into())],
+            vec![ir::HostMatch::Exact("bar.foo.com".into())],
+            vec![ir::HostMatch::Suffix(".foo.com".into())],
+            vec![ir::HostMatch::Any],
+        ];
+        let map = HostMap::new(vhosts.iter().map(Vec::as_slice));
+        assert_eq!(map.find("baz.foo.com"), Some(0));
+        assert_eq!(map.find("BAZ.Foo.COM"), Some(0));
+        assert_eq!(map.find("bar.foo.com"), Some(1));
+        assert_eq!(map.find("a.b.foo.com"), Some(2));
+        assert_eq!(map.find("foo.com"), Some(3));
+        assert_eq!(map.find(".foo.com"), Some(2));
+    }
 }

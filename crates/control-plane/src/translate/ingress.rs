@@ -1,0 +1,731 @@
+//! Translation of `networking.k8s.io/v1` Ingresses into the snapshot of a gateway started with
+//! `--ingress-class NAME`. Pure: the TLS material is returned as files to write, never written.
+//!
+//! ## What is served
+//!
+//! Every Ingress whose class ([`bowline_model::ingress::class_of`]: `spec.ingressClassName`, else
+//! the `kubernetes.io/ingress.class` annotation) is NAME, and every Ingress without a class when
+//! the IngressClass NAME carries `ingressclass.kubernetes.io/is-default-class: "true"`. When an
+//! IngressClass NAME exists, its `spec.controller` must be `bowline.io/gateway-controller`;
+//! otherwise nothing is served (with a diagnostic).
+//!
+//! ## IR names
+//!
+//! | object | name |
+//! |---|---|
+//! | listeners | `http-<http port>` and, when a TLS host is usable, `http-<https port>` |
+//! | route table (shared by both listeners) | `ingress/<class>` |
+//! | virtual host | the rule host (`foo.example.com`, `*.example.com`) or `*` (no host) |
+//! | route | `ingress/<namespace>/<name>/rules[i]/paths[j]`, `ingress/<namespace>/<name>/defaultBackend` |
+//! | cluster and its endpoints (one per Service port) | `ingress/<namespace>/<service>/<port>` |
+//!
+//! ## Precedence
+//!
+//! Hosts: exact, then `*.` wildcards (exactly one label), then rules without a host. Within a
+//! host: `Exact` paths, then `Prefix` (and `ImplementationSpecific`, treated as `Prefix`) paths,
+//! longest first; the default backend last. A `Prefix` path matches element-wise: `/foo` (or
+//! `/foo/`) is the IR routes exact `/foo` and prefix `/foo/`, so it matches `/foo`, `/foo/` and
+//! `/foo/bar` but not `/foobar`. The rules of every Ingress for one host are merged; when two
+//! define the same host, path type and path (or two define a default backend, or a TLS host),
+//! the oldest Ingress (`creationTimestamp`; without one, newest) wins, then namespace/name, and
+//! the other gets a diagnostic.
+//!
+//! ## Backends
+//!
+//! `service.port.number` must be a port of the Service; `service.port.name` is resolved to the
+//! Service port of that name. Endpoints come from EndpointSlices exactly as for a VirtualNode
+//! ([`crate::discovery::resolve_service`]). A Service (or port name) that does not exist makes the
+//! path answer 503.
+//!
+//! ## TLS
+//!
+//! `spec.tls[].secretName` names a `kubernetes.io/tls` Secret of the Ingress's namespace
+//! (`tls.crt` / `tls.key` from `data` or `stringData`). Its PEM is checked here (certificates,
+//! a private key that matches the first one) and returned as two [`TlsFile`]s named after their
+//! content under the TLS directory the control plane owns; the HTTPS listener serves it for
+//! `spec.tls[].hosts` by SNI. A missing or unusable Secret skips that entry's hosts on the HTTPS
+//! port (they are never served without TLS there) and keeps the rest.
+
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bowline_model::ingress::{self, Selection};
+use bowline_model::ir;
+use bowline_model::manifest::Kind;
+use bowline_model::proto;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::{CONNECT_TIMEOUT_MS, Diagnostic, Inputs, Translation};
+use crate::discovery;
+
+/// What a gateway started with `--ingress-class` serves.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct IngressTarget {
+    pub class: String,
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+/// A file the control plane must write (private key material: owner-only permissions) before
+/// the snapshot that names it is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFile {
+    pub path: PathBuf,
+    pub contents: Arc<[u8]>,
+}
+
+/// The result of translating the Ingresses of one class.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IngressTranslation {
+    pub translation: Translation,
+    pub files: Vec<TlsFile>,
+    /// Ingresses of other classes, for debug logs (`namespace/name: why`).
+    pub ignored: Vec<String>,
+}
+
+/// The route table of the Ingress listeners of a class.
+pub fn ingress_table_name(class: &str) -> String {
+    format!("ingress/{class}")
+}
+
+/// The cluster of one Service port used as an Ingress backend.
+pub fn ingress_cluster_name(namespace: &str, service: &str, port: u16) -> String {
+    format!("ingress/{namespace}/{service}/{port}")
+}
+
+/// One served Ingress, in precedence order.
+struct Served<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    ingress: &'a Ingress,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum PathKind {
+    Exact,
+    Prefix,
+}
+
+/// Where a path (or default backend) came from and where it goes.
+struct PathRoute {
+    route_name: String,
+    action: ir::RouteAction,
+    owner: String,
+}
+
+/// Translates the Ingresses of `target.class`; certificate files go under `tls_dir`.
+pub fn ingress(inputs: &Inputs<'_>, target: &IngressTarget, tls_dir: &Path) -> IngressTranslation {
+    let mut cx = Cx {
+        inputs,
+        out: IngressTranslation::default(),
+        clusters: BTreeMap::new(),
+    };
+    let world = inputs.world;
+    let class = world.ingress_class("", &target.class);
+    if let Some(c) = class
+        && !ingress::is_ours(c)
+    {
+        cx.diag(
+            Kind::IngressClass,
+            "",
+            &target.class,
+            "spec.controller",
+            format!(
+                "is {:?}, not {:?}: the class belongs to another controller and none of its Ingresses is served",
+                controller(c),
+                ingress::CONTROLLER
+            ),
+        );
+        return cx.finish(Vec::new());
+    }
+    let served = select(&mut cx, target, class);
+    let (hosts, default_backend) = cx.paths(&served);
+    let vhosts = virtual_hosts(hosts, default_backend.as_ref());
+    let certificates = cx.certificates(&served, tls_dir);
+    let table = ingress_table_name(&target.class);
+    let mut listeners = vec![listener(target.http_port, &table, None)];
+    if !certificates.is_empty() {
+        if target.https_port == target.http_port {
+            cx.diag(
+                Kind::IngressClass,
+                "",
+                &target.class,
+                "",
+                format!(
+                    "the HTTPS port {} is also the HTTP port; TLS hosts are not served",
+                    target.https_port
+                ),
+            );
+        } else {
+            listeners.push(listener(
+                target.https_port,
+                &table,
+                Some(ir::ListenerTls {
+                    mode: ir::TlsMode::Strict,
+                    certificates,
+                    client_validation: None,
+                }),
+            ));
+        }
+    }
+    let mut out = cx.finish(listeners);
+    out.translation.snapshot.route_tables.push(ir::RouteTable {
+        name: table,
+        virtual_hosts: vhosts,
+    });
+    out.translation.snapshot.normalize();
+    out
+}
+
+/// The Ingresses the gateway of `target.class` serves, oldest first (then namespace/name); the
+/// others are noted in `ignored`.
+fn select<'w>(
+    cx: &mut Cx<'w>,
+    target: &IngressTarget,
+    class: Option<&IngressClass>,
+) -> Vec<Served<'w>> {
+    let world = cx.inputs.world;
+    let mut served: Vec<Served<'_>> = Vec::new();
+    for (_, ing) in world.ingresses() {
+        let namespace = ing.metadata.namespace.as_deref().unwrap_or("default");
+        let name = ing.metadata.name.as_deref().unwrap_or_default();
+        match ingress::served_by(ing, &target.class, class) {
+            Selection::Served => served.push(Served {
+                namespace,
+                name,
+                ingress: ing,
+            }),
+            Selection::OtherClass => cx.out.ignored.push(format!(
+                "{namespace}/{name}: class {:?} is not {:?}",
+                ingress::class_of(ing).unwrap_or("<none>"),
+                target.class
+            )),
+        }
+    }
+    served.sort_by(|a, b| {
+        // Oldest first; without a timestamp, after every Ingress that has one.
+        let ts = |s: &Served<'_>| {
+            let t = s.ingress.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            (t.is_none(), t)
+        };
+        (ts(a), a.namespace, a.name).cmp(&(ts(b), b.namespace, b.name))
+    });
+    served
+}
+
+/// host → (path type, path) → route.
+type Hosts = BTreeMap<HostKey, BTreeMap<(PathKind, String), PathRoute>>;
+
+// === impl Cx ===
+
+impl Cx<'_> {
+    /// The routes of the served Ingresses by host and path, and the default backend.
+    fn paths(&mut self, served: &[Served<'_>]) -> (Hosts, Option<PathRoute>) {
+        // The first (oldest) definition of a host and path, or of the default backend, wins.
+        let mut hosts: Hosts = BTreeMap::new();
+        let mut default_backend: Option<PathRoute> = None;
+        for s in served {
+            let owner = format!("Ingress {}/{}", s.namespace, s.name);
+            let Some(spec) = &s.ingress.spec else {
+                continue;
+            };
+            if let Some(b) = &spec.default_backend {
+                let route_name = format!("ingress/{}/{}/defaultBackend", s.namespace, s.name);
+                match &default_backend {
+                    Some(first) => {
+                        let msg = format!(
+                            "the default backend is already set by {} (older); this one is not used",
+                            first.owner
+                        );
+                        self.on_ingress(s, "spec.defaultBackend", msg);
+                    }
+                    None => {
+                        let action = self.backend(s, "spec.defaultBackend", b);
+                        default_backend = Some(PathRoute {
+                            route_name,
+                            action,
+                            owner: owner.clone(),
+                        });
+                    }
+                }
+            }
+            for (i, rule) in spec.rules.iter().flatten().enumerate() {
+                let host = HostKey::of(rule.host.as_deref());
+                let Some(http) = &rule.http else {
+                    continue;
+                };
+                for (j, p) in http.paths.iter().enumerate() {
+                    let at = format!("spec.rules[{i}].http.paths[{j}]");
+                    let raw = p.path.as_deref().unwrap_or_default();
+                    let key = match p.path_type.as_str() {
+                        "Exact" => (PathKind::Exact, raw.to_string()),
+                        _ => (PathKind::Prefix, normalize_prefix(raw)),
+                    };
+                    let routes = hosts.entry(host.clone()).or_default();
+                    if let Some(first) = routes.get(&key) {
+                        let msg = format!(
+                            "{} path {:?} of host {} is already routed by {} (older); this one is not used",
+                            p.path_type,
+                            key.1,
+                            host.display(),
+                            first.owner
+                        );
+                        self.on_ingress(s, at, msg);
+                        continue;
+                    }
+                    let action = self.backend(s, &format!("{at}.backend"), &p.backend);
+                    routes.insert(
+                        key,
+                        PathRoute {
+                            route_name: format!(
+                                "ingress/{}/{}/rules[{i}]/paths[{j}]",
+                                s.namespace, s.name
+                            ),
+                            action,
+                            owner: owner.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        if default_backend.is_some() {
+            hosts.entry(HostKey::Any).or_default();
+        }
+        (hosts, default_backend)
+    }
+}
+
+/// The virtual hosts, in the host map's order, each with its routes in precedence order and the
+/// default backend last.
+fn virtual_hosts(hosts: Hosts, default_backend: Option<&PathRoute>) -> Vec<ir::VirtualHost> {
+    let mut vhosts = Vec::new();
+    for (host, paths) in hosts {
+        let mut ordered: Vec<((PathKind, String), PathRoute)> = paths.into_iter().collect();
+        ordered.sort_by(|((ka, pa), _), ((kb, pb), _)| {
+            (ka, Reverse(pa.len()), pa).cmp(&(kb, Reverse(pb.len()), pb))
+        });
+        let mut routes = Vec::new();
+        for ((kind, path), r) in ordered {
+            for m in path_matches(kind, &path) {
+                let matcher = ir::RouteMatch {
+                    path: Some(m),
+                    ..ir::RouteMatch::default()
+                };
+                routes.push(ir::Route::new(&r.route_name, matcher, r.action.clone()));
+            }
+        }
+        if let Some(d) = default_backend {
+            let matcher = ir::RouteMatch {
+                path: Some(ir::PathMatch::Prefix("/".into())),
+                ..ir::RouteMatch::default()
+            };
+            routes.push(ir::Route::new(&d.route_name, matcher, d.action.clone()));
+        }
+        vhosts.push(ir::VirtualHost {
+            name: host.display(),
+            hosts: vec![host.to_ir()],
+            routes,
+        });
+    }
+    // Exact hosts first, then wildcards, then any (the host map's order, made explicit).
+    vhosts.sort_by_key(|v| match v.hosts.first() {
+        Some(ir::HostMatch::Exact(_)) => 0,
+        Some(ir::HostMatch::Wildcard(_)) => 1,
+        Some(ir::HostMatch::Suffix(_)) => 2,
+        _ => 3,
+    });
+
+    vhosts
+}
+
+/// Adds `extra` (an Ingress translation) to `base` (a gateway's). A listener of `extra` on a
+/// port `base` already uses is dropped with a diagnostic; other objects have distinct names.
+pub fn merge(base: &mut Translation, extra: Translation) {
+    let ports: Vec<u16> = base.snapshot.listeners.iter().map(|l| l.port).collect();
+    for l in extra.snapshot.listeners {
+        if ports.contains(&l.port) {
+            base.diagnostics.push(Diagnostic {
+                source: None,
+                object: format!("listener {}", l.name),
+                path: String::new(),
+                message: format!(
+                    "port {} is already served by the gateway; the Ingress listener is not served",
+                    l.port
+                ),
+            });
+        } else {
+            base.snapshot.listeners.push(l);
+        }
+    }
+    base.snapshot
+        .route_tables
+        .extend(extra.snapshot.route_tables);
+    base.snapshot.clusters.extend(extra.snapshot.clusters);
+    base.snapshot.endpoints.extend(extra.snapshot.endpoints);
+    for d in extra.diagnostics {
+        if !base.diagnostics.contains(&d) {
+            base.diagnostics.push(d);
+        }
+    }
+    base.snapshot.normalize();
+}
+
+fn controller(c: &IngressClass) -> &str {
+    c.spec
+        .as_ref()
+        .and_then(|s| s.controller.as_deref())
+        .unwrap_or_default()
+}
+
+fn listener(port: u16, table: &str, tls: Option<ir::ListenerTls>) -> ir::Listener {
+    ir::Listener {
+        name: super::listener_name(ir::Protocol::Http, port),
+        address: String::new(),
+        port,
+        protocol: ir::Protocol::Http,
+        route_table: table.to_string(),
+        access_log: None,
+        tls,
+        tcp_proxy: None,
+    }
+}
+
+/// `/foo/` → `/foo`; `` → `/` (the spec ignores a trailing slash of a Prefix path).
+fn normalize_prefix(path: &str) -> String {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+/// The IR path matches of one Ingress path, in order.
+fn path_matches(kind: PathKind, path: &str) -> Vec<ir::PathMatch> {
+    match kind {
+        PathKind::Exact => vec![ir::PathMatch::Exact(path.to_string())],
+        PathKind::Prefix if path == "/" => vec![ir::PathMatch::Prefix("/".into())],
+        PathKind::Prefix => vec![
+            ir::PathMatch::Exact(path.to_string()),
+            ir::PathMatch::Prefix(format!("{path}/")),
+        ],
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum HostKey {
+    Exact(String),
+    /// The domain after `*.`.
+    Wildcard(String),
+    Any,
+}
+
+// === impl HostKey ===
+
+impl HostKey {
+    fn of(host: Option<&str>) -> HostKey {
+        match host.map(str::to_ascii_lowercase) {
+            None => HostKey::Any,
+            Some(h) if h.is_empty() => HostKey::Any,
+            Some(h) => match h.strip_prefix("*.") {
+                Some(d) => HostKey::Wildcard(d.to_string()),
+                None => HostKey::Exact(h),
+            },
+        }
+    }
+
+    fn display(&self) -> String {
+        match self {
+            HostKey::Exact(h) => h.clone(),
+            HostKey::Wildcard(d) => format!("*.{d}"),
+            HostKey::Any => "*".into(),
+        }
+    }
+
+    fn to_ir(&self) -> ir::HostMatch {
+        match self {
+            HostKey::Exact(h) => ir::HostMatch::Exact(h.clone()),
+            HostKey::Wildcard(d) => ir::HostMatch::Wildcard(d.clone()),
+            HostKey::Any => ir::HostMatch::Any,
+        }
+    }
+}
+
+struct Cx<'a> {
+    inputs: &'a Inputs<'a>,
+    out: IngressTranslation,
+    clusters: BTreeMap<String, (ir::Cluster, ir::ClusterEndpoints)>,
+}
+
+impl Cx<'_> {
+    fn diag(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let d = Diagnostic::new(self.inputs.world, kind, namespace, name, path, message);
+        if !self.out.translation.diagnostics.contains(&d) {
+            self.out.translation.diagnostics.push(d);
+        }
+    }
+
+    /// A diagnostic about a field of a served Ingress.
+    fn on_ingress(&mut self, s: &Served<'_>, path: impl Into<String>, message: impl Into<String>) {
+        self.diag(Kind::Ingress, s.namespace, s.name, path, message);
+    }
+
+    fn finish(mut self, listeners: Vec<ir::Listener>) -> IngressTranslation {
+        let snapshot = &mut self.out.translation.snapshot;
+        snapshot.listeners = listeners;
+        for (_, (c, e)) in std::mem::take(&mut self.clusters) {
+            snapshot.clusters.push(c);
+            snapshot.endpoints.push(e);
+        }
+        snapshot.normalize();
+        self.out
+    }
+
+    /// The action of a backend: forward to the Service port's cluster, or 503 when the Service
+    /// or the named port does not exist.
+    fn backend(&mut self, s: &Served<'_>, at: &str, b: &IngressBackend) -> ir::RouteAction {
+        let unavailable = ir::RouteAction::DirectResponse(ir::DirectResponse {
+            status: 503,
+            body: String::new(),
+        });
+        let Some(svc_ref) = &b.service else {
+            return unavailable;
+        };
+        let world = self.inputs.world;
+        let Some(svc) = world.service(s.namespace, &svc_ref.name) else {
+            let msg = format!(
+                "Service {}/{} not found; the path answers 503",
+                s.namespace, svc_ref.name
+            );
+            self.on_ingress(s, format!("{at}.service.name"), msg);
+            return unavailable;
+        };
+        let port_ref = svc_ref.port.clone().unwrap_or_default();
+        let number = match (&port_ref.name, port_ref.number) {
+            (_, Some(n)) => u16::try_from(n).ok(),
+            (Some(name), None) => {
+                let found = svc
+                    .spec
+                    .as_ref()
+                    .and_then(|sp| sp.ports.as_ref())
+                    .and_then(|ps| ps.iter().find(|p| p.name.as_deref() == Some(name)))
+                    .and_then(|p| u16::try_from(p.port).ok());
+                if found.is_none() {
+                    let msg = format!(
+                        "Service {}/{} has no port named {name:?}; the path answers 503",
+                        s.namespace, svc_ref.name
+                    );
+                    self.on_ingress(s, format!("{at}.service.port.name"), msg);
+                }
+                found
+            }
+            (None, None) => None,
+        };
+        let Some(port) = number else {
+            return unavailable;
+        };
+        let cluster = ingress_cluster_name(s.namespace, &svc_ref.name, port);
+        if !self.clusters.contains_key(&cluster) {
+            let resolved = discovery::resolve_service(
+                world,
+                self.inputs.dns,
+                s.namespace,
+                &svc_ref.name,
+                port,
+            );
+            for note in &resolved.notes {
+                // Discovery words its notes for VirtualNodes.
+                let note = note.replace("the node has no endpoints", "the backend answers 503");
+                self.on_ingress(s, at, note);
+            }
+            self.clusters.insert(
+                cluster.clone(),
+                (
+                    ir::Cluster {
+                        name: cluster.clone(),
+                        protocol: ir::Protocol::Http,
+                        lb_policy: ir::LbPolicy::RoundRobin,
+                        connect_timeout_ms: CONNECT_TIMEOUT_MS,
+                        tls: None,
+                        hash_on: None,
+                        health_check: None,
+                        outlier_detection: None,
+                        circuit_breakers: None,
+                        idle_timeout_ms: None,
+                        request_timeout_ms: None,
+                        tcp_idle_timeout_ms: None,
+                    },
+                    ir::ClusterEndpoints {
+                        cluster: cluster.clone(),
+                        endpoints: resolved.endpoints,
+                    },
+                ),
+            );
+        }
+        ir::RouteAction::Forward(ir::ForwardAction {
+            clusters: vec![ir::WeightedCluster { cluster, weight: 1 }],
+            rewrite: ir::Rewrite::default(),
+            timeout_ms: None,
+            retry: None,
+            idle_timeout_ms: None,
+        })
+    }
+
+    /// The certificates of the HTTPS listener, from `spec.tls` of the served Ingresses in
+    /// precedence order. The first Ingress to claim a host (or the default certificate, for an
+    /// entry without hosts) wins.
+    fn certificates(&mut self, served: &[Served<'_>], tls_dir: &Path) -> Vec<ir::TlsCertificate> {
+        let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+        let mut certs: Vec<ir::TlsCertificate> = Vec::new();
+        for s in served {
+            let owner = format!("Ingress {}/{}", s.namespace, s.name);
+            let entries = s.ingress.spec.as_ref().and_then(|sp| sp.tls.as_ref());
+            for (i, tls) in entries.into_iter().flatten().enumerate() {
+                let at = format!("spec.tls[{i}]");
+                let mut names = Vec::new();
+                for host in tls.hosts.iter().flatten() {
+                    let host = host.to_ascii_lowercase();
+                    match claimed.get(&host) {
+                        Some(first) => {
+                            let msg = format!(
+                                "TLS for host {host} is already set by {first} (older); this entry does not serve it"
+                            );
+                            self.on_ingress(s, format!("{at}.hosts"), msg);
+                        }
+                        None => names.push(host),
+                    }
+                }
+                let default = tls.hosts.as_ref().is_none_or(Vec::is_empty);
+                if default && claimed.contains_key("") {
+                    let msg = format!(
+                        "the default certificate (an entry without hosts) is already set by {} (older); this entry is not used",
+                        claimed[""]
+                    );
+                    self.on_ingress(s, at, msg);
+                    continue;
+                }
+                if names.is_empty() && !default {
+                    continue;
+                }
+                let Some(secret_name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) else {
+                    let msg = "no secretName: these hosts are not served on the HTTPS port";
+                    self.on_ingress(s, format!("{at}.secretName"), msg);
+                    continue;
+                };
+                let secret = self
+                    .inputs
+                    .world
+                    .get(Kind::Secret, s.namespace, secret_name);
+                let secret = secret.and_then(|e| match e.object.as_ref() {
+                    bowline_model::manifest::Object::Secret(sec) => Some(sec.as_ref()),
+                    _ => None,
+                });
+                let material = match secret {
+                    None => Err(format!("Secret {}/{secret_name} not found", s.namespace)),
+                    Some(sec) => tls_material(sec),
+                };
+                let (chain, key) = match material {
+                    Ok(m) => m,
+                    Err(why) => {
+                        let msg = format!(
+                            "{why}; hosts [{}] are not served on the HTTPS port",
+                            if default {
+                                "*".to_string()
+                            } else {
+                                names.join(", ")
+                            }
+                        );
+                        self.on_ingress(s, format!("{at}.secretName"), msg);
+                        continue;
+                    }
+                };
+                for n in &names {
+                    claimed.insert(n.clone(), owner.clone());
+                }
+                if default {
+                    claimed.insert(String::new(), owner.clone());
+                }
+                let mut both = chain.to_vec();
+                both.extend_from_slice(&key);
+                let stem = format!("{}.{secret_name}.{}", s.namespace, proto::digest(&both));
+                let chain_path = tls_dir.join(format!("{stem}.crt"));
+                let key_path = tls_dir.join(format!("{stem}.key"));
+                for (path, contents) in [(&chain_path, chain), (&key_path, key)] {
+                    if !self.out.files.iter().any(|f| &f.path == path) {
+                        self.out.files.push(TlsFile {
+                            path: path.clone(),
+                            contents,
+                        });
+                    }
+                }
+                certs.push(ir::TlsCertificate {
+                    certificate_chain: chain_path.display().to_string(),
+                    private_key: key_path.display().to_string(),
+                    server_names: names,
+                });
+            }
+        }
+        certs
+    }
+}
+
+/// PEM text.
+type Pem = Arc<[u8]>;
+
+/// The PEM chain and key of a `kubernetes.io/tls` Secret, checked: at least one certificate and
+/// a private key that matches the first.
+fn tls_material(secret: &Secret) -> Result<(Pem, Pem), String> {
+    let name = format!(
+        "Secret {}/{}",
+        secret.metadata.namespace.as_deref().unwrap_or("default"),
+        secret.metadata.name.as_deref().unwrap_or_default()
+    );
+    if let Some(t) = secret.type_.as_deref()
+        && t != "kubernetes.io/tls"
+    {
+        return Err(format!("{name} has type {t:?}, not \"kubernetes.io/tls\""));
+    }
+    let field = |key: &str| -> Option<Vec<u8>> {
+        secret
+            .string_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| v.as_bytes().to_vec())
+            .or_else(|| {
+                secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .map(|v| v.0.clone())
+            })
+    };
+    let chain = field("tls.crt").ok_or_else(|| format!("{name} has no tls.crt"))?;
+    let key = field("tls.key").ok_or_else(|| format!("{name} has no tls.key"))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{name}: tls.crt is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{name}: tls.crt holds no PEM certificate"));
+    }
+    let private = PrivateKeyDer::from_pem_slice(&key)
+        .map_err(|e| format!("{name}: tls.key holds no PEM private key: {e}"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    rustls::sign::CertifiedKey::from_der(certs, private, &provider)
+        .map_err(|e| format!("{name}: tls.key does not fit tls.crt: {e}"))?;
+    Ok((chain.into(), key.into()))
+}
+
+#[cfg(test)]
+mod tests;
