@@ -353,6 +353,15 @@ pub async fn send(
     );
     let deadline = total.map(|t| start + t);
     let active = policy.state.start();
+    if retry.is_none() {
+        // No retry policy: one attempt, without the template and replay bookkeeping of
+        // `attempts` (and the moves of the request they cost).
+        let idle = shortest(fwd.idle_timeout, policy.idle_timeout);
+        let endpoints = cluster.endpoints();
+        let result = attempt_once(cluster, &endpoints[first], req, None, idle, deadline).await;
+        record(cluster, endpoints, first, &result);
+        return finish(cluster, total, idle, active, result);
+    }
 
     let (parts, body) = req.into_parts();
     let max_retries = retry.map_or(0, |r| r.max_retries);
@@ -454,21 +463,7 @@ async fn attempts(
             _ => None,
         };
 
-        let failed = match &result {
-            Ok((resp, _)) => resp.status().is_server_error(),
-            Err(Failure::Overflow(_) | Failure::Deadline | Failure::RequestBody(_)) => false,
-            Err(_) => true,
-        };
-        if !matches!(result, Err(Failure::Overflow(_))) {
-            policy.record_outcome(endpoints, ep, failed);
-        }
-        match &result {
-            Err(Failure::Upstream(e)) => cluster.stats.record_error(e.error.reason()),
-            Err(Failure::TryTimeout(_) | Failure::Deadline) => {
-                cluster.stats.record_error(UpstreamErrorReason::Timeout);
-            }
-            _ => {}
-        }
+        record(cluster, endpoints, ep, &result);
 
         let wants_retry = retry.is_some_and(|r| match &result {
             Ok((resp, _)) => r.retries_response(resp.status().as_u16(), resp.headers()),
@@ -500,26 +495,63 @@ async fn attempts(
                 }
             }
         }
-        return match result {
-            Ok((resp, mut guards)) => {
-                guards.active = Some(active);
-                Ok(resp.map(|body| TrackedBody::new(body, guards, idle)))
-            }
-            Err(Failure::Overflow(limit)) => Err(ProxyError::Overflow {
-                cluster: cluster.name.clone(),
-                limit,
-            }),
-            Err(Failure::Deadline) => Err(timeout(cluster, total)),
-            Err(Failure::TryTimeout(t)) => Err(ProxyError::Timeout {
-                cluster: cluster.name.clone(),
-                timeout: t,
-            }),
-            Err(Failure::Upstream(e)) => Err(ProxyError::Upstream {
-                cluster: cluster.name.clone(),
-                source: e.error,
-            }),
-            Err(Failure::RequestBody(reason)) => Err(ProxyError::RequestBody { reason }),
-        };
+        return finish(cluster, total, idle, active, result);
+    }
+}
+
+/// Counts an attempt's outcome: the endpoint's health (outlier detection) and the cluster's
+/// upstream errors.
+fn record(
+    cluster: &Cluster,
+    endpoints: &[Endpoint],
+    ep: usize,
+    result: &Result<(Response<Incoming>, Guards), Failure>,
+) {
+    let failed = match result {
+        Ok((resp, _)) => resp.status().is_server_error(),
+        Err(Failure::Overflow(_) | Failure::Deadline | Failure::RequestBody(_)) => false,
+        Err(_) => true,
+    };
+    if !matches!(result, Err(Failure::Overflow(_))) {
+        cluster.resilience.record_outcome(endpoints, ep, failed);
+    }
+    match result {
+        Err(Failure::Upstream(e)) => cluster.stats.record_error(e.error.reason()),
+        Err(Failure::TryTimeout(_) | Failure::Deadline) => {
+            cluster.stats.record_error(UpstreamErrorReason::Timeout);
+        }
+        _ => {}
+    }
+}
+
+/// The request's answer from its last attempt: the response, holding what the request counted
+/// until its body ends, or the error.
+fn finish(
+    cluster: &Cluster,
+    total: Option<Duration>,
+    idle: Option<Duration>,
+    active: crate::resilience::Active,
+    result: Result<(Response<Incoming>, Guards), Failure>,
+) -> Result<Response<TrackedBody>, ProxyError> {
+    match result {
+        Ok((resp, mut guards)) => {
+            guards.active = Some(active);
+            Ok(resp.map(|body| TrackedBody::new(body, guards, idle)))
+        }
+        Err(Failure::Overflow(limit)) => Err(ProxyError::Overflow {
+            cluster: cluster.name.clone(),
+            limit,
+        }),
+        Err(Failure::Deadline) => Err(timeout(cluster, total)),
+        Err(Failure::TryTimeout(t)) => Err(ProxyError::Timeout {
+            cluster: cluster.name.clone(),
+            timeout: t,
+        }),
+        Err(Failure::Upstream(e)) => Err(ProxyError::Upstream {
+            cluster: cluster.name.clone(),
+            source: e.error,
+        }),
+        Err(Failure::RequestBody(reason)) => Err(ProxyError::RequestBody { reason }),
     }
 }
 
