@@ -62,12 +62,37 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again at once).
+/// A free TCP port on 127.0.0.1, for a process under test to bind later.
+///
+/// Ports come from below the kernel's ephemeral range, so no client socket of a concurrent test
+/// can take one as its source port between this check and the bind (a port from `bind(:0)` could
+/// be handed out again as a source port at any moment). Each test process walks its own sequence
+/// (seeded by its PID), never returns a port twice, and checks that the port binds now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::AtomicU32;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    let high = ephemeral_low().max(LOW + 1_000);
+    let span = high - LOW;
+    let seed = std::process::id().wrapping_mul(7_919);
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // A stride of 7 visits every port of the span when 7 does not divide it.
+        let port = LOW + seed.wrapping_add(n.wrapping_mul(7)) % span;
+        let port = u16::try_from(port).expect("below the ephemeral range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {LOW} and {high}");
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A child process killed when dropped, with its stderr+stdout captured to a log file.
