@@ -157,7 +157,7 @@ pub struct Route {
     /// Cross-origin resource sharing. The innermost route of a delegation chain that has a
     /// policy decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors: Option<Cors>,
+    pub cors: Option<Box<Cors>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -382,7 +382,7 @@ impl From<&ir::Route> for pb::Route {
                     percent: m.percent,
                 })
                 .collect(),
-            cors: r.cors.as_ref().map(cors_to),
+            cors: r.cors.as_deref().map(cors_to),
         }
     }
 }
@@ -690,7 +690,7 @@ fn route_from(cx: &Ctx, path: &str, r: pb::Route) -> Result<ir::Route, InvalidRe
             r.response_headers,
         )?,
         mirrors,
-        cors: r.cors.map(cors_from),
+        cors: r.cors.map(|c| Box::new(cors_from(c))),
     })
 }
 
@@ -1331,14 +1331,14 @@ mod tests {
                                 cluster: "c".into(),
                                 percent: 50,
                             }],
-                            cors: Some(ir::Cors {
+                            cors: Some(Box::new(ir::Cors {
                                 allow_origins: vec!["https://*.example.com".into()],
                                 allow_methods: vec!["GET".into()],
                                 allow_headers: vec!["x-token".into()],
                                 expose_headers: vec!["x-trace".into()],
                                 max_age_seconds: Some(600),
                                 allow_credentials: true,
-                            }),
+                            })),
                         },
                         ir::Route::new(
                             "moved",

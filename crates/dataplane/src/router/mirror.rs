@@ -137,7 +137,7 @@ pub(super) fn start<'a>(
             Err(_) => debug!("request body not copied in full; not mirrored"),
         }
     });
-    UpstreamBody::Tee(tee)
+    UpstreamBody::Tee(Box::new(tee))
 }
 
 async fn send_all(head: Head, targets: Vec<(Arc<Cluster>, InFlight)>, body: Bytes) {

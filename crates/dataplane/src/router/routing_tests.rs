@@ -418,7 +418,7 @@ fn cors_preflights_match_routes_by_the_requested_method() {
             forward("a"),
         );
         if with_cors {
-            r.cors = Some(cors(&["https://app.example"]));
+            r.cors = Some(Box::new(cors(&["https://app.example"])));
         }
         r
     };
@@ -581,7 +581,7 @@ fn filters_chain_across_delegations() {
         add: vec![pair("x-served-by", "inner")],
         ..Default::default()
     };
-    inner.cors = Some(cors(&["https://inner.example"]));
+    inner.cors = Some(Box::new(cors(&["https://inner.example"])));
     let router_table = ir::RouteTable {
         name: "router".into(),
         virtual_hosts: any(vec![inner]),
@@ -603,7 +603,7 @@ fn filters_chain_across_delegations() {
         remove: vec!["server".into()],
         ..Default::default()
     };
-    outer.cors = Some(cors(&["https://outer.example"]));
+    outer.cors = Some(Box::new(cors(&["https://outer.example"])));
     let r = compile(&snapshot(any(vec![outer]), vec![router_table])).unwrap();
     let q = req("h", "/x")
         .header("x-secret", "1")
@@ -679,7 +679,7 @@ fn filter_compile_errors_name_the_field() {
         "virtualHosts[0].routes[0].responseHeaders.set[0].name"
     );
     assert_eq!(
-        with(&|r| r.cors = Some(cors(&["nope"]))),
+        with(&|r| r.cors = Some(Box::new(cors(&["nope"])))),
         "virtualHosts[0].routes[0].cors.allowOrigins[0]"
     );
 }
@@ -737,7 +737,7 @@ fn cors_preflights_pass_routes_behind_a_delegating_route_with_a_policy() {
             rewrite: ir::Rewrite::default(),
         }),
     );
-    outer.cors = Some(cors(&["https://app.example"]));
+    outer.cors = Some(Box::new(cors(&["https://app.example"])));
     let r = compile(&snapshot(any(vec![outer]), vec![router_table])).unwrap();
     let preflight = |method: &'static str| {
         req("h", "/x")

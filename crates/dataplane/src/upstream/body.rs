@@ -18,13 +18,13 @@ pub enum UpstreamBody {
     /// The client's body, streamed.
     Streaming(Incoming),
     /// The client's body, streamed while a copy is kept for retries.
-    Recording(Recording),
+    Recording(Box<Recording>),
     /// The client's body, streamed while a copy is kept for a mirror.
-    Tee(Tee),
+    Tee(Box<Tee>),
     /// A complete body held in memory (a replay, or no body at all); `None`s once sent.
     Full {
         data: Option<Bytes>,
-        trailers: Option<HeaderMap>,
+        trailers: Option<Box<HeaderMap>>,
     },
 }
 
@@ -73,7 +73,7 @@ impl UpstreamBody {
     pub fn replay(r: &Recorded) -> Self {
         UpstreamBody::Full {
             data: (!r.data.is_empty()).then(|| r.data.clone()),
-            trailers: r.trailers.clone(),
+            trailers: r.trailers.clone().map(Box::new),
         }
     }
 
@@ -83,7 +83,7 @@ impl UpstreamBody {
         let slot = RecordedSlot::default();
         let size: usize = prefix.iter().map(Bytes::len).sum();
         let overflowed = size > limit;
-        let body = UpstreamBody::Recording(Recording {
+        let body = UpstreamBody::Recording(Box::new(Recording {
             chunks: if overflowed {
                 Vec::new()
             } else {
@@ -96,7 +96,7 @@ impl UpstreamBody {
             trailers: None,
             overflowed,
             slot: slot.clone(),
-        });
+        }));
         (body, slot)
     }
 }
@@ -180,7 +180,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Full { data, trailers } => Poll::Ready(
                 data.take()
                     .map(Frame::data)
-                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .or_else(|| trailers.take().map(|t| Frame::trailers(*t)))
                     .map(Ok),
             ),
         }

@@ -28,7 +28,7 @@ impl Filters {
     pub(super) fn apply(&self, route: &mut ir::Route) {
         route.request_headers = self.request_headers.clone();
         route.response_headers = self.response_headers.clone();
-        route.cors = self.cors.clone();
+        route.cors = self.cors.clone().map(Box::new);
         // A route that answers itself sends nothing upstream to copy.
         if matches!(
             route.action,
