@@ -57,8 +57,8 @@ use crate::retry::RetryPermit;
 use crate::router::{
     Cluster, CompileContext, CompileError, Router, Schedule, Schedules, UpstreamProtocol,
 };
-use crate::tls::{self, ClientTls, ClientTlsStream, ServerTls};
-use crate::upstream::UpstreamError;
+use crate::tls::{self, ClientTls, ServerTls};
+use crate::upstream::{Stream, connect_stream};
 
 /// Idle timeout when neither the route nor the cluster sets one: Envoy's `tcp_proxy` default,
 /// which App Mesh's Envoy runs with.
@@ -354,8 +354,8 @@ async fn proxy(route: &TcpRoute, mut client: tls::ServerIo, peer: SocketAddr, ou
     target.stats.connections.inc();
     let idle = route.idle_timeout(cluster);
     let (piped, end) = match upstream {
-        Upstream::Plain(mut s) => pipe(&mut client, &mut s, idle, &target.stats).await,
-        Upstream::Tls(mut s) => pipe(&mut client, s.as_mut(), idle, &target.stats).await,
+        Stream::Plain(mut s) => pipe(&mut client, &mut s, idle, &target.stats).await,
+        Stream::Tls(mut s) => pipe(&mut client, s.as_mut(), idle, &target.stats).await,
     };
     out.piped = piped;
     out.flags = match end {
@@ -401,15 +401,9 @@ fn balance_key(policy: &ClusterPolicy, ip: IpAddr) -> u64 {
     }
 }
 
-/// An upstream connection.
-enum Upstream {
-    Plain(TcpStream),
-    Tls(Box<ClientTlsStream>),
-}
-
 /// Connects to an endpoint of `cluster`, trying others when a connect fails (see the module
 /// documentation). Records the endpoint tried last and why it failed in `out`.
-async fn connect(cluster: &Cluster, key: u64, out: &mut Outcome) -> Option<(InFlight, Upstream)> {
+async fn connect(cluster: &Cluster, key: u64, out: &mut Outcome) -> Option<(InFlight, Stream)> {
     let policy = &cluster.resilience;
     let endpoints = cluster.endpoints();
     if endpoints.is_empty() {
@@ -425,7 +419,7 @@ async fn connect(cluster: &Cluster, key: u64, out: &mut Outcome) -> Option<(InFl
         tried.insert(i);
         out.upstream = Some(endpoint.addr);
         let in_flight = endpoint.state.start();
-        match connect_endpoint(cluster, endpoint.addr).await {
+        match connect_stream(endpoint.addr, cluster.connect_timeout, cluster.tls.as_ref()).await {
             Ok(upstream) => {
                 policy.record_outcome(endpoints, i, false);
                 return Some((in_flight, upstream));
@@ -452,23 +446,4 @@ async fn connect(cluster: &Cluster, key: u64, out: &mut Outcome) -> Option<(InFl
         }
     }
     None
-}
-
-/// TCP, then TLS when the cluster originates it, within the cluster's connect timeout.
-async fn connect_endpoint(cluster: &Cluster, addr: SocketAddr) -> Result<Upstream, UpstreamError> {
-    let timeout = cluster.connect_timeout;
-    let connecting = async {
-        let failed = |e: std::io::Error| UpstreamError::from_connect(addr, timeout, Box::new(e));
-        let tcp = TcpStream::connect(addr).await.map_err(failed)?;
-        let _ = tcp.set_nodelay(true);
-        match &cluster.tls {
-            None => Ok(Upstream::Plain(tcp)),
-            Some(tls) => Ok(Upstream::Tls(Box::new(
-                tls.connect(tcp).await.map_err(failed)?,
-            ))),
-        }
-    };
-    tokio::time::timeout(timeout, connecting)
-        .await
-        .unwrap_or(Err(UpstreamError::ConnectTimeout { addr, timeout }))
 }

@@ -257,45 +257,46 @@ impl TlsPools {
     }
 }
 
-/// Connects to an endpoint: TCP (no delay), then the TLS handshake for clusters with TLS, each
+/// A connection to an endpoint as tokio I/O (what the tcp proxy copies bytes over), plain or TLS.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<ClientTlsStream>),
+}
+
+/// Connects to an endpoint: TCP (no delay), then the TLS handshake for clusters with TLS, both
 /// within the connect timeout.
+pub(crate) async fn connect_stream(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&Arc<ClientTls>>,
+) -> Result<Stream, UpstreamError> {
+    let connecting = async {
+        let failed = |e: std::io::Error| UpstreamError::from_connect(addr, timeout, Box::new(e));
+        let tcp = TcpStream::connect(addr).await.map_err(failed)?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(tls) => Ok(Stream::Tls(Box::new(
+                tls.connect(tcp).await.map_err(failed)?,
+            ))),
+        }
+    };
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .unwrap_or(Err(UpstreamError::ConnectTimeout { addr, timeout }))
+}
+
+/// [`connect_stream`], as hyper I/O for the HTTP/1.1 and HTTP/2 handshakes.
 pub(crate) async fn dial(
     addr: SocketAddr,
     connect_timeout: Duration,
     tls: Option<&Arc<ClientTls>>,
 ) -> Result<Conn, UpstreamError> {
-    let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            return Err(UpstreamError::from_connect(
-                addr,
-                connect_timeout,
-                Box::new(e),
-            ));
-        }
-        Err(_) => {
-            return Err(UpstreamError::ConnectTimeout {
-                addr,
-                timeout: connect_timeout,
-            });
-        }
-    };
-    let _ = tcp.set_nodelay(true);
-    let Some(tls) = tls else {
-        return Ok(Conn::Plain(TokioIo::new(tcp)));
-    };
-    match tokio::time::timeout(connect_timeout, tls.connect(tcp)).await {
-        Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(TokioIo::new(stream)))),
-        Ok(Err(e)) => Err(UpstreamError::from_connect(
-            addr,
-            connect_timeout,
-            Box::new(e),
-        )),
-        Err(_) => Err(UpstreamError::ConnectTimeout {
-            addr,
-            timeout: connect_timeout,
-        }),
-    }
+    Ok(match connect_stream(addr, connect_timeout, tls).await? {
+        Stream::Plain(s) => Conn::Plain(TokioIo::new(s)),
+        Stream::Tls(s) => Conn::Tls(Box::new(TokioIo::new(*s))),
+    })
 }
 
 /// A connection to an endpoint, plain or TLS.
