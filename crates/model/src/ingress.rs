@@ -4,13 +4,16 @@
 //!
 //! Validation follows the API server's rules for the fields Bowline routes on (pathType, paths,
 //! hosts, backends): a document the API server would refuse is refused here too, so the same
-//! directory behaves the same with and without a cluster. Annotations of ingress-nginx
-//! (`nginx.ingress.kubernetes.io/…`) and their `bowline.io/…` twins are not implemented yet: each
-//! one is reported as ignored, never an error.
+//! directory behaves the same with and without a cluster. The annotations of ingress-nginx
+//! (`nginx.ingress.kubernetes.io/…`) and their `bowline.io/…` twins are parsed by
+//! [`annotations`]: a bad value, an unsupported or a refused annotation is reported (severity
+//! `Ignored`), never an error, and the Ingress is served without it.
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 
 use crate::manifest::Problem;
+
+pub mod annotations;
 
 /// `spec.controller` of the IngressClasses Bowline serves.
 pub const CONTROLLER: &str = "bowline.io/gateway-controller";
@@ -18,8 +21,8 @@ pub const CONTROLLER: &str = "bowline.io/gateway-controller";
 pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 /// The deprecated class annotation, honoured when `spec.ingressClassName` is absent.
 pub const CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
-/// Prefixes of the ingress-nginx annotations (and Bowline's twins), reported as not implemented.
-pub const ANNOTATION_PREFIXES: [&str; 2] = ["nginx.ingress.kubernetes.io/", "bowline.io/"];
+/// Prefixes of the ingress-nginx annotations (and Bowline's twins).
+pub const ANNOTATION_PREFIXES: [&str; 2] = annotations::PREFIXES;
 
 /// The class an Ingress asks for: `spec.ingressClassName`, else the deprecated
 /// `kubernetes.io/ingress.class` annotation; `None` when it names none.
@@ -76,17 +79,10 @@ pub fn served_by(ingress: &Ingress, served: &str, class: Option<&IngressClass>) 
     }
 }
 
-/// Checks an Ingress. Errors reject it; `Ignored` notes name annotations with no effect yet.
+/// Checks an Ingress. Errors reject it; `Ignored` notes name annotations that are not applied
+/// (bad values, unsupported, refused or unknown ones).
 pub fn validate_ingress(ingress: &Ingress) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    for (k, _) in ingress.metadata.annotations.iter().flatten() {
-        if ANNOTATION_PREFIXES.iter().any(|p| k.starts_with(p)) {
-            problems.push(Problem::ignored(
-                format!("metadata.annotations[{k:?}]"),
-                "ingress-nginx annotations are not implemented yet; the Ingress is served without it",
-            ));
-        }
-    }
+    let (_, mut problems) = annotations::parse(ingress.metadata.annotations.as_ref());
     let Some(spec) = &ingress.spec else {
         problems.push(Problem::error("spec", "is required"));
         return problems;
@@ -320,17 +316,23 @@ metadata:
   name: a
   annotations:
     nginx.ingress.kubernetes.io/rewrite-target: /$1
+    nginx.ingress.kubernetes.io/configuration-snippet: "more_set_headers x;"
     kubernetes.io/ingress.class: bowline
 spec:
   defaultBackend: {service: {name: s, port: {number: 80}}}
 "#,
         );
         let problems = validate_ingress(&i);
-        assert_eq!(problems.len(), 1);
+        assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(!problems[0].is_error());
         assert_eq!(
             problems[0].path,
-            "metadata.annotations[\"nginx.ingress.kubernetes.io/rewrite-target\"]"
+            "metadata.annotations[\"nginx.ingress.kubernetes.io/configuration-snippet\"]"
+        );
+        assert!(
+            problems[0]
+                .message
+                .starts_with("refused: it holds raw nginx configuration")
         );
         assert_eq!(class_of(&i), Some("bowline"));
     }

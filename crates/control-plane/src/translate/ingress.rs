@@ -47,10 +47,11 @@
 //! port (they are never served without TLS there) and keeps the rest.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bowline_model::ingress::annotations::{self, Annotations, Canary};
 use bowline_model::ingress::{self, Selection};
 use bowline_model::ir;
 use bowline_model::manifest::Kind;
@@ -60,8 +61,11 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::{CONNECT_TIMEOUT_MS, Diagnostic, Inputs, Translation};
+use self::annotate::{CanaryPick, Upstream};
+use super::{Diagnostic, Inputs, Translation};
 use crate::discovery;
+
+mod annotate;
 
 /// What a gateway started with `--ingress-class` serves.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -98,17 +102,21 @@ pub fn ingress_cluster_name(namespace: &str, service: &str, port: u16) -> String
     format!("ingress/{namespace}/{service}/{port}")
 }
 
-/// One served Ingress, in precedence order.
+/// One served Ingress, in precedence order, with its annotations.
 struct Served<'a> {
     namespace: &'a str,
     name: &'a str,
     ingress: &'a Ingress,
+    ann: Annotations,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum PathKind {
     Exact,
     Prefix,
+    /// Any path of a host where an Ingress sets `use-regex` or `rewrite-target`: a
+    /// case-insensitive regular expression anchored at the start (ingress-nginx's `~*`).
+    Regex,
 }
 
 /// Where a path (or default backend) came from and where it goes.
@@ -116,6 +124,21 @@ struct PathRoute {
     route_name: String,
     action: ir::RouteAction,
     owner: String,
+    /// Insertion order: Ingress precedence, then rule, then path.
+    seq: usize,
+    /// Index of the owning Ingress in the served list.
+    ingress: usize,
+    cors: Option<Box<ir::Cors>>,
+    /// Plaintext requests are redirected to HTTPS (`ssl-redirect`, `force-ssl-redirect`).
+    to_https: bool,
+    canary: Option<CanaryRoute>,
+}
+
+/// A canary Ingress's backend for a main path.
+struct CanaryRoute {
+    route_name: String,
+    spec: Canary,
+    action: ir::ForwardAction,
 }
 
 /// Translates the Ingresses of `target.class`; certificate files go under `tls_dir`.
@@ -144,9 +167,23 @@ pub fn ingress(inputs: &Inputs<'_>, target: &IngressTarget, tls_dir: &Path) -> I
         return cx.finish(Vec::new());
     }
     let served = select(&mut cx, target, class);
-    let (hosts, default_backend) = cx.paths(&served);
-    let vhosts = virtual_hosts(hosts, default_backend.as_ref());
     let certificates = cx.certificates(&served, tls_dir);
+    let https_served = !certificates.is_empty() && target.https_port != target.http_port;
+    let tls_names: Vec<&str> = if https_served {
+        certificates
+            .iter()
+            .flat_map(|c| c.server_names.iter().map(String::as_str))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (hosts, default_backend, app_roots) = cx.paths(&served, &tls_names);
+    let vhosts = virtual_hosts(
+        hosts,
+        default_backend.as_ref(),
+        &app_roots,
+        target.https_port,
+    );
     let table = ingress_table_name(&target.class);
     let mut listeners = vec![listener(target.http_port, &table, None)];
     if !certificates.is_empty() {
@@ -199,6 +236,7 @@ fn select<'w>(
                 namespace,
                 name,
                 ingress: ing,
+                ann: Annotations::default(),
             }),
             Selection::OtherClass => cx.out.ignored.push(format!(
                 "{namespace}/{name}: class {:?} is not {:?}",
@@ -215,25 +253,118 @@ fn select<'w>(
         };
         (ts(a), a.namespace, a.name).cmp(&(ts(b), b.namespace, b.name))
     });
+    for s in &mut served {
+        let (ann, problems) = annotations::parse(s.ingress.metadata.annotations.as_ref());
+        s.ann = ann;
+        for p in problems {
+            cx.diag(Kind::Ingress, s.namespace, s.name, p.path, p.message);
+        }
+        for name in pending(&s.ann) {
+            let key = annotation_key(s, name);
+            cx.diag(
+                Kind::Ingress,
+                s.namespace,
+                s.name,
+                annotations::at(&key),
+                "not supported yet: the engine has no per-route client access control, client limits or body size limit yet; the Ingress is served without it",
+            );
+        }
+    }
     served
+}
+
+/// The annotations of `ann` that need engine features Bowline does not have yet.
+fn pending(ann: &Annotations) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let l = &ann.limits;
+    for (name, set) in [
+        ("whitelist-source-range", !ann.allow_sources.is_empty()),
+        ("denylist-source-range", !ann.deny_sources.is_empty()),
+        ("limit-rps", l.rps.is_some()),
+        ("limit-rpm", l.rpm.is_some()),
+        ("limit-connections", l.connections.is_some()),
+        ("limit-whitelist", !l.exempt.is_empty()),
+        ("proxy-body-size", ann.body_size.is_some()),
+    ] {
+        if set {
+            out.push(name);
+        }
+    }
+    out
 }
 
 /// host → (path type, path) → route.
 type Hosts = BTreeMap<HostKey, BTreeMap<(PathKind, String), PathRoute>>;
 
+/// host → (route name, path) of its `app-root` redirect.
+type AppRoots = BTreeMap<HostKey, (String, String)>;
+
+/// The hosts where ingress-nginx makes every path a case-insensitive regular expression: those
+/// of a (non-canary) Ingress that sets `use-regex` or `rewrite-target`.
+fn regex_hosts(served: &[Served<'_>]) -> BTreeSet<HostKey> {
+    let mut out = BTreeSet::new();
+    for s in served {
+        if s.ann.canary.is_some() || !(s.ann.use_regex || s.ann.rewrite_target.is_some()) {
+            continue;
+        }
+        let rules = s.ingress.spec.as_ref().and_then(|sp| sp.rules.as_ref());
+        for rule in rules.into_iter().flatten() {
+            out.insert(HostKey::of(rule.host.as_deref()));
+        }
+    }
+    out
+}
+
+/// The path of an affinity cookie without `session-cookie-path`: the Ingress's only path, else
+/// `/`.
+fn cookie_path(s: &Served<'_>) -> String {
+    let rules = s.ingress.spec.as_ref().and_then(|sp| sp.rules.as_ref());
+    let paths: Vec<_> = rules
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.http.as_ref())
+        .flat_map(|h| h.paths.iter())
+        .collect();
+    let regex = s.ann.use_regex || s.ann.rewrite_target.is_some();
+    match paths.as_slice() {
+        [p] if !regex => {
+            let raw = p.path.as_deref().unwrap_or_default();
+            if p.path_type == "Exact" {
+                raw.to_string()
+            } else {
+                normalize_prefix(raw)
+            }
+        }
+        _ => "/".into(),
+    }
+}
+
 // === impl Cx ===
 
 impl Cx<'_> {
-    /// The routes of the served Ingresses by host and path, and the default backend.
-    fn paths(&mut self, served: &[Served<'_>]) -> (Hosts, Option<PathRoute>) {
+    /// The routes of the served Ingresses by host and path, the default backend, and the
+    /// `app-root` redirects. Canary Ingresses are folded into the main Ingress's paths.
+    fn paths(
+        &mut self,
+        served: &[Served<'_>],
+        tls_names: &[&str],
+    ) -> (Hosts, Option<PathRoute>, AppRoots) {
+        let regex = regex_hosts(served);
         // The first (oldest) definition of a host and path, or of the default backend, wins.
         let mut hosts: Hosts = BTreeMap::new();
         let mut default_backend: Option<PathRoute> = None;
-        for s in served {
+        let mut app_roots = AppRoots::new();
+        let mut seq = 0;
+        for (idx, s) in served.iter().enumerate() {
+            if s.ann.canary.is_some() {
+                continue;
+            }
             let owner = format!("Ingress {}/{}", s.namespace, s.name);
             let Some(spec) = &s.ingress.spec else {
                 continue;
             };
+            let up = Upstream::of(&s.ann, &s.ann, &cookie_path(s));
+            let cors = s.ann.cors.clone().map(Box::new);
             if let Some(b) = &spec.default_backend {
                 let route_name = format!("ingress/{}/{}/defaultBackend", s.namespace, s.name);
                 match &default_backend {
@@ -245,12 +376,18 @@ impl Cx<'_> {
                         self.on_ingress(s, "spec.defaultBackend", msg);
                     }
                     None => {
-                        let action = self.backend(s, "spec.defaultBackend", b);
+                        let action = self.route_action(s, "spec.defaultBackend", b, &up, None);
                         default_backend = Some(PathRoute {
                             route_name,
                             action,
                             owner: owner.clone(),
+                            seq,
+                            ingress: idx,
+                            cors: cors.clone(),
+                            to_https: false,
+                            canary: None,
                         });
+                        seq += 1;
                     }
                 }
             }
@@ -259,12 +396,14 @@ impl Cx<'_> {
                 let Some(http) = &rule.http else {
                     continue;
                 };
+                let is_regex = regex.contains(&host);
+                let to_https =
+                    s.ann.force_ssl_redirect || (s.ann.ssl_redirect && host.has_tls(tls_names));
                 for (j, p) in http.paths.iter().enumerate() {
                     let at = format!("spec.rules[{i}].http.paths[{j}]");
-                    let raw = p.path.as_deref().unwrap_or_default();
-                    let key = match p.path_type.as_str() {
-                        "Exact" => (PathKind::Exact, raw.to_string()),
-                        _ => (PathKind::Prefix, normalize_prefix(raw)),
+                    let raw = p.path.as_deref().filter(|r| !r.is_empty()).unwrap_or("/");
+                    let Some(key) = self.path_key(s, &at, &p.path_type, raw, is_regex) else {
+                        continue;
                     };
                     let routes = hosts.entry(host.clone()).or_default();
                     if let Some(first) = routes.get(&key) {
@@ -278,7 +417,29 @@ impl Cx<'_> {
                         self.on_ingress(s, at, msg);
                         continue;
                     }
-                    let action = self.backend(s, &format!("{at}.backend"), &p.backend);
+                    let rewrite = match (&s.ann.rewrite_target, is_regex) {
+                        (Some(t), true) => match annotate::rewrite(raw, t) {
+                            Ok(r) => Some(r),
+                            Err(why) => {
+                                let key = annotation_key(s, "rewrite-target");
+                                let msg = format!(
+                                    "{t:?} {why}; path {raw:?} is served without the rewrite"
+                                );
+                                self.on_ingress(s, annotations::at(&key), msg);
+                                None
+                            }
+                        },
+                        _ => None,
+                    };
+                    let action =
+                        self.route_action(s, &format!("{at}.backend"), &p.backend, &up, rewrite);
+                    if let Some(root) = &s.ann.app_root
+                        && !app_roots.contains_key(&host)
+                        && matches_root(&key)
+                    {
+                        let name = format!("ingress/{}/{}/app-root", s.namespace, s.name);
+                        app_roots.insert(host.clone(), (name, root.clone()));
+                    }
                     routes.insert(
                         key,
                         PathRoute {
@@ -288,43 +449,225 @@ impl Cx<'_> {
                             ),
                             action,
                             owner: owner.clone(),
+                            seq,
+                            ingress: idx,
+                            cors: cors.clone(),
+                            to_https,
+                            canary: None,
                         },
                     );
+                    seq += 1;
                 }
             }
         }
+        self.canaries(served, &regex, &mut hosts);
         if default_backend.is_some() {
             hosts.entry(HostKey::Any).or_default();
         }
-        (hosts, default_backend)
+        (hosts, default_backend, app_roots)
+    }
+
+    /// Attaches each canary Ingress's paths to the main Ingress paths with the same host, path
+    /// type and path (ingress-nginx: at most one canary per path; the oldest wins).
+    fn canaries(&mut self, served: &[Served<'_>], regex: &BTreeSet<HostKey>, hosts: &mut Hosts) {
+        for s in served {
+            let Some(c) = &s.ann.canary else {
+                continue;
+            };
+            let Some(spec) = &s.ingress.spec else {
+                continue;
+            };
+            if spec.default_backend.is_some() {
+                self.on_ingress(
+                    s,
+                    "spec.defaultBackend",
+                    "not used: a canary Ingress only adds backends to the paths of a main Ingress",
+                );
+            }
+            for (i, rule) in spec.rules.iter().flatten().enumerate() {
+                let host = HostKey::of(rule.host.as_deref());
+                let Some(http) = &rule.http else {
+                    continue;
+                };
+                for (j, p) in http.paths.iter().enumerate() {
+                    let at = format!("spec.rules[{i}].http.paths[{j}]");
+                    let raw = p.path.as_deref().filter(|r| !r.is_empty()).unwrap_or("/");
+                    let Some(key) = self.path_key(s, &at, &p.path_type, raw, regex.contains(&host))
+                    else {
+                        continue;
+                    };
+                    let Some(main) = hosts.get(&host).and_then(|r| r.get(&key)) else {
+                        let msg = format!(
+                            "canary: no main Ingress routes {} path {:?} of host {}; this path is not used",
+                            p.path_type,
+                            key.1,
+                            host.display()
+                        );
+                        self.on_ingress(s, at, msg);
+                        continue;
+                    };
+                    if let Some(other) = &main.canary {
+                        let msg = format!(
+                            "canary: path {:?} of host {} already has the canary {} (older); this one is not used",
+                            key.1,
+                            host.display(),
+                            other.route_name
+                        );
+                        self.on_ingress(s, at, msg);
+                        continue;
+                    }
+                    let ir::RouteAction::Forward(main_fwd) = &main.action else {
+                        let msg = format!(
+                            "canary: the main path ({}) does not forward to a Service; the canary is not applied",
+                            main.owner
+                        );
+                        self.on_ingress(s, at, msg);
+                        continue;
+                    };
+                    let main_fwd = main_fwd.clone();
+                    let up = Upstream::of(&served[main.ingress].ann, &s.ann, &cookie_path(s));
+                    let ir::RouteAction::Forward(canary) =
+                        self.backend(s, &format!("{at}.backend"), &p.backend, &up)
+                    else {
+                        // backend() said why the Service cannot be used.
+                        continue;
+                    };
+                    if let Some(main) = hosts.get_mut(&host).and_then(|r| r.get_mut(&key)) {
+                        main.canary = Some(CanaryRoute {
+                            route_name: format!(
+                                "ingress/{}/{}/rules[{i}]/paths[{j}]",
+                                s.namespace, s.name
+                            ),
+                            spec: c.clone(),
+                            action: ir::ForwardAction {
+                                clusters: canary.clusters,
+                                ..main_fwd
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The key of a path: its type and (normalized) path, or the path as written on a regex
+    /// host. `None` (with a diagnostic) when a regex host's path is not a regular expression.
+    fn path_key(
+        &mut self,
+        s: &Served<'_>,
+        at: &str,
+        path_type: &str,
+        raw: &str,
+        regex: bool,
+    ) -> Option<(PathKind, String)> {
+        if regex {
+            if let Err(why) = annotate::compile_path(raw) {
+                let msg = format!(
+                    "{raw:?} {why}; its host uses regular expressions (use-regex or rewrite-target), so the path is not served"
+                );
+                self.on_ingress(s, format!("{at}.path"), msg);
+                return None;
+            }
+            return Some((PathKind::Regex, raw.to_string()));
+        }
+        Some(match path_type {
+            "Exact" => (PathKind::Exact, raw.to_string()),
+            _ => (PathKind::Prefix, normalize_prefix(raw)),
+        })
+    }
+
+    /// The action of a path: the Ingress's redirect, or its backend with the Ingress's rewrite and
+    /// read timeout.
+    fn route_action(
+        &mut self,
+        s: &Served<'_>,
+        at: &str,
+        b: &IngressBackend,
+        up: &Upstream,
+        rewrite: Option<ir::RegexRewrite>,
+    ) -> ir::RouteAction {
+        if let Some(r) = &s.ann.redirect {
+            return ir::RouteAction::Redirect(annotate::url_redirect(r));
+        }
+        let mut action = self.backend(s, at, b, up);
+        if let ir::RouteAction::Forward(f) = &mut action {
+            f.rewrite.regex = rewrite;
+            f.idle_timeout_ms = s.ann.read_timeout_seconds.map(|t| t.saturating_mul(1000));
+        }
+        action
+    }
+}
+
+/// The full key of an annotation as the Ingress wrote it (the `bowline.io/` twin when set).
+fn annotation_key(s: &Served<'_>, name: &str) -> String {
+    let set = s.ingress.metadata.annotations.as_ref();
+    annotations::PREFIXES
+        .iter()
+        .rev()
+        .map(|p| format!("{p}{name}"))
+        .find(|k| set.is_some_and(|a| a.contains_key(k)))
+        .unwrap_or_else(|| format!("{}{name}", annotations::PREFIXES[0]))
+}
+
+/// Whether a path receives a request for `/` (where `app-root` redirects).
+fn matches_root((kind, path): &(PathKind, String)) -> bool {
+    match kind {
+        PathKind::Exact | PathKind::Prefix => path == "/",
+        PathKind::Regex => regex::Regex::new(&format!("^(?:{})$", annotate::regex_match(path)))
+            .is_ok_and(|re| re.is_match("/")),
     }
 }
 
 /// The virtual hosts, in the host map's order, each with its routes in precedence order and the
-/// default backend last.
-fn virtual_hosts(hosts: Hosts, default_backend: Option<&PathRoute>) -> Vec<ir::VirtualHost> {
+/// default backend last. On a regex host, paths go longest first (as written), then in
+/// definition order, as ingress-nginx orders its `~*` locations.
+fn virtual_hosts(
+    hosts: Hosts,
+    default_backend: Option<&PathRoute>,
+    app_roots: &AppRoots,
+    https_port: u16,
+) -> Vec<ir::VirtualHost> {
     let mut vhosts = Vec::new();
     for (host, paths) in hosts {
         let mut ordered: Vec<((PathKind, String), PathRoute)> = paths.into_iter().collect();
-        ordered.sort_by(|((ka, pa), _), ((kb, pb), _)| {
-            (ka, Reverse(pa.len()), pa).cmp(&(kb, Reverse(pb.len()), pb))
+        ordered.sort_by(|((ka, pa), ra), ((kb, pb), rb)| {
+            if *ka == PathKind::Regex && *kb == PathKind::Regex {
+                (Reverse(pa.len()), ra.seq).cmp(&(Reverse(pb.len()), rb.seq))
+            } else {
+                (ka, Reverse(pa.len()), pa).cmp(&(kb, Reverse(pb.len()), pb))
+            }
         });
         let mut routes = Vec::new();
+        if let Some((name, root)) = app_roots.get(&host) {
+            let matcher = ir::RouteMatch {
+                path: Some(ir::PathMatch::Exact("/".into())),
+                ..ir::RouteMatch::default()
+            };
+            let redirect = ir::Redirect {
+                scheme: None,
+                host: None,
+                port: None,
+                path: Some(ir::RedirectPath::FullPath(root.clone())),
+                status: 302,
+            };
+            routes.push(ir::Route::new(
+                name,
+                matcher,
+                ir::RouteAction::Redirect(redirect),
+            ));
+        }
         for ((kind, path), r) in ordered {
             for m in path_matches(kind, &path) {
-                let matcher = ir::RouteMatch {
-                    path: Some(m),
-                    ..ir::RouteMatch::default()
-                };
-                routes.push(ir::Route::new(&r.route_name, matcher, r.action.clone()));
+                emit(&mut routes, &r, m, https_port);
             }
         }
         if let Some(d) = default_backend {
-            let matcher = ir::RouteMatch {
-                path: Some(ir::PathMatch::Prefix("/".into())),
-                ..ir::RouteMatch::default()
-            };
-            routes.push(ir::Route::new(&d.route_name, matcher, d.action.clone()));
+            emit(
+                &mut routes,
+                d,
+                ir::PathMatch::Prefix("/".into()),
+                https_port,
+            );
         }
         vhosts.push(ir::VirtualHost {
             name: host.display(),
@@ -341,6 +684,48 @@ fn virtual_hosts(hosts: Hosts, default_backend: Option<&PathRoute>) -> Vec<ir::V
     });
 
     vhosts
+}
+
+/// The IR routes of one path match of a path: the HTTPS redirect of plaintext requests, the
+/// canary's header and cookie routes, then the path's own route (with the canary's weight).
+fn emit(routes: &mut Vec<ir::Route>, r: &PathRoute, m: ir::PathMatch, https_port: u16) {
+    let base = ir::RouteMatch {
+        path: Some(m),
+        ..ir::RouteMatch::default()
+    };
+    if r.to_https {
+        let matcher = ir::RouteMatch {
+            scheme: Some("http".into()),
+            ..base.clone()
+        };
+        let redirect = ir::RouteAction::Redirect(annotate::https_redirect(https_port));
+        routes.push(ir::Route::new(&r.route_name, matcher, redirect));
+    }
+    let with_cors = |mut route: ir::Route| {
+        route.cors = r.cors.clone();
+        route
+    };
+    let mut action = r.action.clone();
+    if let Some(c) = &r.canary {
+        for (matcher, pick) in annotate::canary_matches(&c.spec, &base) {
+            let route = match pick {
+                CanaryPick::Canary => ir::Route::new(
+                    &c.route_name,
+                    matcher,
+                    ir::RouteAction::Forward(c.action.clone()),
+                ),
+                CanaryPick::Main => ir::Route::new(&r.route_name, matcher, r.action.clone()),
+            };
+            routes.push(with_cors(route));
+        }
+        if let ir::RouteAction::Forward(f) = &r.action
+            && c.spec.weight > 0
+        {
+            let split = annotate::weighted(f, &c.action, c.spec.weight, c.spec.weight_total);
+            action = ir::RouteAction::Forward(split);
+        }
+    }
+    routes.push(with_cors(ir::Route::new(&r.route_name, base, action)));
 }
 
 /// Adds `extra` (an Ingress translation) to `base` (a gateway's). A listener of `extra` on a
@@ -414,6 +799,7 @@ fn path_matches(kind: PathKind, path: &str) -> Vec<ir::PathMatch> {
             ir::PathMatch::Exact(path.to_string()),
             ir::PathMatch::Prefix(format!("{path}/")),
         ],
+        PathKind::Regex => vec![ir::PathMatch::Regex(annotate::regex_match(path))],
     }
 }
 
@@ -436,6 +822,18 @@ impl HostKey {
                 Some(d) => HostKey::Wildcard(d.to_string()),
                 None => HostKey::Exact(h),
             },
+        }
+    }
+
+    /// Whether one of the HTTPS listener's certificate names (`tls_names`) covers the host.
+    fn has_tls(&self, tls_names: &[&str]) -> bool {
+        let wildcard_of = |h: &str| h.split_once('.').map(|(_, d)| format!("*.{d}"));
+        match self {
+            HostKey::Exact(h) => tls_names
+                .iter()
+                .any(|n| n == h || wildcard_of(h).is_some_and(|w| *n == w)),
+            HostKey::Wildcard(d) => tls_names.iter().any(|n| n.strip_prefix("*.") == Some(d)),
+            HostKey::Any => false,
         }
     }
 
@@ -495,7 +893,13 @@ impl Cx<'_> {
 
     /// The action of a backend: forward to the Service port's cluster, or 503 when the Service
     /// or the named port does not exist.
-    fn backend(&mut self, s: &Served<'_>, at: &str, b: &IngressBackend) -> ir::RouteAction {
+    fn backend(
+        &mut self,
+        s: &Served<'_>,
+        at: &str,
+        b: &IngressBackend,
+        up: &Upstream,
+    ) -> ir::RouteAction {
         let unavailable = ir::RouteAction::DirectResponse(ir::DirectResponse {
             status: 503,
             body: String::new(),
@@ -536,7 +940,11 @@ impl Cx<'_> {
         let Some(port) = number else {
             return unavailable;
         };
-        let cluster = ingress_cluster_name(s.namespace, &svc_ref.name, port);
+        // An Ingress whose annotations change the cluster gets its own.
+        let mut cluster = ingress_cluster_name(s.namespace, &svc_ref.name, port);
+        if !up.is_default() {
+            cluster = format!("{cluster}/{}", s.name);
+        }
         if !self.clusters.contains_key(&cluster) {
             let resolved = discovery::resolve_service(
                 world,
@@ -555,11 +963,11 @@ impl Cx<'_> {
                 (
                     ir::Cluster {
                         name: cluster.clone(),
-                        protocol: ir::Protocol::Http,
-                        lb_policy: ir::LbPolicy::RoundRobin,
-                        connect_timeout_ms: CONNECT_TIMEOUT_MS,
+                        protocol: up.protocol,
+                        lb_policy: up.lb_policy,
+                        connect_timeout_ms: up.connect_timeout_ms,
                         tls: None,
-                        hash_on: None,
+                        hash_on: up.hash_on.clone(),
                         health_check: None,
                         outlier_detection: None,
                         circuit_breakers: None,

@@ -1,0 +1,824 @@
+//! End-to-end ingress-nginx annotations: the real control plane and gateway (`--ingress-class`),
+//! echo upstreams behind Services and EndpointSlices.
+//!
+//! Data-driven: [`CASES`] is a table of request → expected status, backend, upstream path and
+//! `Location`, run against one stack that has an Ingress per annotation (rewrite-target with
+//! captures, app-root, ssl-redirect with a TLS host, force-ssl-redirect, permanent and temporal
+//! redirects, backend-protocol GRPC, canaries by header, header value and cookie, CORS). Weight
+//! splits, sticky cookies, CORS preflights and the reporting of refused and unknown annotations
+//! have their own checks. The corpus files of ingress-nginx's documentation (canary-*,
+//! rewrite-target, app-root, path-priority, tls-termination) are routed as documented.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use anyhow::ensure;
+use bowline_tests::{Echo, HttpClient, Stack, TestPki, TlsConn, TlsOptions, eventually, free_port};
+
+fn addr(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+/// Starts the control plane and a gateway serving the Ingresses of `class`.
+async fn start(files: &[(&str, String)], class: &str, http: u16, https: u16) -> Stack {
+    let (h, s) = (http.to_string(), https.to_string());
+    Stack::start_gateway_with(
+        files,
+        &[
+            "--ingress-class",
+            class,
+            "--ingress-http-port",
+            &h,
+            "--ingress-https-port",
+            &s,
+        ],
+    )
+    .await
+}
+
+/// A Service `ns/name` (port 80, named http) whose endpoints are the echoes.
+fn service(ns: &str, name: &str, echoes: &[&Echo]) -> String {
+    let mut out = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports: [{{name: http, port: 80}}]\n"
+    );
+    out += &slice(ns, name, echoes);
+    out
+}
+
+/// An EndpointSlice for Service `ns/name` (port name http) with one endpoint per echo (each echo
+/// on its own port, so one slice per echo).
+fn slice(ns: &str, name: &str, echoes: &[&Echo]) -> String {
+    echoes
+        .iter()
+        .map(|e| {
+            format!(
+                "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-{echo}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n  - addresses: [\"127.0.0.1\"]\n",
+                echo = e.name,
+                port = e.port()
+            )
+        })
+        .collect()
+}
+
+fn tls_secret(ns: &str, name: &str, pki: &TestPki, host: &str) -> String {
+    let cert = pki.issue(name, &[host], &[]);
+    let block = |path: &std::path::Path| -> String {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect()
+    };
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        block(&cert.chain),
+        block(&cert.key)
+    )
+}
+
+/// One Ingress of class bowline in namespace `shop` with annotations, for `host` and `path`.
+fn ingress(
+    name: &str,
+    annotations: &[(&str, &str)],
+    host: &str,
+    path: &str,
+    service: &str,
+) -> String {
+    let mut out = format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: shop\n"
+    );
+    if !annotations.is_empty() {
+        out += "  annotations:\n";
+        for (k, v) in annotations {
+            out += &format!("    {k}: {v:?}\n");
+        }
+    }
+    let path_type = if path.contains(['(', '*', '$']) {
+        "ImplementationSpecific"
+    } else {
+        "Prefix"
+    };
+    out += &format!(
+        "spec:\n  ingressClassName: bowline\n  rules:\n    - host: {host}\n      http:\n        paths:\n          - {{path: {path:?}, pathType: {path_type}, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}\n"
+    );
+    out
+}
+
+fn nginx(name: &str) -> String {
+    format!("nginx.ingress.kubernetes.io/{name}")
+}
+
+/// A request and what must come back: `echo` names the backend (None: the gateway answered),
+/// `path` is what the backend received, `location` the redirect target (`{https}` stands for the
+/// HTTPS port).
+struct Case {
+    host: &'static str,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    status: u16,
+    echo: Option<&'static str>,
+    upstream_path: Option<&'static str>,
+    location: Option<&'static str>,
+}
+
+const fn case(host: &'static str, path: &'static str) -> Case {
+    Case {
+        host,
+        path,
+        headers: &[],
+        status: 200,
+        echo: None,
+        upstream_path: None,
+        location: None,
+    }
+}
+
+const fn to(mut c: Case, echo: &'static str, upstream_path: &'static str) -> Case {
+    c.echo = Some(echo);
+    c.upstream_path = Some(upstream_path);
+    c
+}
+
+const fn redirect(mut c: Case, status: u16, location: &'static str) -> Case {
+    c.status = status;
+    c.location = Some(location);
+    c
+}
+
+const fn with(mut c: Case, headers: &'static [(&'static str, &'static str)]) -> Case {
+    c.headers = headers;
+    c
+}
+
+/// The table the conformance report is generated from.
+const CASES: &[Case] = &[
+    // rewrite-target /$2 with use-regex (docs/examples/rewrite): the captures, case-insensitive.
+    to(case("rewrite.test", "/something"), "web", "/"),
+    to(case("rewrite.test", "/something/"), "web", "/"),
+    to(case("rewrite.test", "/something/new"), "web", "/new"),
+    to(
+        case("rewrite.test", "/SomeThing/a/b?q=1"),
+        "web",
+        "/a/b?q=1",
+    ),
+    // rewrite-target "/" without captures: everything under the path becomes "/".
+    to(case("strip.test", "/app/x/y"), "api", "/"),
+    // app-root: "/" answers 302 to the root; other paths are proxied.
+    redirect(case("approot.test", "/"), 302, "http://approot.test/app1"),
+    to(case("approot.test", "/app1"), "web", "/app1"),
+    // ssl-redirect: a host with TLS redirects plaintext with 308; ssl-redirect "false" does not.
+    redirect(
+        case("secure.test", "/x?y=1"),
+        308,
+        "https://secure.test:{https}/x?y=1",
+    ),
+    to(case("secure.test", "/plain"), "api", "/plain"),
+    // force-ssl-redirect without a certificate.
+    redirect(
+        case("force.test", "/a"),
+        308,
+        "https://force.test:{https}/a",
+    ),
+    // permanent-redirect with permanent-redirect-code, temporal-redirect.
+    redirect(case("moved.test", "/old"), 308, "https://new.test/landing"),
+    redirect(case("temp.test", "/old"), 302, "http://t.test:8080/x"),
+    // canary-by-header: always / never / anything else.
+    to(
+        with(case("chdr.test", "/"), &[("x-canary", "always")]),
+        "canary",
+        "/",
+    ),
+    to(
+        with(case("chdr.test", "/"), &[("x-canary", "never")]),
+        "production",
+        "/",
+    ),
+    to(
+        with(case("chdr.test", "/"), &[("x-canary", "maybe")]),
+        "production",
+        "/",
+    ),
+    to(case("chdr.test", "/"), "production", "/"),
+    // canary-by-header-value.
+    to(
+        with(case("cval.test", "/"), &[("x-region", "us-east")]),
+        "canary",
+        "/",
+    ),
+    to(
+        with(case("cval.test", "/"), &[("x-region", "always")]),
+        "production",
+        "/",
+    ),
+    // canary-by-cookie.
+    to(
+        with(case("ccookie.test", "/"), &[("cookie", "beta=always")]),
+        "canary",
+        "/",
+    ),
+    to(
+        with(case("ccookie.test", "/"), &[("cookie", "beta=never")]),
+        "production",
+        "/",
+    ),
+    to(
+        with(case("ccookie.test", "/"), &[("cookie", "beta=x")]),
+        "production",
+        "/",
+    ),
+    // Precedence header > cookie > weight (weight 100): never wins over the cookie and weight.
+    to(
+        with(
+            case("cprec.test", "/"),
+            &[("x-canary", "never"), ("cookie", "beta=always")],
+        ),
+        "production",
+        "/",
+    ),
+    to(
+        with(case("cprec.test", "/"), &[("cookie", "beta=never")]),
+        "production",
+        "/",
+    ),
+    to(case("cprec.test", "/"), "canary", "/"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotations_route_as_ingress_nginx_documents() {
+    let names = [
+        "web",
+        "api",
+        "production",
+        "canary",
+        "grpc",
+        "sticky-a",
+        "sticky-b",
+        "cors",
+    ];
+    let echoes: BTreeMap<&str, Echo> = names
+        .iter()
+        .map(|n| (*n, Echo::start(n).unwrap()))
+        .collect();
+    let mut m = String::new();
+    for n in ["web", "api", "production", "canary", "grpc", "cors"] {
+        m += &service("shop", n, &[&echoes[n]]);
+    }
+    m += &service(
+        "shop",
+        "sticky",
+        &[&echoes["sticky-a"], &echoes["sticky-b"]],
+    );
+    let pki = TestPki::new("annotations-ca");
+    m += &tls_secret("shop", "secure-tls", &pki, "secure.test");
+    m += &ingress(
+        "rewrite",
+        &[
+            (&nginx("use-regex"), "true"),
+            (&nginx("rewrite-target"), "/$2"),
+        ],
+        "rewrite.test",
+        "/something(/|$)(.*)",
+        "web",
+    );
+    m += &ingress(
+        "strip",
+        &[("bowline.io/rewrite-target", "/")],
+        "strip.test",
+        "/app",
+        "api",
+    );
+    m += &ingress(
+        "approot",
+        &[(&nginx("app-root"), "/app1")],
+        "approot.test",
+        "/",
+        "web",
+    );
+    m += &ingress("secure", &[], "secure.test", "/", "web").replace(
+        "spec:\n",
+        "spec:\n  tls: [{hosts: [secure.test], secretName: secure-tls}]\n",
+    );
+    m += &ingress(
+        "plain",
+        &[(&nginx("ssl-redirect"), "false")],
+        "secure.test",
+        "/plain",
+        "api",
+    );
+    m += &ingress(
+        "force",
+        &[(&nginx("force-ssl-redirect"), "true")],
+        "force.test",
+        "/",
+        "web",
+    );
+    m += &ingress(
+        "moved",
+        &[
+            (&nginx("permanent-redirect"), "https://new.test/landing"),
+            (&nginx("permanent-redirect-code"), "308"),
+        ],
+        "moved.test",
+        "/",
+        "web",
+    );
+    m += &ingress(
+        "temp",
+        &[(&nginx("temporal-redirect"), "http://t.test:8080/x")],
+        "temp.test",
+        "/",
+        "web",
+    );
+    m += &ingress(
+        "grpc",
+        &[(&nginx("backend-protocol"), "GRPC")],
+        "grpc.test",
+        "/",
+        "grpc",
+    );
+    for (host, canary) in [
+        ("chdr.test", vec![(nginx("canary-by-header"), "X-Canary")]),
+        (
+            "cval.test",
+            vec![
+                (nginx("canary-by-header"), "X-Region"),
+                (nginx("canary-by-header-value"), "us-east"),
+            ],
+        ),
+        ("ccookie.test", vec![(nginx("canary-by-cookie"), "beta")]),
+        (
+            "cprec.test",
+            vec![
+                (nginx("canary-by-header"), "X-Canary"),
+                (nginx("canary-by-cookie"), "beta"),
+                (nginx("canary-weight"), "100"),
+            ],
+        ),
+        ("cweight.test", vec![(nginx("canary-weight"), "25")]),
+    ] {
+        let label = host.trim_end_matches(".test");
+        m += &ingress(&format!("{label}-main"), &[], host, "/", "production");
+        let mut annotations: Vec<(&str, &str)> =
+            vec![("nginx.ingress.kubernetes.io/canary", "true")];
+        annotations.extend(canary.iter().map(|(k, v)| (k.as_str(), *v)));
+        m += &ingress(
+            &format!("{label}-canary"),
+            &annotations,
+            host,
+            "/",
+            "canary",
+        );
+    }
+    m += &ingress(
+        "sticky",
+        &[
+            (&nginx("affinity"), "cookie"),
+            (&nginx("session-cookie-name"), "route"),
+            (&nginx("session-cookie-max-age"), "172800"),
+        ],
+        "sticky.test",
+        "/",
+        "sticky",
+    );
+    m += &ingress(
+        "cors",
+        &[
+            (&nginx("enable-cors"), "true"),
+            (&nginx("cors-allow-origin"), "https://app.test"),
+        ],
+        "cors.test",
+        "/",
+        "cors",
+    );
+    m += &ingress(
+        "reported",
+        &[
+            (
+                &nginx("configuration-snippet"),
+                "more_set_headers \"X: y\";",
+            ),
+            (&nginx("made-up-annotation"), "1"),
+        ],
+        "reported.test",
+        "/",
+        "web",
+    );
+    let (http_port, https_port) = (free_port(), free_port());
+    let stack = start(&[("ingress.yaml", m)], "bowline", http_port, https_port).await;
+    let gw = addr(http_port);
+    let client = HttpClient::http1();
+    eventually("the Ingresses are served", || async {
+        let r = client.get(gw, "cors.test", "/", &[]).await?;
+        ensure!(r.echo_name().as_deref() == Some("cors"), "{r:?}");
+        anyhow::Ok(())
+    })
+    .await;
+
+    for c in CASES {
+        let r = client.get(gw, c.host, c.path, c.headers).await.unwrap();
+        let what = format!("{}{} {:?}", c.host, c.path, c.headers);
+        assert_eq!(r.status, c.status, "{what}: {r:?}");
+        if let Some(echo) = c.echo {
+            assert_eq!(r.echo_name().as_deref(), Some(echo), "{what}: {r:?}");
+        }
+        if let Some(p) = c.upstream_path {
+            assert_eq!(r.echo_field("path").as_deref(), Some(p), "{what}: {r:?}");
+        }
+        if let Some(l) = c.location {
+            let want = l.replace("{https}", &https_port.to_string());
+            let got = r
+                .headers
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_string());
+            assert_eq!(got.as_deref(), Some(want.as_str()), "{what}: {r:?}");
+        }
+    }
+
+    // The TLS host itself is served over HTTPS.
+    let mut tls = eventually("secure.test is served over HTTPS", || async {
+        TlsConn::connect(
+            addr(https_port),
+            "secure.test",
+            TlsOptions::new(&pki.ca_path()),
+        )
+        .await
+    })
+    .await;
+    let r = tls.get("secure.test", "/x").await.unwrap();
+    assert_eq!(r.echo_name().as_deref(), Some("web"), "{r:?}");
+
+    // backend-protocol GRPC: the backend is spoken to over h2c.
+    let r = client.get(gw, "grpc.test", "/", &[]).await.unwrap();
+    assert_eq!(
+        r.echo_field("version").as_deref(),
+        Some("HTTP/2.0"),
+        "{r:?}"
+    );
+
+    // canary-weight 25 (of 100): about a quarter of the requests.
+    let mut canary = 0;
+    for _ in 0..200 {
+        let r = client.get(gw, "cweight.test", "/", &[]).await.unwrap();
+        if r.echo_name().as_deref() == Some("canary") {
+            canary += 1;
+        }
+    }
+    assert!(
+        (25..=75).contains(&canary),
+        "{canary} of 200 went to the canary"
+    );
+
+    // affinity cookie: the first answer sets the cookie; requests carrying it stick.
+    let r = client.get(gw, "sticky.test", "/", &[]).await.unwrap();
+    let set = r
+        .headers
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no Set-Cookie: {r:?}"));
+    assert!(set.starts_with("route="), "{set}");
+    assert!(
+        set.contains("Max-Age=172800") && set.contains("Path=/"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let first = r.echo_name().unwrap();
+    for _ in 0..10 {
+        let r = client
+            .get(gw, "sticky.test", "/", &[("cookie", &cookie)])
+            .await
+            .unwrap();
+        assert_eq!(r.echo_name(), Some(first.clone()), "{cookie}: {r:?}");
+    }
+
+    // CORS preflight, answered by the gateway with ingress-nginx's defaults.
+    let r = client
+        .request(
+            "OPTIONS",
+            gw,
+            "cors.test",
+            "/",
+            &[
+                ("origin", "https://app.test"),
+                ("access-control-request-method", "PUT"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(r.status == 200 || r.status == 204, "{r:?}");
+    assert!(r.echo_name().is_none(), "a preflight is not proxied: {r:?}");
+    let header = |n: &str| {
+        r.headers
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_ascii_uppercase())
+    };
+    assert_eq!(
+        header("access-control-allow-origin").as_deref(),
+        Some("HTTPS://APP.TEST")
+    );
+    assert!(
+        header("access-control-allow-methods")
+            .unwrap()
+            .contains("PUT"),
+        "{r:?}"
+    );
+    assert_eq!(header("access-control-max-age").as_deref(), Some("1728000"));
+
+    // Refused and unknown annotations are reported, naming the Ingress and the annotation; the
+    // Ingress is served without them.
+    wait_for(&client, gw, "reported.test", "web").await;
+    let dump = client
+        .get(
+            stack.cp_admin,
+            "",
+            &format!(
+                "/config_dump?ingressClass=bowline&httpPort={http_port}&httpsPort={https_port}"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    let diagnostics: Vec<String> = dump["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect();
+    let reported = |annotation: &str, text: &str| {
+        diagnostics.iter().any(|d| {
+            d.contains("Ingress shop/reported")
+                && d.contains(&format!("[\"{annotation}\"]"))
+                && d.contains(text)
+        })
+    };
+    assert!(
+        reported(
+            &nginx("configuration-snippet"),
+            "refused: it holds raw nginx configuration"
+        ),
+        "{diagnostics:#?}"
+    );
+    assert!(
+        reported(&nginx("made-up-annotation"), "unknown annotation"),
+        "{diagnostics:#?}"
+    );
+    // The control plane's log says it too.
+    let log = stack.control_plane.output();
+    assert!(
+        log.contains("configuration-snippet") && log.contains("refused"),
+        "{log}"
+    );
+}
+
+async fn wait_for(client: &HttpClient, gw: SocketAddr, host: &str, echo: &str) {
+    eventually(&format!("{host} is served by {echo}"), || async {
+        let r = client.get(gw, host, "/", &[]).await?;
+        ensure!(r.echo_name().as_deref() == Some(echo), "{r:?}");
+        anyhow::Ok(())
+    })
+    .await;
+}
+
+/// The ingress corpus (`/work/shared/corpus`, `../shared/corpus` in CI), when present.
+fn corpus_file(name: &str) -> Option<String> {
+    let relative =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/ingress");
+    [relative, "/work/shared/corpus/ingress".into()]
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .map(|p| std::fs::read_to_string(p).unwrap())
+}
+
+/// A corpus request: (host, path, headers, expected Service or status when the gateway answers,
+/// expected upstream path or Location).
+type CorpusCase<'a> = (
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Result<&'a str, u16>,
+    &'a str,
+);
+
+/// The annotation examples of the corpus, each on its own stack (class `nginx`, one echo per
+/// Service), routed as the ingress-nginx documentation they come from says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_annotation_examples_route_as_documented() {
+    const CANARY: &[(&str, &str)] = &[("x-canary", "always")];
+    const NEVER: &[(&str, &str)] = &[("x-canary", "never")];
+    let files: &[(&str, &[&str], &[CorpusCase<'_>])] = &[
+        (
+            "rewrite-target.yaml",
+            &["http-svc"],
+            &[
+                ("rewrite.bar.com", "/something", &[], Ok("http-svc"), "/"),
+                ("rewrite.bar.com", "/something/", &[], Ok("http-svc"), "/"),
+                (
+                    "rewrite.bar.com",
+                    "/something/new",
+                    &[],
+                    Ok("http-svc"),
+                    "/new",
+                ),
+                ("rewrite.bar.com", "/other", &[], Err(404), ""),
+            ],
+        ),
+        (
+            "app-root.yaml",
+            &["http-svc"],
+            &[
+                ("approot.bar.com", "/app1", &[], Ok("http-svc"), "/app1"),
+                (
+                    "approot.bar.com",
+                    "/",
+                    &[],
+                    Err(302),
+                    "http://approot.bar.com/app1",
+                ),
+            ],
+        ),
+        (
+            "path-priority.yaml",
+            &["service1", "service2", "service3"],
+            &[
+                ("test.com", "/foo/bar/1", &[], Ok("service3"), "/1"),
+                ("test.com", "/foo/bar/", &[], Ok("service2"), "/foo/bar/"),
+                ("test.com", "/foo/bar", &[], Ok("service1"), "/foo/bar"),
+            ],
+        ),
+        (
+            "canary-by-header.yaml",
+            &["production", "canary"],
+            &[
+                ("echo.prod.mydomain.com", "/", &[], Ok("production"), "/"),
+                ("echo.prod.mydomain.com", "/", CANARY, Ok("canary"), "/"),
+                ("echo.prod.mydomain.com", "/", NEVER, Ok("production"), "/"),
+            ],
+        ),
+        (
+            "canary-by-header-value.yaml",
+            &["production", "canary"],
+            &[
+                ("echo.prod.mydomain.com", "/", &[], Ok("production"), "/"),
+                (
+                    "echo.prod.mydomain.com",
+                    "/",
+                    &[("x-region", "us-east")],
+                    Ok("canary"),
+                    "/",
+                ),
+                (
+                    "echo.prod.mydomain.com",
+                    "/",
+                    &[("x-region", "eu-west")],
+                    Ok("production"),
+                    "/",
+                ),
+            ],
+        ),
+        (
+            "canary-by-cookie.yaml",
+            &["production", "canary"],
+            &[
+                ("echo.prod.mydomain.com", "/", &[], Ok("production"), "/"),
+                (
+                    "echo.prod.mydomain.com",
+                    "/",
+                    &[("cookie", "beta=always")],
+                    Ok("canary"),
+                    "/",
+                ),
+                (
+                    "echo.prod.mydomain.com",
+                    "/",
+                    &[("cookie", "beta=never")],
+                    Ok("production"),
+                    "/",
+                ),
+            ],
+        ),
+        (
+            "canary-precedence.yaml",
+            &["production", "canary"],
+            &[
+                // Weight 100: everything goes to the canary unless the header says never.
+                ("echo.prod.mydomain.com", "/", &[], Ok("canary"), "/"),
+                ("echo.prod.mydomain.com", "/", NEVER, Ok("production"), "/"),
+                ("echo.prod.mydomain.com", "/", CANARY, Ok("canary"), "/"),
+            ],
+        ),
+        (
+            "canary-weight.yaml",
+            &["production", "canary"],
+            &[("echo.prod.mydomain.com", "/", &[], Ok("*"), "/")],
+        ),
+    ];
+    for (file, services, cases) in files {
+        let Some(text) = corpus_file(file) else {
+            eprintln!("skipping: no ingress corpus");
+            return;
+        };
+        let echoes: Vec<Echo> = services.iter().map(|s| Echo::start(s).unwrap()).collect();
+        let slices: String = echoes
+            .iter()
+            .map(|e| slice("default", &e.name, &[e]))
+            .collect();
+        let http_port = free_port();
+        let _stack = start(
+            &[(file, text), ("slices.yaml", slices)],
+            "nginx",
+            http_port,
+            free_port(),
+        )
+        .await;
+        let gw = addr(http_port);
+        let client = HttpClient::http1();
+        let (host, path, headers, first, _) = cases[0];
+        eventually(&format!("{file}: {host}{path} is served"), || async {
+            let r = client.get(gw, host, path, headers).await?;
+            match first {
+                Ok("*") => ensure!(r.echo_name().is_some(), "{r:?}"),
+                Ok(svc) => ensure!(r.echo_name().as_deref() == Some(svc), "{r:?}"),
+                Err(status) => ensure!(r.status == status, "{r:?}"),
+            }
+            anyhow::Ok(())
+        })
+        .await;
+        for (host, path, headers, want, detail) in *cases {
+            let what = format!("{file}: {host}{path} {headers:?}");
+            if *want == Ok("*") {
+                // canary-weight 50: both backends get a share.
+                let mut seen = BTreeMap::new();
+                for _ in 0..100 {
+                    let r = client.get(gw, host, path, headers).await.unwrap();
+                    *seen.entry(r.echo_name().unwrap_or_default()).or_insert(0) += 1;
+                }
+                let (p, c) = (seen.get("production"), seen.get("canary"));
+                assert!(
+                    p.is_some_and(|n| *n >= 20) && c.is_some_and(|n| *n >= 20),
+                    "{what}: {seen:?}"
+                );
+                continue;
+            }
+            let r = client.get(gw, host, path, headers).await.unwrap();
+            match want {
+                Ok(svc) => {
+                    assert_eq!(r.echo_name().as_deref(), Some(*svc), "{what}: {r:?}");
+                    assert_eq!(r.echo_field("path").as_deref(), Some(*detail), "{what}");
+                }
+                Err(status) => {
+                    assert_eq!(r.status, *status, "{what}: {r:?}");
+                    if !detail.is_empty() {
+                        let l = r.headers.get("location").map(|v| v.to_str().unwrap());
+                        assert_eq!(l, Some(*detail), "{what}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// tls-termination.yaml with a certificate for foo.bar.com in its `tls-secret`: HTTPS is served
+/// and plaintext requests are redirected (308), ssl-redirect being on by default for TLS hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_tls_termination_redirects_plaintext() {
+    let Some(text) = corpus_file("tls-termination.yaml") else {
+        eprintln!("skipping: no ingress corpus");
+        return;
+    };
+    let echo = Echo::start("http-svc").unwrap();
+    let pki = TestPki::new("corpus-tls");
+    let extra = slice("default", "http-svc", &[&echo])
+        + &tls_secret("default", "tls-secret", &pki, "foo.bar.com");
+    let (http_port, https_port) = (free_port(), free_port());
+    let _stack = start(
+        &[("tls-termination.yaml", text), ("extra.yaml", extra)],
+        "nginx",
+        http_port,
+        https_port,
+    )
+    .await;
+    let mut tls = eventually("foo.bar.com is served over HTTPS", || async {
+        TlsConn::connect(
+            addr(https_port),
+            "foo.bar.com",
+            TlsOptions::new(&pki.ca_path()),
+        )
+        .await
+    })
+    .await;
+    let r = tls.get("foo.bar.com", "/a").await.unwrap();
+    assert_eq!(r.echo_name().as_deref(), Some("http-svc"), "{r:?}");
+    let r = HttpClient::http1()
+        .get(addr(http_port), "foo.bar.com", "/a?b=c", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 308, "{r:?}");
+    assert_eq!(
+        r.headers
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string()),
+        Some(format!("https://foo.bar.com:{https_port}/a?b=c"))
+    );
+}
