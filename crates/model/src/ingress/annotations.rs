@@ -312,6 +312,20 @@ impl<'a> Found<'a> {
         self.problems.push(Problem::ignored(at(key), message));
     }
 
+    /// Reads the boolean `switch` (off by default); while it is off, each of `dependents` that is
+    /// set is reported as having no effect.
+    fn switch(&mut self, switch: &str, dependents: &[&str]) -> bool {
+        let on = self.parsed(switch, boolean).unwrap_or(false);
+        if !on {
+            for name in dependents {
+                if let Some((key, _)) = self.take(name) {
+                    self.note(key, format!("has no effect without {switch}: \"true\""));
+                }
+            }
+        }
+        on
+    }
+
     fn parsed<T>(&mut self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
         let (key, value) = self.take(name)?;
         match parse(value) {
@@ -501,7 +515,7 @@ fn upstream(f: &mut Found<'_>, a: &mut Annotations) {
         "session-cookie-path",
     ] {
         if let Some((key, _)) = f.take(name) {
-            f.note(&key, "has no effect without affinity: \"cookie\"");
+            f.note(key, "has no effect without affinity: \"cookie\"");
         }
     }
     a.hash_by = f.parsed("upstream-hash-by", hash_by);
@@ -524,7 +538,6 @@ fn upstream(f: &mut Found<'_>, a: &mut Annotations) {
 }
 
 fn canary(f: &mut Found<'_>, a: &mut Annotations) {
-    let enabled = f.parsed("canary", boolean).unwrap_or(false);
     let names = [
         "canary-by-header",
         "canary-by-header-value",
@@ -533,12 +546,7 @@ fn canary(f: &mut Found<'_>, a: &mut Annotations) {
         "canary-weight",
         "canary-weight-total",
     ];
-    if !enabled {
-        for name in names {
-            if let Some((key, _)) = f.take(name) {
-                f.note(&key, "has no effect without canary: \"true\"");
-            }
-        }
+    if !f.switch("canary", &names) {
         return;
     }
     let mut c = Canary {
@@ -581,10 +589,7 @@ fn canary(f: &mut Found<'_>, a: &mut Annotations) {
             Err("is not a cookie name".into())
         }
     });
-    if let Some(total) = f.parsed("canary-weight-total", |v| match v.parse::<u32>() {
-        Ok(n) if n > 0 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-        _ => Err("is not a whole number above 0".into()),
-    }) {
+    if let Some(total) = f.parsed("canary-weight-total", positive) {
         c.weight_total = total;
     }
     let total = c.weight_total;
@@ -598,7 +603,6 @@ fn canary(f: &mut Found<'_>, a: &mut Annotations) {
 }
 
 fn cors(f: &mut Found<'_>) -> Option<ir::Cors> {
-    let enabled = f.parsed("enable-cors", boolean).unwrap_or(false);
     let names = [
         "cors-allow-origin",
         "cors-allow-methods",
@@ -607,12 +611,7 @@ fn cors(f: &mut Found<'_>) -> Option<ir::Cors> {
         "cors-allow-credentials",
         "cors-max-age",
     ];
-    if !enabled {
-        for name in names {
-            if let Some((key, _)) = f.take(name) {
-                f.note(&key, "has no effect without enable-cors: \"true\"");
-            }
-        }
+    if !f.switch("enable-cors", &names) {
         return None;
     }
     let list = |allowed: fn(u8) -> bool| {
@@ -672,10 +671,6 @@ fn access(f: &mut Found<'_>, a: &mut Annotations) {
         .parsed("whitelist-source-range", cidrs)
         .unwrap_or_default();
     a.deny_sources = f.parsed("denylist-source-range", cidrs).unwrap_or_default();
-    let positive = |v: &str| match v.parse::<u32>() {
-        Ok(n) if n > 0 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-        _ => Err("is not a whole number above 0".to_string()),
-    };
     a.limits.rps = f.parsed("limit-rps", positive);
     a.limits.rpm = f.parsed("limit-rpm", positive);
     a.limits.connections = f.parsed("limit-connections", positive);
@@ -696,6 +691,14 @@ fn boolean(v: &str) -> Result<bool, String> {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
         _ => Err("is not a boolean (\"true\" or \"false\")".into()),
+    }
+}
+
+/// A whole number above 0.
+fn positive(v: &str) -> Result<u32, String> {
+    match v.parse::<u32>() {
+        Ok(n) if n > 0 && v.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err("is not a whole number above 0".into()),
     }
 }
 
