@@ -10,7 +10,7 @@
 //! accepting; their open connections finish what they are doing and close.
 
 mod body;
-mod edge;
+pub(crate) mod edge;
 mod error;
 mod grpc;
 mod headers;
@@ -49,7 +49,7 @@ use crate::metrics::{ProxyMetrics, RouteStats, UpstreamErrorReason};
 use crate::retry;
 use crate::router::{
     CompileContext, CompileError, RedirectRequest, RequestHead, RouteError, RoutedAction, Router,
-    UpstreamProtocol, strip_port,
+    UpstreamProtocol, client_address, strip_port,
 };
 use crate::tls;
 use crate::upstream::Upstreams;
@@ -459,7 +459,7 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Respo
         req.uri().path_and_query().map_or(0, |p| p.as_str().len()),
         req.headers(),
     ) {
-        Ok(()) => forward(&router, ctx, req, start, &mut trace).await,
+        Ok(()) => forward(&router, &shared.edge, ctx, req, start, &mut trace).await,
         Err(e) => (router.no_route_stats(), Err(e)),
     };
     let resp = match result {
@@ -498,6 +498,7 @@ async fn handle(shared: &Shared, ctx: &ConnCtx, req: Request<Incoming>) -> Respo
 /// by [`respond`] only.
 async fn forward<'r>(
     router: &'r Router,
+    edge: &EdgeConfig,
     ctx: &ConnCtx,
     req: Request<Incoming>,
     start: Instant,
@@ -542,6 +543,18 @@ async fn forward<'r>(
         Err(e) => return (no_route, Err(ProxyError::Delegation(e))),
     };
     let stats = &routed.route.stats;
+    // Client policies (router/client.rs): access control and per-client limits, then the body
+    // limit of the route. A request holds its concurrency slots until its response has ended.
+    let mut slots = Vec::new();
+    if routed.filters.needs_client() {
+        let client = client_address(ctx.peer.ip(), &parts.headers, |ip| edge.trusts(ip));
+        if let Err(refusal) = routed.filters.admit(client, &mut slots) {
+            return (stats, Err(ProxyError::Refused { client, refusal }));
+        }
+    }
+    if let Err(e) = edge.check_body(routed.filters.max_body(), &parts.headers) {
+        return (stats, Err(e));
+    }
     // Route filters (router/filters.rs): CORS preflights are answered here.
     if let Some(resp) = routed.filters.preflight(&parts.method, &parts.headers) {
         return (stats, Ok(resp));
@@ -692,10 +705,12 @@ async fn forward<'r>(
             if let Some(cookie) = key.set_cookie {
                 parts.headers.append(SET_COOKIE, cookie);
             }
-            (
-                stats,
-                Ok(Response::from_parts(parts, ProxyBody::Tracked(body))),
-            )
+            let body = if slots.is_empty() {
+                ProxyBody::Tracked(body)
+            } else {
+                ProxyBody::Holding(Box::new((body, slots)))
+            };
+            (stats, Ok(Response::from_parts(parts, body)))
         }
         Err(err) => (stats, Err(err)),
     }

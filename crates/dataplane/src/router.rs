@@ -14,6 +14,7 @@
 //! ([`redirect`]), rewrite paths with regular expressions ([`rewrite`]), change headers, mirror
 //! requests and answer CORS ([`filters`], [`mirror`], [`cors`]).
 
+mod client;
 mod cors;
 mod filters;
 mod host;
@@ -43,6 +44,8 @@ use http::uri::Authority;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+pub use self::client::{ClientSlot, Refusal, client_address};
+use self::client::{Zone, Zones};
 pub use self::cors::CorsPolicy;
 pub use self::filters::{CorsOrigin, FilterChain, RouteFilters};
 use self::host::HostMap;
@@ -107,6 +110,8 @@ pub struct Router {
     schedules: HashMap<String, Arc<Schedule>>,
     /// Every cluster of the snapshot, by name.
     clusters: Box<[Arc<Cluster>]>,
+    /// Per-client limit zones by name, for the next compile to keep their counters.
+    zones: HashMap<String, Arc<Zone>>,
 }
 
 /// A listener of the snapshot, with its route table resolved.
@@ -276,6 +281,7 @@ impl Router {
             no_route: metrics.route(NO_ROUTE),
             schedules: HashMap::new(),
             clusters: Box::new([]),
+            zones: HashMap::new(),
         }
     }
 
@@ -289,6 +295,10 @@ impl Router {
             next: HashMap::new(),
         };
         let clusters = compile_clusters(snapshot, cx, &mut schedules)?;
+        let mut zones = Zones {
+            previous: cx.previous.map(|r| &r.zones),
+            next: HashMap::new(),
+        };
         let table_index: HashMap<&str, usize> = snapshot
             .route_tables
             .iter()
@@ -298,7 +308,7 @@ impl Router {
         let tables = snapshot
             .route_tables
             .iter()
-            .map(|t| compile_table(t, &table_index, &clusters, cx, &mut schedules))
+            .map(|t| compile_table(t, &table_index, &clusters, cx, &mut schedules, &mut zones))
             .collect::<Result<Box<[_]>, _>>()?;
         let mut ports: HashMap<u16, &str> = HashMap::new();
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
@@ -368,6 +378,7 @@ impl Router {
             tables,
             no_route: cx.metrics.route(NO_ROUTE),
             schedules: schedules.next,
+            zones: zones.next,
             clusters: all.into(),
         })
     }
@@ -592,6 +603,7 @@ fn compile_table(
     clusters: &HashMap<String, Arc<Cluster>>,
     cx: CompileContext<'_>,
     schedules: &mut Schedules<'_>,
+    zones: &mut Zones<'_>,
 ) -> Result<Table, CompileError> {
     let resource = Kind::RouteTable.key(&t.name);
     let mut vhosts = Vec::with_capacity(t.virtual_hosts.len());
@@ -605,7 +617,7 @@ fn compile_table(
                 reason,
             };
             let mut matcher = Matcher::compile(&r.matcher, &err)?;
-            let filters = RouteFilters::compile(r, clusters, &err)?;
+            let filters = RouteFilters::compile(r, clusters, zones, &err)?;
             matcher.set_cors_preflight(filters.as_ref().is_some_and(|f| f.has_cors()));
             let action = match &r.action {
                 ir::RouteAction::Forward(f) => {

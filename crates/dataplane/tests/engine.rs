@@ -916,3 +916,149 @@ async fn grpc_requests_get_grpc_statuses_and_honour_grpc_timeout() {
     assert!(started.elapsed() < PATIENCE, "took {:?}", started.elapsed());
     env.blue.release.notify_one();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_policies_deny_rate_limit_and_cap_in_flight_requests() {
+    let mut env = start().await;
+    let mut s = config(env.port, &env.ports, (1, 0));
+    let routes = &mut s.route_tables[0].virtual_hosts[0].routes;
+    let mut denied = route(
+        "denied",
+        "/denied",
+        fwd(&[("blue", 1)], ir::Rewrite::default(), None),
+    );
+    denied.access = Some(Box::new(ir::ClientAccess {
+        allow: vec!["10.0.0.0/8".into()],
+        deny: vec![],
+    }));
+    let mut limited = route(
+        "rate",
+        "/rate",
+        fwd(&[("blue", 1)], ir::Rewrite::default(), None),
+    );
+    limited.client_limits = Some(Box::new(ir::ClientLimits {
+        zone: "rate".into(),
+        rates: vec![ir::RateLimit {
+            requests: 1,
+            period_seconds: 3600,
+            burst: 1,
+        }],
+        max_concurrent: None,
+        exempt: vec![],
+        status: 429,
+    }));
+    let slow = routes.iter_mut().find(|r| r.name == "slow").unwrap();
+    slow.client_limits = Some(Box::new(ir::ClientLimits {
+        zone: "slow".into(),
+        rates: vec![],
+        max_concurrent: Some(1),
+        exempt: vec![],
+        status: 503,
+    }));
+    routes.insert(0, denied);
+    routes.insert(0, limited);
+    let answer = env.stream.push("v2", &s).await;
+    assert_eq!(answer.error_detail, None);
+
+    // 127.0.0.1 is outside the allow list.
+    let r = env
+        .http1
+        .get(env.port, "shop.example", "/denied", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.headers["x-bowline-error"], "client_denied");
+    assert_eq!(
+        r.body,
+        "client 127.0.0.1: address not allowed by the route\n"
+    );
+
+    // One request and a burst of one, then 429 with Retry-After, over both protocols.
+    assert_eq!(
+        env.http1
+            .get(env.port, "shop.example", "/rate", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        env.h2
+            .get(env.port, "shop.example", "/rate", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let r = env
+        .h2
+        .get(env.port, "shop.example", "/rate", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.headers["x-bowline-error"], "rate_limited");
+    let retry_after: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((3500..=3600).contains(&retry_after), "{retry_after}");
+
+    // An unrelated config update keeps the zone's counters.
+    let answer = env.stream.push("v3", &s).await;
+    assert_eq!(answer.error_detail, None);
+    let r = env
+        .http1
+        .get(env.port, "shop.example", "/rate", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 429, "the allowance survived the update");
+
+    // One request in flight per client: the second is refused until the first has ended.
+    let client = env.http1.clone();
+    let port = env.port;
+    let first = tokio::spawn(async move { client.get(port, "shop.example", "/slow", &[]).await });
+    tokio::time::timeout(PATIENCE, env.blue.arrived.lock().await.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let r = env
+        .h2
+        .get(env.port, "shop.example", "/slow", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.headers["x-bowline-error"], "client_concurrency");
+    assert_eq!(
+        r.body,
+        "client 127.0.0.1: more than 1 requests in flight in zone \"slow\"\n"
+    );
+    env.blue.release.notify_one();
+    assert_eq!(first.await.unwrap().unwrap().status, 200);
+    // The slot is released once the first response has ended.
+    let client = env.h2.clone();
+    let second = tokio::spawn(async move { client.get(port, "shop.example", "/slow", &[]).await });
+    tokio::time::timeout(PATIENCE, env.blue.arrived.lock().await.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    env.blue.release.notify_one();
+    assert_eq!(second.await.unwrap().unwrap().status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_policies_with_bad_ranges_are_nacked() {
+    let mut env = start().await;
+    let mut s = config(env.port, &env.ports, (1, 0));
+    s.route_tables[0].virtual_hosts[0].routes[0].access = Some(Box::new(ir::ClientAccess {
+        allow: vec!["10.0.0.0/33".into()],
+        deny: vec![],
+    }));
+    let answer = env.stream.push("v2", &s).await;
+    let detail = answer.error_detail.expect("a NACK").message;
+    assert!(detail.contains("access.allow[0]"), "{detail}");
+    assert!(detail.contains("10.0.0.0/33"), "{detail}");
+    // The last good config keeps serving.
+    let r = env
+        .http1
+        .get(env.port, "shop.example", "/plain", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+}

@@ -158,6 +158,20 @@ pub struct Route {
     /// policy decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Box<Cors>>,
+    /// Which client addresses may use the route (ingress-nginx `whitelist-source-range` /
+    /// `denylist-source-range`); others are answered 403. Every route of a delegation chain
+    /// must admit the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Box<ClientAccess>>,
+    /// Request-rate and concurrency limits per client address (ingress-nginx `limit-rps`,
+    /// `limit-rpm`, `limit-connections`). Every route of a delegation chain applies its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_limits: Option<Box<ClientLimits>>,
+    /// Largest request body in bytes, answered 413 beyond; `Some(0)` lifts the listener's
+    /// limit for this route; `None` keeps it. The innermost route of a chain that sets one
+    /// decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -422,6 +436,9 @@ impl Route {
             response_headers: HeaderMods::default(),
             mirrors: Vec::new(),
             cors: None,
+            access: None,
+            client_limits: None,
+            max_request_body_bytes: None,
         }
     }
 }
@@ -632,6 +649,50 @@ pub struct Cors {
     pub max_age_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_credentials: bool,
+}
+
+/// Access control by client address. The client address is the connection's peer, or, when
+/// the peer is a trusted proxy, the last `X-Forwarded-For` entry that is not a trusted proxy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientAccess {
+    /// CIDR ranges or single addresses allowed; empty: every address not denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// CIDR ranges or single addresses refused; checked first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+/// Limits per client address (see [`ClientAccess`] for which address counts).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientLimits {
+    /// Routes naming the same zone share their counters (one zone per Ingress, say); the
+    /// counters survive config updates while the zone's limits stay the same.
+    pub zone: String,
+    /// Request rates, each enforced on its own (a client must stay within all of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rates: Vec<RateLimit>,
+    /// Most requests of one client address in flight at once (until the response has ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    /// Client addresses (CIDR ranges or single addresses) the limits do not apply to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exempt: Vec<String>,
+    /// Status of a refused request: 503 (ingress-nginx's default) or 429 (with `Retry-After`).
+    pub status: u16,
+}
+
+/// `requests` per `period_seconds`, with `burst` more requests allowed at once (a GCRA, as
+/// nginx's `limit_req ... burst=N nodelay`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    pub requests: u32,
+    pub period_seconds: u32,
+    #[serde(default)]
+    pub burst: u32,
 }
 
 /// Checks that every `$name` / `${name}` of a [`RegexRewrite`] substitution names a group of

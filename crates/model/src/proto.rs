@@ -383,6 +383,12 @@ impl From<&ir::Route> for pb::Route {
                 })
                 .collect(),
             cors: r.cors.as_deref().map(cors_to),
+            access: r.access.as_deref().map(|a| pb::ClientAccess {
+                allow: a.allow.clone(),
+                deny: a.deny.clone(),
+            }),
+            client_limits: r.client_limits.as_deref().map(client_limits_to),
+            max_request_body_bytes: r.max_request_body_bytes,
         }
     }
 }
@@ -691,6 +697,18 @@ fn route_from(cx: &Ctx, path: &str, r: pb::Route) -> Result<ir::Route, InvalidRe
         )?,
         mirrors,
         cors: r.cors.map(|c| Box::new(cors_from(c))),
+        access: r.access.map(|a| {
+            Box::new(ir::ClientAccess {
+                allow: a.allow,
+                deny: a.deny,
+            })
+        }),
+        client_limits: r
+            .client_limits
+            .map(|l| client_limits_from(cx, &format!("{path}.clientLimits"), l))
+            .transpose()?
+            .map(Box::new),
+        max_request_body_bytes: r.max_request_body_bytes,
     })
 }
 
@@ -882,6 +900,55 @@ fn cors_from(c: pb::Cors) -> ir::Cors {
         max_age_seconds: c.max_age_seconds,
         allow_credentials: c.allow_credentials,
     }
+}
+
+fn client_limits_to(l: &ir::ClientLimits) -> pb::ClientLimits {
+    pb::ClientLimits {
+        zone: l.zone.clone(),
+        rates: l
+            .rates
+            .iter()
+            .map(|r| pb::RateLimit {
+                requests: r.requests,
+                period_seconds: r.period_seconds,
+                burst: r.burst,
+            })
+            .collect(),
+        max_concurrent: l.max_concurrent,
+        exempt: l.exempt.clone(),
+        status: u32::from(l.status),
+    }
+}
+
+fn client_limits_from(
+    cx: &Ctx,
+    path: &str,
+    l: pb::ClientLimits,
+) -> Result<ir::ClientLimits, InvalidResource> {
+    let status = u16::try_from(l.status)
+        .ok()
+        .filter(|s| (400..600).contains(s))
+        .ok_or_else(|| {
+            cx.err(
+                format!("{path}.status"),
+                format!("{} is not an HTTP error status (400..=599)", l.status),
+            )
+        })?;
+    Ok(ir::ClientLimits {
+        zone: l.zone,
+        rates: l
+            .rates
+            .into_iter()
+            .map(|r| ir::RateLimit {
+                requests: r.requests,
+                period_seconds: r.period_seconds,
+                burst: r.burst,
+            })
+            .collect(),
+        max_concurrent: l.max_concurrent,
+        exempt: l.exempt,
+        status,
+    })
 }
 
 // === TLS ===
@@ -1339,6 +1406,22 @@ mod tests {
                                 max_age_seconds: Some(600),
                                 allow_credentials: true,
                             })),
+                            access: Some(Box::new(ir::ClientAccess {
+                                allow: vec!["10.0.0.0/8".into()],
+                                deny: vec!["10.1.2.3".into()],
+                            })),
+                            client_limits: Some(Box::new(ir::ClientLimits {
+                                zone: "ingress/shop/web".into(),
+                                rates: vec![ir::RateLimit {
+                                    requests: 5,
+                                    period_seconds: 1,
+                                    burst: 25,
+                                }],
+                                max_concurrent: Some(10),
+                                exempt: vec!["192.168.0.0/16".into()],
+                                status: 503,
+                            })),
+                            max_request_body_bytes: Some(0),
                         },
                         ir::Route::new(
                             "moved",

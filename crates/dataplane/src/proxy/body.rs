@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::resilience::TrackedBody;
+use crate::router::ClientSlot;
 
 /// A body error: the upstream's, or the proxy's own.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -25,6 +26,9 @@ pub enum ProxyBody {
     /// Streamed from the upstream while the attempt's counters are held, with the stream idle
     /// timeout.
     Tracked(TrackedBody),
+    /// As `Tracked`, while the request's per-client concurrency slots are held (released when
+    /// the body is dropped: after its end, or when the client goes away).
+    Holding(Box<(TrackedBody, Vec<ClientSlot>)>),
 }
 
 impl ProxyBody {
@@ -52,6 +56,7 @@ impl Body for ProxyBody {
                 .map(|f| f.map(|f| f.map_err(Into::into))),
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Tracked(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Holding(held) => Pin::new(&mut held.0).poll_frame(cx),
         }
     }
 
@@ -60,6 +65,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(body) => body.is_end_stream(),
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Tracked(body) => body.is_end_stream(),
+            ProxyBody::Holding(held) => held.0.is_end_stream(),
         }
     }
 
@@ -70,6 +76,7 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ProxyBody::Tracked(body) => body.size_hint(),
+            ProxyBody::Holding(held) => held.0.size_hint(),
         }
     }
 }

@@ -99,8 +99,26 @@ impl EdgeConfig {
                 limit: format!("{} headers", self.max_request_headers),
             });
         }
-        if let Some(limit) = self.max_request_body_bytes
-            && let Some(len) = headers.get(CONTENT_LENGTH)
+        Ok(())
+    }
+
+    /// Checks the request's `Content-Length` against the body limit in force: the route's
+    /// (`Some(0)`: none), else [`EdgeConfig::max_request_body_bytes`]. Runs once the route is
+    /// known.
+    pub fn check_body(
+        &self,
+        route_limit: Option<u64>,
+        headers: &HeaderMap,
+    ) -> Result<(), ProxyError> {
+        let limit = match route_limit {
+            Some(0) => return Ok(()),
+            Some(n) => n,
+            None => match self.max_request_body_bytes {
+                Some(n) => n,
+                None => return Ok(()),
+            },
+        };
+        if let Some(len) = headers.get(CONTENT_LENGTH)
             && let Some(len) = std::str::from_utf8(len.as_bytes())
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
@@ -113,7 +131,7 @@ impl EdgeConfig {
 }
 
 /// An IPv4-mapped IPv6 address as IPv4, so `10.0.0.0/8` matches `::ffff:10.1.2.3`.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -244,6 +262,37 @@ mod tests {
     }
 
     #[test]
+    fn the_route_body_limit_overrides_the_listener_limit() {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("2000"));
+        let unlimited = EdgeConfig::default();
+        let limited = EdgeConfig {
+            max_request_body_bytes: Some(1000),
+            ..EdgeConfig::default()
+        };
+        let too_large = |r: Result<(), ProxyError>| match r {
+            Err(ProxyError::BodyTooLarge { limit }) => Some(limit),
+            Ok(()) => None,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(too_large(unlimited.check_body(None, &h)), None);
+        assert_eq!(too_large(limited.check_body(None, &h)), Some(1000));
+        assert_eq!(
+            too_large(limited.check_body(Some(0), &h)),
+            None,
+            "0 lifts it"
+        );
+        assert_eq!(too_large(limited.check_body(Some(4096), &h)), None);
+        assert_eq!(too_large(unlimited.check_body(Some(1999), &h)), Some(1999));
+        assert_eq!(too_large(unlimited.check_body(Some(2000), &h)), None);
+        // Without Content-Length there is nothing to check.
+        assert_eq!(
+            too_large(limited.check_body(Some(1), &HeaderMap::new())),
+            None
+        );
+    }
+
+    #[test]
     fn untrusted_peers_cannot_spoof_forwarding_headers() {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, ip("6.6.6.6"));
@@ -332,11 +381,11 @@ mod tests {
         ));
         h.insert(CONTENT_LENGTH, ip("6"));
         assert!(matches!(
-            cfg.check(1, &h),
+            cfg.check_body(None, &h),
             Err(ProxyError::BodyTooLarge { limit: 5 })
         ));
         h.insert(CONTENT_LENGTH, ip("5"));
-        assert!(cfg.check(1, &h).is_ok());
+        assert!(cfg.check_body(None, &h).is_ok());
         h.insert("a", ip("1"));
         h.insert("b", ip("1"));
         assert!(matches!(

@@ -18,14 +18,18 @@
 //! | 414 | `uri_too_long` | the request target exceeds the limit |
 //! | 431 | `headers_too_large` | too many request headers (HTTP/2; hyper answers HTTP/1.1 itself) |
 //! | 503 | `overflow` | a circuit breaker (connection pool limit) tripped; `x-bowline-overflow` names it |
+//! | 403 | `client_denied` | the route's access list refuses the client's address |
+//! | 503 or the route's | `rate_limited` | the client exceeded a request rate of the route's zone; with `Retry-After` |
+//! | 503 or the route's | `client_concurrency` | the client has too many requests in flight in the route's zone |
 
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 use crate::metrics::UpstreamErrorReason;
+use crate::router::Refusal;
 use crate::router::RouteError;
 use crate::upstream::UpstreamError;
 
@@ -66,6 +70,11 @@ pub enum ProxyError {
     UpgradeUnsupported { cluster: String },
     #[error("the request body could not be read: {reason}")]
     RequestBody { reason: String },
+    #[error("client {client}: {}", refusal_text(refusal))]
+    Refused {
+        client: std::net::IpAddr,
+        refusal: Refusal,
+    },
     #[error("cluster {cluster:?}: circuit breaker open: {} reached", limit.as_str())]
     Overflow {
         cluster: String,
@@ -107,6 +116,11 @@ impl ProxyError {
             Self::UpgradeUnsupported { .. } => (StatusCode::BAD_GATEWAY, "upgrade_unsupported"),
             Self::Overflow { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overflow"),
             Self::RequestBody { .. } => (StatusCode::BAD_REQUEST, "request_body"),
+            Self::Refused { refusal, .. } => match refusal {
+                Refusal::Denied => (StatusCode::FORBIDDEN, "client_denied"),
+                Refusal::Rate { status, .. } => (*status, "rate_limited"),
+                Refusal::Concurrency { status, .. } => (*status, "client_concurrency"),
+            },
         }
     }
 
@@ -138,7 +152,26 @@ pub fn respond(err: &ProxyError) -> Response<ProxyBody> {
             HeaderValue::from_static(limit.as_str()),
         );
     }
+    if let ProxyError::Refused {
+        refusal: Refusal::Rate { retry_after, .. },
+        ..
+    } = err
+    {
+        // Whole seconds, rounded up: a client that waits that long is admitted.
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     resp
+}
+
+fn refusal_text(r: &Refusal) -> String {
+    match r {
+        Refusal::Denied => "address not allowed by the route".into(),
+        Refusal::Rate { zone, .. } => format!("request rate limit of zone {zone:?} exceeded"),
+        Refusal::Concurrency { zone, limit, .. } => {
+            format!("more than {limit} requests in flight in zone {zone:?}")
+        }
+    }
 }
 
 #[cfg(test)]

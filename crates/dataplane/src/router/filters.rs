@@ -9,12 +9,14 @@
 //! length check per hook.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bowline_model::ir;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response};
 use hyper::body::Incoming;
 
+use super::client::{ClientPolicy, ClientSlot, Refusal, Zones};
 use super::cors::CorsPolicy;
 use super::mirror::{self, MirrorPolicy};
 use super::{Cluster, CompileError, MAX_DELEGATIONS};
@@ -41,6 +43,8 @@ pub struct RouteFilters {
     response_headers: Option<HeaderMods>,
     mirrors: Box<[MirrorPolicy]>,
     cors: Option<CorsPolicy>,
+    /// Access control, per-client limits and the body limit.
+    client: Option<ClientPolicy>,
 }
 
 /// Compiled header changes.
@@ -72,12 +76,15 @@ impl RouteFilters {
     pub(super) fn compile(
         r: &ir::Route,
         clusters: &HashMap<String, Arc<Cluster>>,
+        zones: &mut Zones<'_>,
         err: &dyn Fn(&str, String) -> CompileError,
     ) -> Result<Option<Box<RouteFilters>>, CompileError> {
+        let client = ClientPolicy::compile(r, zones, err)?;
         if r.request_headers.is_empty()
             && r.response_headers.is_empty()
             && r.mirrors.is_empty()
             && r.cors.is_none()
+            && client.is_none()
         {
             return Ok(None);
         }
@@ -119,6 +126,7 @@ impl RouteFilters {
                 .as_ref()
                 .map(|c| CorsPolicy::compile(c, err))
                 .transpose()?,
+            client,
         })))
     }
 
@@ -210,6 +218,36 @@ impl<'r> FilterChain<'r> {
 
     fn iter(&self) -> impl DoubleEndedIterator<Item = &'r RouteFilters> + '_ {
         self.routes[..self.len].iter().flatten().copied()
+    }
+
+    /// Whether a route of the chain judges the client's address (access control or limits).
+    #[inline]
+    pub fn needs_client(&self) -> bool {
+        !self.is_empty()
+            && self
+                .iter()
+                .any(|f| f.client.as_ref().is_some_and(|c| c.needs_client()))
+    }
+
+    /// Checks the client against every route's access list and limits, outer route first. The
+    /// slots of the concurrency limits that admitted it are pushed to `slots`; on refusal,
+    /// those taken so far are released when `slots` is dropped.
+    pub fn admit(&self, client: IpAddr, slots: &mut Vec<ClientSlot>) -> Result<(), Refusal> {
+        for c in self.iter().filter_map(|f| f.client.as_ref()) {
+            c.admit(client, slots)?;
+        }
+        Ok(())
+    }
+
+    /// The request body limit of the innermost route that sets one (`Some(0)`: no limit).
+    #[inline]
+    pub fn max_body(&self) -> Option<u64> {
+        if self.is_empty() {
+            return None;
+        }
+        self.iter()
+            .rev()
+            .find_map(|f| f.client.as_ref().and_then(|c| c.max_body))
     }
 
     /// The CORS policy in force: the innermost route's.
