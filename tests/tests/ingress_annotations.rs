@@ -6,7 +6,7 @@
 //! captures, app-root, ssl-redirect with a TLS host, force-ssl-redirect, permanent and temporal
 //! redirects, backend-protocol GRPC, canaries by header, header value and cookie, CORS). Weight
 //! splits, sticky cookies, CORS preflights and the reporting of refused and unknown annotations
-//! have their own checks. The corpus files of ingress-nginx's documentation (canary-*,
+//! have their own checks, and so do client access lists, client limits and body sizes. The corpus files of ingress-nginx's documentation (canary-*,
 //! rewrite-target, app-root, path-priority, tls-termination) are routed as documented.
 
 use std::collections::BTreeMap;
@@ -821,4 +821,83 @@ async fn corpus_tls_termination_redirects_plaintext() {
             .map(|v| v.to_str().unwrap().to_string()),
         Some(format!("https://foo.bar.com:{https_port}/a?b=c"))
     );
+}
+
+/// POSTs a body of `bytes` bytes to `host` through the gateway; the response status.
+async fn post(gw: SocketAddr, host: &str, bytes: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: {host}\r\ncontent-length: {bytes}\r\nconnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The gateway may answer (and close) before reading the body.
+    let _ = s.write_all(&vec![b'x'; bytes]).await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+/// whitelist-source-range and denylist-source-range (403), limit-rps with its burst and
+/// limit-whitelist (503 beyond the burst), proxy-body-size (413), for a client on 127.0.0.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_access_limits_and_body_size() {
+    let web = Echo::start("web").unwrap();
+    let mut m = service("shop", "web", &[&web]);
+    for (name, annotations) in [
+        (
+            "open",
+            vec![("whitelist-source-range", "10.0.0.0/8, 127.0.0.0/8")],
+        ),
+        ("closed", vec![("whitelist-source-range", "10.0.0.0/8")]),
+        ("denied", vec![("denylist-source-range", "127.0.0.1")]),
+        (
+            "limited",
+            vec![("limit-rps", "1"), ("limit-burst-multiplier", "2")],
+        ),
+        (
+            "exempt",
+            vec![("limit-rps", "1"), ("limit-whitelist", "127.0.0.1")],
+        ),
+        ("small", vec![("proxy-body-size", "1k")]),
+    ] {
+        let annotations: Vec<(String, &str)> =
+            annotations.iter().map(|(k, v)| (nginx(k), *v)).collect();
+        let refs: Vec<(&str, &str)> = annotations.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        m += &ingress(name, &refs, &format!("{name}.test"), "/", "web");
+    }
+    let http_port = free_port();
+    let _stack = start(&[("ingress.yaml", m)], "bowline", http_port, free_port()).await;
+    let gw = addr(http_port);
+    let client = HttpClient::http1();
+    wait_for(&client, gw, "open.test", "web").await;
+    for (host, status) in [
+        ("open.test", 200),
+        ("closed.test", 403),
+        ("denied.test", 403),
+    ] {
+        let r = client.get(gw, host, "/", &[]).await.unwrap();
+        assert_eq!(r.status, status, "{host}: {r:?}");
+    }
+    // limit-rps 1 with burst 2: three requests at once pass, the rest of a quick run is refused.
+    let mut statuses = BTreeMap::new();
+    for _ in 0..10 {
+        let r = client.get(gw, "limited.test", "/", &[]).await.unwrap();
+        *statuses.entry(r.status).or_insert(0) += 1;
+    }
+    assert!(
+        statuses.get(&200).is_some_and(|n| (3..=5).contains(n)) && statuses.get(&503) >= Some(&5),
+        "{statuses:?}"
+    );
+    for _ in 0..10 {
+        let r = client.get(gw, "exempt.test", "/", &[]).await.unwrap();
+        assert_eq!(r.status, 200, "limit-whitelist: {r:?}");
+    }
+    assert_eq!(post(gw, "small.test", 512).await, 200);
+    assert_eq!(post(gw, "small.test", 2048).await, 413);
+    assert_eq!(post(gw, "open.test", 2048).await, 200);
 }

@@ -61,7 +61,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use self::annotate::{CanaryPick, Upstream};
+use self::annotate::{CanaryPick, RoutePolicy, Upstream};
 use super::{Diagnostic, Inputs, Translation};
 use crate::discovery;
 
@@ -128,7 +128,8 @@ struct PathRoute {
     seq: usize,
     /// Index of the owning Ingress in the served list.
     ingress: usize,
-    cors: Option<Box<ir::Cors>>,
+    /// CORS, client access, client limits and body size, from the Ingress's annotations.
+    policy: RoutePolicy,
     /// Plaintext requests are redirected to HTTPS (`ssl-redirect`, `force-ssl-redirect`).
     to_https: bool,
     canary: Option<CanaryRoute>,
@@ -259,38 +260,8 @@ fn select<'w>(
         for p in problems {
             cx.diag(Kind::Ingress, s.namespace, s.name, p.path, p.message);
         }
-        for name in pending(&s.ann) {
-            let key = annotation_key(s, name);
-            cx.diag(
-                Kind::Ingress,
-                s.namespace,
-                s.name,
-                annotations::at(&key),
-                "not supported yet: the engine has no per-route client access control, client limits or body size limit yet; the Ingress is served without it",
-            );
-        }
     }
     served
-}
-
-/// The annotations of `ann` that need engine features Bowline does not have yet.
-fn pending(ann: &Annotations) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let l = &ann.limits;
-    for (name, set) in [
-        ("whitelist-source-range", !ann.allow_sources.is_empty()),
-        ("denylist-source-range", !ann.deny_sources.is_empty()),
-        ("limit-rps", l.rps.is_some()),
-        ("limit-rpm", l.rpm.is_some()),
-        ("limit-connections", l.connections.is_some()),
-        ("limit-whitelist", !l.exempt.is_empty()),
-        ("proxy-body-size", ann.body_size.is_some()),
-    ] {
-        if set {
-            out.push(name);
-        }
-    }
-    out
 }
 
 /// host → (path type, path) → route.
@@ -364,7 +335,7 @@ impl Cx<'_> {
                 continue;
             };
             let up = Upstream::of(&s.ann, &s.ann, &cookie_path(s));
-            let cors = s.ann.cors.clone().map(Box::new);
+            let policy = RoutePolicy::of(&s.ann, format!("ingress/{}/{}", s.namespace, s.name));
             if let Some(b) = &spec.default_backend {
                 let route_name = format!("ingress/{}/{}/defaultBackend", s.namespace, s.name);
                 match &default_backend {
@@ -383,7 +354,7 @@ impl Cx<'_> {
                             owner: owner.clone(),
                             seq,
                             ingress: idx,
-                            cors: cors.clone(),
+                            policy: policy.clone(),
                             to_https: false,
                             canary: None,
                         });
@@ -451,7 +422,7 @@ impl Cx<'_> {
                             owner: owner.clone(),
                             seq,
                             ingress: idx,
-                            cors: cors.clone(),
+                            policy: policy.clone(),
                             to_https,
                             canary: None,
                         },
@@ -701,10 +672,6 @@ fn emit(routes: &mut Vec<ir::Route>, r: &PathRoute, m: ir::PathMatch, https_port
         let redirect = ir::RouteAction::Redirect(annotate::https_redirect(https_port));
         routes.push(ir::Route::new(&r.route_name, matcher, redirect));
     }
-    let with_cors = |mut route: ir::Route| {
-        route.cors = r.cors.clone();
-        route
-    };
     let mut action = r.action.clone();
     if let Some(c) = &r.canary {
         for (matcher, pick) in annotate::canary_matches(&c.spec, &base) {
@@ -716,7 +683,7 @@ fn emit(routes: &mut Vec<ir::Route>, r: &PathRoute, m: ir::PathMatch, https_port
                 ),
                 CanaryPick::Main => ir::Route::new(&r.route_name, matcher, r.action.clone()),
             };
-            routes.push(with_cors(route));
+            routes.push(r.policy.apply(route));
         }
         if let ir::RouteAction::Forward(f) = &r.action
             && c.spec.weight > 0
@@ -725,7 +692,7 @@ fn emit(routes: &mut Vec<ir::Route>, r: &PathRoute, m: ir::PathMatch, https_port
             action = ir::RouteAction::Forward(split);
         }
     }
-    routes.push(with_cors(ir::Route::new(&r.route_name, base, action)));
+    routes.push(r.policy.apply(ir::Route::new(&r.route_name, base, action)));
 }
 
 /// Adds `extra` (an Ingress translation) to `base` (a gateway's). A listener of `extra` on a

@@ -671,8 +671,13 @@ fn access(f: &mut Found<'_>, a: &mut Annotations) {
         .parsed("whitelist-source-range", cidrs)
         .unwrap_or_default();
     a.deny_sources = f.parsed("denylist-source-range", cidrs).unwrap_or_default();
-    a.limits.rps = f.parsed("limit-rps", positive);
-    a.limits.rpm = f.parsed("limit-rpm", positive);
+    // The engine spaces requests at least a nanosecond apart.
+    let rate = |v: &str| match positive(v) {
+        Ok(n) if n > 1_000_000 => Err("is above 1000000".to_string()),
+        r => r,
+    };
+    a.limits.rps = f.parsed("limit-rps", rate);
+    a.limits.rpm = f.parsed("limit-rpm", rate);
     a.limits.connections = f.parsed("limit-connections", positive);
     if let Some(m) = f.parsed("limit-burst-multiplier", positive) {
         a.limits.burst_multiplier = m;

@@ -76,6 +76,68 @@ impl Upstream {
     }
 }
 
+/// The per-route settings of an Ingress's annotations: CORS, client access
+/// (`whitelist-source-range`, `denylist-source-range`), client limits (`limit-*`) and the body
+/// size (`proxy-body-size`). Access, limits and body size are not applied to redirects: nginx
+/// answers those in its rewrite phase, before access checks and limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct RoutePolicy {
+    cors: Option<Box<ir::Cors>>,
+    access: Option<Box<ir::ClientAccess>>,
+    client_limits: Option<Box<ir::ClientLimits>>,
+    max_request_body_bytes: Option<u64>,
+}
+
+// === impl RoutePolicy ===
+
+impl RoutePolicy {
+    /// The policy of an Ingress; `zone` names its limit counters (one zone per Ingress).
+    pub fn of(a: &Annotations, zone: String) -> RoutePolicy {
+        let access = (!a.allow_sources.is_empty() || !a.deny_sources.is_empty()).then(|| {
+            Box::new(ir::ClientAccess {
+                allow: a.allow_sources.clone(),
+                deny: a.deny_sources.clone(),
+            })
+        });
+        let l = &a.limits;
+        let client_limits = (!l.is_empty()).then(|| {
+            // nginx limit_req: burst = rate × limit-burst-multiplier, nodelay.
+            let rate = |requests: u32, period_seconds: u32| ir::RateLimit {
+                requests,
+                period_seconds,
+                burst: requests.saturating_mul(l.burst_multiplier),
+            };
+            let mut rates = Vec::new();
+            rates.extend(l.rpm.map(|n| rate(n, 60)));
+            rates.extend(l.rps.map(|n| rate(n, 1)));
+            Box::new(ir::ClientLimits {
+                zone,
+                rates,
+                max_concurrent: l.connections,
+                exempt: l.exempt.clone(),
+                status: 503,
+            })
+        });
+        RoutePolicy {
+            cors: a.cors.clone().map(Box::new),
+            access,
+            client_limits,
+            max_request_body_bytes: a.body_size,
+        }
+    }
+
+    /// `route` with the policy.
+    pub fn apply(&self, mut route: ir::Route) -> ir::Route {
+        route.cors = self.cors.clone();
+        if !matches!(route.action, ir::RouteAction::Redirect(_)) {
+            route.access = self.access.clone();
+            route.client_limits = self.client_limits.clone();
+            route.max_request_body_bytes = self.max_request_body_bytes;
+        }
+        route
+    }
+}
+
 /// The IR match of a path of a host where ingress-nginx uses case-insensitive regular
 /// expressions (`location ~* "^PATH"`): the path as written, anchored at the start only.
 pub(super) fn regex_match(raw: &str) -> String {

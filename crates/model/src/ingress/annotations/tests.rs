@@ -180,6 +180,7 @@ fn bad_values_are_reported_and_not_applied() {
             "\"10.0.0.1,nope\" has \"nope\"",
         ),
         ("limit-rps", "0", "\"0\" is not a whole number above 0"),
+        ("limit-rpm", "2000000", "\"2000000\" is above 1000000"),
         ("proxy-body-size", "8 mb", "\"8 mb\" is not a size"),
     ];
     for (name, value, want) in cases {
