@@ -18,12 +18,15 @@
 //! | virtual host | the rule host (`foo.example.com`, `*.example.com`) or `*` (no host) |
 //! | route | `ingress/<namespace>/<name>/rules[i]/paths[j]`, `ingress/<namespace>/<name>/defaultBackend` |
 //! | cluster and its endpoints (one per Service port) | `ingress/<namespace>/<service>/<port>` |
+//! | cluster of an Ingress whose annotations change how backends are reached | `ingress/<namespace>/<service>/<port>/<ingress>` |
 //!
 //! ## Precedence
 //!
 //! Hosts: exact, then `*.` wildcards (exactly one label), then rules without a host. Within a
 //! host: `Exact` paths, then `Prefix` (and `ImplementationSpecific`, treated as `Prefix`) paths,
-//! longest first; the default backend last. A `Prefix` path matches element-wise: `/foo` (or
+//! longest first; the default backend last. On a host where an Ingress sets `use-regex` or
+//! `rewrite-target`, every path is a case-insensitive regex anchored at the start, longest (as
+//! written) first, as ingress-nginx orders its `~*` locations. A `Prefix` path matches element-wise: `/foo` (or
 //! `/foo/`) is the IR routes exact `/foo` and prefix `/foo/`, so it matches `/foo`, `/foo/` and
 //! `/foo/bar` but not `/foobar`. The rules of every Ingress for one host are merged; when two
 //! define the same host, path type and path (or two define a default backend, or a TLS host),
@@ -36,6 +39,13 @@
 //! Service port of that name. Endpoints come from EndpointSlices exactly as for a VirtualNode
 //! ([`crate::discovery::resolve_service`]). A Service (or port name) that does not exist makes the
 //! path answer 503.
+//!
+//! ## Annotations
+//!
+//! [`bowline_model::ingress::annotations`] parses them; each problem becomes a diagnostic of the
+//! Ingress. Route-level ones (rewrites, redirects, timeouts, CORS, access, limits, body size)
+//! shape the Ingress's routes, upstream ones its clusters ([`annotate`]); a canary Ingress adds
+//! header, cookie and weight routes to the main Ingress's paths.
 //!
 //! ## TLS
 //!

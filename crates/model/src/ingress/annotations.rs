@@ -115,8 +115,9 @@ const NOT_SUPPORTED: &[&str] = &[
     "temporal-redirect-code",
 ];
 
-/// Annotations a canary Ingress takes from its main Ingress (ingress-nginx applies only the
-/// canary, load-balancing and affinity annotations of a canary Ingress).
+/// Annotations a canary Ingress takes from its main Ingress, with [`CORS_SETTINGS`]
+/// (ingress-nginx applies only the canary, load-balancing and affinity annotations of a canary
+/// Ingress).
 const CANARY_INHERITS: &[&str] = &[
     "rewrite-target",
     "use-regex",
@@ -131,12 +132,6 @@ const CANARY_INHERITS: &[&str] = &[
     "proxy-read-timeout",
     "proxy-send-timeout",
     "enable-cors",
-    "cors-allow-origin",
-    "cors-allow-methods",
-    "cors-allow-headers",
-    "cors-expose-headers",
-    "cors-allow-credentials",
-    "cors-max-age",
     "whitelist-source-range",
     "denylist-source-range",
     "limit-rps",
@@ -145,6 +140,16 @@ const CANARY_INHERITS: &[&str] = &[
     "limit-connections",
     "limit-whitelist",
     "proxy-body-size",
+];
+
+/// The settings of `enable-cors`.
+const CORS_SETTINGS: [&str; 6] = [
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
 ];
 
 /// The default `cors-allow-methods` of ingress-nginx.
@@ -378,7 +383,7 @@ pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> (Annotations, Ve
         .get("canary")
         .is_some_and(|(_, v)| boolean(v) == Ok(true));
     if is_canary {
-        for name in CANARY_INHERITS {
+        for name in CANARY_INHERITS.iter().chain(&CORS_SETTINGS) {
             if let Some((key, _)) = found.take(name) {
                 found.note(
                     key,
@@ -603,15 +608,7 @@ fn canary(f: &mut Found<'_>, a: &mut Annotations) {
 }
 
 fn cors(f: &mut Found<'_>) -> Option<ir::Cors> {
-    let names = [
-        "cors-allow-origin",
-        "cors-allow-methods",
-        "cors-allow-headers",
-        "cors-expose-headers",
-        "cors-allow-credentials",
-        "cors-max-age",
-    ];
-    if !f.switch("enable-cors", &names) {
+    if !f.switch("enable-cors", &CORS_SETTINGS) {
         return None;
     }
     let list = |allowed: fn(u8) -> bool| {
@@ -682,7 +679,16 @@ fn access(f: &mut Found<'_>, a: &mut Annotations) {
     if let Some(m) = f.parsed("limit-burst-multiplier", positive) {
         a.limits.burst_multiplier = m;
     }
+    let exempt_key = f.values.get("limit-whitelist").map(|(k, _)| *k);
     a.limits.exempt = f.parsed("limit-whitelist", cidrs).unwrap_or_default();
+    if let Some(key) = exempt_key
+        && a.limits.is_empty()
+    {
+        f.note(
+            key,
+            "has no effect without limit-rps, limit-rpm or limit-connections",
+        );
+    }
     a.body_size = f.parsed("proxy-body-size", size);
 }
 
