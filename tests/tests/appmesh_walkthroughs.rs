@@ -1,0 +1,173 @@
+//! The App Mesh walkthroughs of the corpus (`/work/shared/corpus/appmesh`, `../shared/corpus` in
+//! CI) that ingress through a VirtualGateway, loaded UNCHANGED plus EndpointSlice documents that
+//! put their Services on `bowline-echo` upstreams, served by the real gateway; each request is one
+//! the walkthrough's README sends, with the outcome it documents. Every walkthrough also runs from
+//! the output of `meshctl convert`, which must route the same. Skipped when the corpus is absent.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::ensure;
+use bowline_tests::{Echo, HttpClient, Stack, binary, eventually};
+
+fn corpus() -> Option<PathBuf> {
+    let relative = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
+    [relative, PathBuf::from("/work/shared/corpus")]
+        .into_iter()
+        .find(|p| p.join("appmesh").is_dir())
+}
+
+/// The walkthrough's manifests as published, or `None` without a corpus.
+fn walkthrough(name: &str, file: &str) -> Option<String> {
+    let path = corpus()?.join("appmesh").join(name).join(file);
+    Some(std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
+/// `meshctl convert` of `text`: mesh.bowline.io manifests.
+fn converted(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("manifests.yaml");
+    std::fs::write(&input, text).unwrap();
+    let out = Command::new(binary("meshctl"))
+        .args(["convert", "-f"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(!yaml.contains("apiVersion: appmesh.k8s.aws/"), "{yaml}");
+    yaml
+}
+
+/// An EndpointSlice for the Service `ns/service` (port `http`) on the echo `up`.
+fn endpoints(ns: &str, service: &str, up: &Echo) -> String {
+    format!(
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-test\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n  - addresses: [\"127.0.0.1\"]\n",
+        up.port()
+    )
+}
+
+/// One echo per color, named after it, behind the Service `color-<color>`.
+fn colors(ns: &str, names: &[&str]) -> (Vec<Echo>, String) {
+    let mut ups = Vec::new();
+    let mut text = String::new();
+    for c in names {
+        let up = Echo::start(c).unwrap();
+        text.push_str(&endpoints(ns, &format!("color-{c}"), &up));
+        ups.push(up);
+    }
+    (ups, text)
+}
+
+/// What answers `GET path` (with `headers`) through the gateway's listener on 8088: the echo
+/// name, or the status when no echo answered.
+async fn who(path: &str, headers: &[(&str, &str)]) -> anyhow::Result<String> {
+    let addr = "127.0.0.1:8088".parse().unwrap();
+    let r = HttpClient::http1().get(addr, "", path, headers).await?;
+    Ok(r.echo_name()
+        .unwrap_or_else(|| format!("status {}", r.status)))
+}
+
+/// Waits until the gateway routes `path`, then checks every (path, headers, expected) case.
+async fn expect(cases: &[(&str, &[(&str, &str)], &str)]) {
+    let (path, headers, want) = cases[0];
+    eventually("the first route", || async move {
+        let got = who(path, headers).await?;
+        ensure!(got == want, "{path}: {got}");
+        Ok(())
+    })
+    .await;
+    for (path, headers, want) in cases {
+        let got = who(path, headers).await.unwrap();
+        assert_eq!(&got, want, "GET {path} {headers:?}");
+    }
+}
+
+/// The walkthroughs' gateways all listen on 8088 (as published): one stack at a time.
+static LISTENER_8088: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `cases` against the walkthrough as published and as converted, each in its own stack.
+async fn run(
+    manifests: &str,
+    discovery: &str,
+    gateway: &str,
+    cases: &[(&str, &[(&str, &str)], &str)],
+) {
+    let _one_at_a_time = LISTENER_8088.lock().await;
+    for (label, text) in [
+        ("unchanged", manifests.to_string()),
+        ("converted", converted(manifests)),
+    ] {
+        eprintln!("{gateway}: {label}");
+        let stack = Stack::start(
+            &[
+                ("manifests.yaml", text),
+                ("discovery.yaml", discovery.to_string()),
+            ],
+            gateway,
+        )
+        .await;
+        expect(cases).await;
+        drop(stack);
+    }
+}
+
+/// howto-k8s-ingress-gateway: `/paths/<color>` by path prefix and `/headers` by the
+/// `color_header` header (exact, regex, prefix, present; white otherwise).
+#[tokio::test]
+async fn ingress_gateway_routes_by_path_and_header() {
+    let ns = "howto-k8s-ingress-gateway";
+    let Some(manifests) = walkthrough(ns, "manifests.yaml") else {
+        eprintln!("skipping: no corpus");
+        return;
+    };
+    let (_ups, discovery) = colors(ns, &["white", "blue", "red", "yellow", "green"]);
+    run(
+        &manifests,
+        &discovery,
+        &format!("{ns}/ingress-gw"),
+        &[
+            ("/paths/red", &[], "red"),
+            ("/paths/blue", &[], "blue"),
+            ("/paths/green", &[], "green"),
+            ("/paths/yellow", &[], "yellow"),
+            ("/headers", &[("color_header", "blue")], "blue"),
+            ("/headers", &[("color_header", "xgreenx")], "green"),
+            ("/headers", &[("color_header", "redish")], "red"),
+            ("/headers", &[("color_header", "anything")], "yellow"),
+            ("/headers", &[], "white"),
+        ],
+    )
+    .await;
+}
+
+/// howto-k8s-http-ingress-v2: GatewayRoute prefix, exact path, header, query parameter, prefix
+/// rewrite and path rewrite matches.
+#[tokio::test]
+async fn http_ingress_v2_gateway_route_matches_and_rewrites() {
+    let ns = "howto-k8s-http-ingress-v2";
+    let Some(manifests) = walkthrough(ns, "manifests.yaml") else {
+        eprintln!("skipping: no corpus");
+        return;
+    };
+    let (_ups, discovery) = colors(ns, &["white", "blue", "red", "yellow", "green"]);
+    run(
+        &manifests,
+        &discovery,
+        &format!("{ns}/ingress-gw"),
+        &[
+            ("/paths/red", &[], "red"),
+            ("/paths/blue", &[], "blue"),
+            ("/paths/green", &[], "green"),
+            ("/", &[("color_header", "yellow")], "yellow"),
+            ("/query?color_type=white", &[], "white"),
+            ("/test/", &[], "red"),
+            ("/rewrite/path/blue", &[], "blue"),
+        ],
+    )
+    .await;
+}
