@@ -72,8 +72,11 @@ async fn who(path: &str, headers: &[(&str, &str)]) -> anyhow::Result<String> {
         .unwrap_or_else(|| format!("status {}", r.status)))
 }
 
+/// A README request and its documented outcome: path, request headers, the echo that answers.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 /// Waits until the gateway routes `path`, then checks every (path, headers, expected) case.
-async fn expect(cases: &[(&str, &[(&str, &str)], &str)]) {
+async fn expect(cases: &[Case<'_>]) {
     let (path, headers, want) = cases[0];
     eventually("the first route", || async move {
         let got = who(path, headers).await?;
@@ -91,12 +94,7 @@ async fn expect(cases: &[(&str, &[(&str, &str)], &str)]) {
 static LISTENER_8088: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs `cases` against the walkthrough as published and as converted, each in its own stack.
-async fn run(
-    manifests: &str,
-    discovery: &str,
-    gateway: &str,
-    cases: &[(&str, &[(&str, &str)], &str)],
-) {
+async fn run(manifests: &str, discovery: &str, gateway: &str, cases: &[Case<'_>]) {
     let _one_at_a_time = LISTENER_8088.lock().await;
     for (label, text) in [
         ("unchanged", manifests.to_string()),
