@@ -694,11 +694,16 @@ impl Plan {
             match key {
                 "use-regex" | "ssl-redirect" | "force-ssl-redirect" | "canary" => {}
                 "permanent-redirect-code" | "temporal-redirect-code" => {}
-                "proxy-read-timeout" | "proxy-send-timeout" => {
-                    if timeout.is_none() {
-                        self.note(found, &at, "not converted: not a number of seconds");
-                    }
-                }
+                "proxy-read-timeout" | "proxy-send-timeout" => match (value.parse::<u64>(), timeout) {
+                    (Ok(_), Some(secs)) => self.note(
+                        found,
+                        &at,
+                        &format!(
+                            "converted to timeouts.backendRequest {secs}s (the larger of the read and send timeouts): a limit on the whole backend request, where nginx limits the time between two reads or writes"
+                        ),
+                    ),
+                    _ => self.note(found, &at, "not converted: not a number of seconds"),
+                },
                 "rewrite-target" => {
                     if has_capture(value) {
                         self.note(
@@ -788,13 +793,6 @@ impl Plan {
                     rule.timeouts = Some(json!({"backendRequest": format!("{secs}s")}));
                 }
             }
-            self.note(
-                found,
-                "metadata.annotations.proxy-read-timeout",
-                &format!(
-                    "converted to timeouts.backendRequest {secs}s: a limit on the whole backend request, where nginx limits the time between two reads or writes"
-                ),
-            );
         }
     }
 }
