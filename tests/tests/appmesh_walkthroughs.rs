@@ -4,11 +4,12 @@
 //! the walkthrough's README sends, with the outcome it documents. Every walkthrough also runs from
 //! the output of `meshctl convert`, which must route the same. Skipped when the corpus is absent.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::ensure;
-use bowline_tests::{Echo, HttpClient, Stack, binary, eventually};
+use bowline_tests::{Echo, HttpClient, Stack, binary, eventually, free_port};
 
 fn corpus() -> Option<PathBuf> {
     let relative = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
@@ -63,10 +64,10 @@ fn colors(ns: &str, names: &[&str]) -> (Vec<Echo>, String) {
     (ups, text)
 }
 
-/// What answers `GET path` (with `headers`) through the gateway's listener on 8088: the echo
+/// What answers `GET path` (with `headers`) through the gateway's listener on `port`: the echo
 /// name, or the status when no echo answered.
-async fn who(path: &str, headers: &[(&str, &str)]) -> anyhow::Result<String> {
-    let addr = "127.0.0.1:8088".parse().unwrap();
+async fn who(port: u16, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let r = HttpClient::http1().get(addr, "", path, headers).await?;
     Ok(r.echo_name()
         .unwrap_or_else(|| format!("status {}", r.status)))
@@ -76,16 +77,16 @@ async fn who(path: &str, headers: &[(&str, &str)]) -> anyhow::Result<String> {
 type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
 
 /// Waits until the gateway routes `path`, then checks every (path, headers, expected) case.
-async fn expect(cases: &[Case<'_>]) {
+async fn expect(port: u16, cases: &[Case<'_>]) {
     let (path, headers, want) = cases[0];
     eventually("the first route", || async move {
-        let got = who(path, headers).await?;
+        let got = who(port, path, headers).await?;
         ensure!(got == want, "{path}: {got}");
         Ok(())
     })
     .await;
     for (path, headers, want) in cases {
-        let got = who(path, headers).await.unwrap();
+        let got = who(port, path, headers).await.unwrap();
         assert_eq!(&got, want, "GET {path} {headers:?}");
     }
 }
@@ -93,8 +94,22 @@ async fn expect(cases: &[Case<'_>]) {
 /// The walkthroughs' gateways all listen on 8088 (as published): one stack at a time.
 static LISTENER_8088: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Runs `cases` against the walkthrough as published and as converted, each in its own stack.
-async fn run(manifests: &str, discovery: &str, gateway: &str, cases: &[Case<'_>]) {
+/// The ingress a test adds in front of a walkthrough that has none (its README calls the service
+/// from a client pod through that pod's sidecar): a VirtualGateway `test-ingress` on `port` and a
+/// GatewayRoute from `/` to the VirtualService `service`. Not part of what is converted.
+fn test_ingress(ns: &str, service: &str, port: u16) -> String {
+    format!(
+        "---\napiVersion: mesh.bowline.io/v1alpha1\nkind: VirtualGateway\nmetadata: {{name: test-ingress, namespace: {ns}}}\nspec:\n  listeners:\n    - portMapping: {{port: {port}, protocol: http}}\n---\napiVersion: mesh.bowline.io/v1alpha1\nkind: GatewayRoute\nmetadata: {{name: test-ingress, namespace: {ns}}}\nspec:\n  httpRoute:\n    match: {{prefix: /}}\n    action:\n      target: {{virtualService: {{virtualServiceRef: {{name: {service}}}}}}}\n"
+    )
+}
+
+/// Starts a stack for the walkthrough as published, then for its `meshctl convert` output, and
+/// runs `check` against each.
+async fn each_form<F, Fut>(manifests: &str, discovery: &str, gateway: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let _one_at_a_time = LISTENER_8088.lock().await;
     for (label, text) in [
         ("unchanged", manifests.to_string()),
@@ -109,9 +124,14 @@ async fn run(manifests: &str, discovery: &str, gateway: &str, cases: &[Case<'_>]
             gateway,
         )
         .await;
-        expect(cases).await;
+        check().await;
         drop(stack);
     }
+}
+
+/// Runs `cases` against the walkthrough as published and as converted, each in its own stack.
+async fn run(manifests: &str, discovery: &str, gateway: &str, port: u16, cases: &[Case<'_>]) {
+    each_form(manifests, discovery, gateway, || expect(port, cases)).await;
 }
 
 /// howto-k8s-ingress-gateway: `/paths/<color>` by path prefix and `/headers` by the
@@ -128,6 +148,7 @@ async fn ingress_gateway_routes_by_path_and_header() {
         &manifests,
         &discovery,
         &format!("{ns}/ingress-gw"),
+        8088,
         &[
             ("/paths/red", &[], "red"),
             ("/paths/blue", &[], "blue"),
@@ -157,6 +178,7 @@ async fn http_ingress_v2_gateway_route_matches_and_rewrites() {
         &manifests,
         &discovery,
         &format!("{ns}/ingress-gw"),
+        8088,
         &[
             ("/paths/red", &[], "red"),
             ("/paths/blue", &[], "blue"),
@@ -166,6 +188,80 @@ async fn http_ingress_v2_gateway_route_matches_and_rewrites() {
             ("/test/", &[], "red"),
             ("/rewrite/path/blue", &[], "blue"),
         ],
+    )
+    .await;
+}
+
+/// howto-k8s-http-headers: the color router picks the node by the `color_header` header (exact,
+/// regex, prefix, present; white otherwise), reached through a test ingress.
+#[tokio::test]
+async fn http_headers_router_matches_headers() {
+    let ns = "howto-k8s-http-headers";
+    let Some(manifests) = walkthrough(ns, "manifests.yaml") else {
+        eprintln!("skipping: no corpus");
+        return;
+    };
+    let (_ups, mut discovery) = colors(ns, &["white", "blue", "red", "yellow", "green"]);
+    let port = free_port();
+    discovery.push_str(&test_ingress(ns, "color", port));
+    run(
+        &manifests,
+        &discovery,
+        &format!("{ns}/test-ingress"),
+        port,
+        &[
+            ("/", &[], "white"),
+            ("/", &[("color_header", "blue")], "blue"),
+            ("/", &[("color_header", "a-green-one")], "green"),
+            ("/", &[("color_header", "redder")], "red"),
+            ("/", &[("color_header", "purple")], "yellow"),
+        ],
+    )
+    .await;
+}
+
+/// The `retries` count of an echo's `/__echo/stats`.
+async fn retries(up: &Echo) -> anyhow::Result<u64> {
+    let r = HttpClient::http1()
+        .get(up.addr, "", "/__echo/stats", &[])
+        .await?;
+    r.json()
+        .and_then(|j| j["retries"].as_u64())
+        .ok_or_else(|| anyhow::anyhow!("no retries in {}", r.body))
+}
+
+/// howto-k8s-retry-policy: the route retries server errors 4 times (`maxRetries: 4`,
+/// `httpRetryEvents: [server-error]`), reached through a test ingress.
+#[tokio::test]
+async fn retry_policy_retries_server_errors() {
+    let ns = "howto-k8s-retry-policy";
+    let Some(manifests) = walkthrough(ns, "manifests.yaml") else {
+        eprintln!("skipping: no corpus");
+        return;
+    };
+    let blue = Echo::start("blue").unwrap();
+    let port = free_port();
+    let discovery = endpoints(ns, "color", &blue) + &test_ingress(ns, "color", port);
+    let blue = &blue;
+    each_form(
+        &manifests,
+        &discovery,
+        &format!("{ns}/test-ingress"),
+        || async move {
+            expect(port, &[("/", &[], "blue")]).await;
+            let before = retries(blue).await.unwrap();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let r = HttpClient::http1()
+                .get(addr, "", "/status/503", &[])
+                .await
+                .unwrap();
+            assert_eq!(r.status, 503, "{}", r.body);
+            assert_eq!(
+                retries(blue).await.unwrap() - before,
+                4,
+                "retries of one request"
+            );
+        },
     )
     .await;
 }
