@@ -265,3 +265,47 @@ async fn retry_policy_retries_server_errors() {
     )
     .await;
 }
+
+/// howto-k8s-connection-pools: the gateway listener's pool (`maxConnections: 5`,
+/// `maxPendingRequests: 5`) lets 10 slow requests through at once; the rest get 503 with
+/// `x-bowline-overflow`.
+#[tokio::test]
+async fn connection_pools_bound_concurrent_requests() {
+    let ns = "howto-k8s-connection-pools";
+    let Some(manifests) = walkthrough(ns, "manifests.yaml") else {
+        eprintln!("skipping: no corpus");
+        return;
+    };
+    let (_ups, discovery) = colors(ns, &["red", "green"]);
+    each_form(
+        &manifests,
+        &discovery,
+        &format!("{ns}/ingress-gw"),
+        || async {
+            expect(
+                8088,
+                &[("/paths/red", &[], "red"), ("/paths/green", &[], "green")],
+            )
+            .await;
+            let addr = SocketAddr::from(([127, 0, 0, 1], 8088));
+            let client = HttpClient::http1();
+            let replies = futures_util::future::join_all((0..20).map(|_| {
+                let client = client.clone();
+                async move {
+                    client
+                        .get(addr, "", "/paths/red/delay/2500", &[])
+                        .await
+                        .unwrap()
+                }
+            }))
+            .await;
+            let served = replies.iter().filter(|r| r.status == 200).count();
+            let overflow = replies
+                .iter()
+                .filter(|r| r.status == 503 && r.headers.contains_key("x-bowline-overflow"))
+                .count();
+            assert_eq!((served, overflow), (10, 10), "served and overflowed of 20");
+        },
+    )
+    .await;
+}
