@@ -46,8 +46,13 @@ fn converted(text: &str) -> String {
 
 /// An EndpointSlice for the Service `ns/service` (port `http`) on the echo `up`.
 fn endpoints(ns: &str, service: &str, up: &Echo) -> String {
+    endpoints_named(ns, service, "http", up)
+}
+
+/// As [`endpoints`], for the Service port named `port_name`.
+fn endpoints_named(ns: &str, service: &str, port_name: &str, up: &Echo) -> String {
     format!(
-        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-test\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n  - addresses: [\"127.0.0.1\"]\n",
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-test\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports: [{{name: {port_name}, port: {}}}]\nendpoints:\n  - addresses: [\"127.0.0.1\"]\n",
         up.port()
     )
 }
@@ -308,4 +313,106 @@ async fn connection_pools_bound_concurrent_requests() {
         },
     )
     .await;
+}
+
+/// One unary call of `path` through the gRPC listener on 9111 with a
+/// `google.protobuf.StringValue` message and `metadata`; the message echoed back.
+async fn grpc_call(
+    path: &'static str,
+    metadata: &[(&'static str, &'static str)],
+) -> Result<String, tonic::Status> {
+    let channel = tonic::transport::Channel::from_static("http://127.0.0.1:9111").connect_lazy();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("channel not ready: {e}")))?;
+    let mut request = tonic::Request::new("hi".to_string());
+    for (k, v) in metadata {
+        request.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    let response = grpc
+        .unary(
+            request,
+            http::uri::PathAndQuery::from_static(path),
+            tonic_prost::ProstCodec::<String, String>::default(),
+        )
+        .await?;
+    Ok(response.into_inner())
+}
+
+/// howto-k8s-grpc-ingress-v2: the grpc GatewayRoute matches the gRPC service name, then (later
+/// steps of the walkthrough) metadata exact, present and inverted; what it does not match is not
+/// routed.
+#[tokio::test]
+async fn grpc_ingress_v2_routes_by_service_and_metadata() {
+    let ns = "howto-k8s-grpc-ingress-v2";
+    if corpus().is_none() {
+        eprintln!("skipping: no corpus");
+        return;
+    }
+    let greeter = Echo::start("greeter").unwrap();
+    let discovery = endpoints_named(ns, "greeter", "grpc", &greeter);
+    let iphone: &[(&str, &str)] = &[("device", "iphone")];
+    let android: &[(&str, &str)] = &[("device", "android")];
+    // (step, calls routed, calls not routed)
+    type Call = (&'static str, &'static [(&'static str, &'static str)]);
+    let steps: [(&str, Vec<Call>, Vec<Call>); 5] = [
+        (
+            "manifests.yaml",
+            vec![("/Hello/SayHello", &[])],
+            vec![("/Hello2/SayHello", &[])],
+        ),
+        (
+            "manifests-servicename-hello2.yaml",
+            vec![("/Hello2/SayHello", &[])],
+            vec![("/Hello/SayHello", &[])],
+        ),
+        (
+            "manifests-metadata-exact.yaml",
+            vec![("/Hello/SayHello", iphone)],
+            vec![("/Hello/SayHello", android), ("/Hello/SayHello", &[])],
+        ),
+        (
+            "manifests-metadata-present.yaml",
+            vec![("/Hello/SayHello", android)],
+            vec![("/Hello/SayHello", &[])],
+        ),
+        (
+            "manifests-metadata-invert.yaml",
+            vec![("/Hello/SayHello", &[])],
+            vec![("/Hello/SayHello", iphone)],
+        ),
+    ];
+    for (file, routed, refused) in &steps {
+        let manifests = walkthrough(ns, file).unwrap();
+        each_form(
+            &manifests,
+            &discovery,
+            &format!("{ns}/ingress-gw"),
+            || async {
+                let (path, metadata) = routed[0];
+                eventually("the grpc route", || async move {
+                    let got = grpc_call(path, metadata).await?;
+                    ensure!(got == "hi", "{got}");
+                    Ok(())
+                })
+                .await;
+                for (path, metadata) in routed {
+                    assert_eq!(
+                        grpc_call(path, metadata).await.unwrap(),
+                        "hi",
+                        "{file}: {path} {metadata:?}"
+                    );
+                }
+                for (path, metadata) in refused {
+                    let got = grpc_call(path, metadata).await;
+                    assert!(
+                        got.is_err(),
+                        "{file}: {path} {metadata:?} was routed: {got:?}"
+                    );
+                }
+            },
+        )
+        .await;
+    }
 }
