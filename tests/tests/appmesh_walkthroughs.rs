@@ -139,11 +139,9 @@ async fn run(manifests: &str, discovery: &str, gateway: &str, port: u16, cases: 
     each_form(manifests, discovery, gateway, || expect(port, cases)).await;
 }
 
-/// howto-k8s-ingress-gateway: `/paths/<color>` by path prefix and `/headers` by the
-/// `color_header` header (exact, regex, prefix, present; white otherwise).
-#[tokio::test]
-async fn ingress_gateway_routes_by_path_and_header() {
-    let ns = "howto-k8s-ingress-gateway";
+/// A color walkthrough whose VirtualGateway `ingress-gw` listens on 8088: its `manifests.yaml`
+/// with one echo per color, and `cases` through the gateway.
+async fn color_gateway(ns: &str, cases: &[Case<'_>]) {
     let Some(manifests) = walkthrough(ns, "manifests.yaml") else {
         eprintln!("skipping: no corpus");
         return;
@@ -154,6 +152,17 @@ async fn ingress_gateway_routes_by_path_and_header() {
         &discovery,
         &format!("{ns}/ingress-gw"),
         8088,
+        cases,
+    )
+    .await;
+}
+
+/// howto-k8s-ingress-gateway: `/paths/<color>` by path prefix and `/headers` by the
+/// `color_header` header (exact, regex, prefix, present; white otherwise).
+#[tokio::test]
+async fn ingress_gateway_routes_by_path_and_header() {
+    color_gateway(
+        "howto-k8s-ingress-gateway",
         &[
             ("/paths/red", &[], "red"),
             ("/paths/blue", &[], "blue"),
@@ -173,17 +182,8 @@ async fn ingress_gateway_routes_by_path_and_header() {
 /// rewrite and path rewrite matches.
 #[tokio::test]
 async fn http_ingress_v2_gateway_route_matches_and_rewrites() {
-    let ns = "howto-k8s-http-ingress-v2";
-    let Some(manifests) = walkthrough(ns, "manifests.yaml") else {
-        eprintln!("skipping: no corpus");
-        return;
-    };
-    let (_ups, discovery) = colors(ns, &["white", "blue", "red", "yellow", "green"]);
-    run(
-        &manifests,
-        &discovery,
-        &format!("{ns}/ingress-gw"),
-        8088,
+    color_gateway(
+        "howto-k8s-http-ingress-v2",
         &[
             ("/paths/red", &[], "red"),
             ("/paths/blue", &[], "blue"),

@@ -41,8 +41,9 @@ enum Cmd {
     Crds,
 }
 
+/// The `-f` inputs of the verbs that read manifests.
 #[derive(Debug, clap::Args)]
-struct ValidateArgs {
+struct Inputs {
     /// A manifest file, or a directory searched recursively for *.yaml, *.yml and *.json (in
     /// sorted order); `-` reads YAML from standard input. Repeatable.
     #[arg(
@@ -52,6 +53,12 @@ struct ValidateArgs {
         required = true
     )]
     files: Vec<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ValidateArgs {
+    #[command(flatten)]
+    inputs: Inputs,
     /// Print only errors and the summary (hide ignored fields and skipped documents).
     #[arg(short, long)]
     quiet: bool,
@@ -59,15 +66,8 @@ struct ValidateArgs {
 
 #[derive(Debug, clap::Args)]
 struct ConvertArgs {
-    /// A manifest file, or a directory searched recursively for *.yaml, *.yml and *.json (in
-    /// sorted order); `-` reads YAML from standard input. Repeatable.
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE|DIR",
-        required = true
-    )]
-    files: Vec<PathBuf>,
+    #[command(flatten)]
+    inputs: Inputs,
     /// Write one file per input under DIR (a directory's files keep their relative paths; .json
     /// becomes .yaml) instead of everything to standard output.
     #[arg(short, long, value_name = "DIR")]
@@ -80,8 +80,8 @@ struct ConvertArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Validate(args) => validate::run(&args.files, args.quiet),
-        Cmd::Convert(args) => convert::run(&args.files, args.output.as_deref(), args.from),
+        Cmd::Validate(args) => validate::run(&args.inputs.files, args.quiet),
+        Cmd::Convert(args) => convert::run(&args.inputs.files, args.output.as_deref(), args.from),
         Cmd::Crds => print_crds(),
     };
     match result {
