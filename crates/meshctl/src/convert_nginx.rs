@@ -513,6 +513,15 @@ impl Plan {
         let several = groups.len() > 1;
         let mut routes = Vec::new();
         for group in &groups {
+            if group.rules.is_empty() {
+                let host = group.host.as_deref().unwrap_or("(no host)");
+                self.note(
+                    found,
+                    "spec.rules",
+                    &format!("not converted: no path of host {host} could be converted, so it gets no HTTPRoute"),
+                );
+                continue;
+            }
             let name = match (&group.host, several) {
                 (_, false) => found.name().to_string(),
                 (Some(h), true) => format!("{}-{}", found.name(), h.replace('*', "wildcard")),

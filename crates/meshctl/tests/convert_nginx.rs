@@ -234,3 +234,25 @@ fn capture_groups_in_rewrite_target_are_reported() {
         "{notes}"
     );
 }
+
+#[test]
+fn a_host_with_nothing_convertible_gets_no_route_and_says_why() {
+    let (docs, notes) = convert(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: a}
+spec:
+  rules:
+    - host: a.example.com
+      http:
+        paths: [{path: /, pathType: Prefix, backend: {service: {name: s, port: {name: web}}}}]
+",
+    );
+    assert!(of_kind(&docs, "HTTPRoute").is_empty(), "{docs:?}");
+    for expected in [
+        "Ingress default/a: spec.rules[0].http.paths[0].backend.service.port: not converted: a backendRef needs a port number",
+        "Ingress default/a: spec.rules: not converted: no path of host a.example.com could be converted",
+    ] {
+        assert!(notes.contains(expected), "{expected}\nnot in:\n{notes}");
+    }
+}
