@@ -9,7 +9,6 @@
 //! Documents come out in input order, as multi-document YAML on standard output or one file per
 //! input under `-o DIR`. Field order is kept (YAML mappings are ordered); comments are not.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -140,7 +139,6 @@ fn render<'a>(docs: impl IntoIterator<Item = &'a Value>) -> anyhow::Result<Strin
 fn read_input(input: &Path, files: &mut Vec<InputFile>, notes: &mut Notes) -> anyhow::Result<()> {
     let mut paths = Vec::new();
     collect(input, &mut paths)?;
-    let taken: BTreeSet<PathBuf> = files.iter().map(|f| f.out.clone()).collect();
     for path in paths {
         let (name, out) = if path == Path::new("-") {
             (PathBuf::from("<stdin>"), PathBuf::from("stdin.yaml"))
@@ -151,7 +149,7 @@ fn read_input(input: &Path, files: &mut Vec<InputFile>, notes: &mut Notes) -> an
             };
             (path.clone(), rel.with_extension("yaml"))
         };
-        if taken.contains(&out) {
+        if files.iter().any(|f| f.out == out) {
             anyhow::bail!(
                 "{} and an earlier input would both be written as {}",
                 name.display(),

@@ -254,3 +254,26 @@ fn output_dir_mirrors_the_inputs_and_invalid_input_writes_nothing() {
         "{notes}"
     );
 }
+
+#[test]
+fn two_inputs_for_one_output_file_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+    std::fs::write(dir.path().join("a.yaml"), ns).unwrap();
+    std::fs::write(
+        dir.path().join("a.json"),
+        r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "b"}}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (ok, _, notes) = meshctl(&[
+        "convert",
+        "-f",
+        &dir.path().display().to_string(),
+        "-o",
+        &out.display().to_string(),
+    ]);
+    assert!(!ok);
+    assert!(notes.contains("would both be written as a.yaml"), "{notes}");
+    assert!(!out.exists());
+}
