@@ -162,7 +162,7 @@ impl Report {
     }
 }
 
-fn read(file: &Path) -> anyhow::Result<String> {
+pub(crate) fn read(file: &Path) -> anyhow::Result<String> {
     if file == Path::new("-") {
         let mut text = String::new();
         std::io::stdin()
@@ -180,7 +180,7 @@ fn is_manifest(p: &Path) -> bool {
 }
 
 /// Expands one `-f` argument: a file as is, a directory into its manifests (recursively, sorted).
-fn collect(input: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+pub(crate) fn collect(input: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     if input == Path::new("-") {
         out.push(input.to_path_buf());
         return Ok(());
