@@ -171,8 +171,58 @@ impl Snapshots {
         let key = (namespace.to_string(), name.to_string());
         let label = format!("{namespace}/{name}");
         self.compute(&self.cache, key, &label, |inputs| {
-            translate::gateway(inputs, namespace, name)
+            self.translate_gateway(inputs, namespace, name)
         })
+    }
+
+    /// The translation of `--gateway NAMESPACE/NAME`: the VirtualGateway of that name, else the
+    /// Gateway API Gateway of that name (a VirtualGateway wins when both exist: the Gateway is
+    /// not served, with a diagnostic).
+    fn translate_gateway(&self, inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation {
+        let api = translate::gatewayapi::exists(inputs, namespace, name);
+        if inputs.world.virtual_gateway(namespace, name).is_none() && api {
+            return self.gateway_api(inputs, namespace, name);
+        }
+        let mut translation = translate::gateway(inputs, namespace, name);
+        if api {
+            translation.diagnostics.push(translate::Diagnostic::new(
+                inputs.world,
+                bowline_model::manifest::Kind::Gateway,
+                namespace,
+                name,
+                "",
+                "a VirtualGateway has the same namespace/name and is served by --gateway instead; rename one of them",
+            ));
+        }
+        translation
+    }
+
+    /// A Gateway API Gateway's translation, its TLS files written (HTTPS listeners are left out
+    /// when they cannot be).
+    fn gateway_api(&self, inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation {
+        let dir = match self.ingress.tls_dir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                warn!("{e}; HTTPS listeners of Gateway {namespace}/{name} are not served");
+                PathBuf::new()
+            }
+        };
+        let mut out = translate::gatewayapi::gateway_api(inputs, namespace, name, &dir);
+        let failed = if dir.as_os_str().is_empty() {
+            true
+        } else if let Err(e) = write_tls_files(&out.files) {
+            warn!("{e}; HTTPS listeners of Gateway {namespace}/{name} are not served");
+            true
+        } else {
+            false
+        };
+        if failed {
+            out.translation
+                .snapshot
+                .listeners
+                .retain(|l| l.tls.is_none());
+        }
+        out.translation
     }
 
     /// The snapshot of what a gateway serves: its VirtualGateway, the Ingresses of its class, or
@@ -188,7 +238,7 @@ impl Snapshots {
         };
         self.compute(&self.ingress.cache, served.clone(), &label, |inputs| {
             let mut translation = match &served.gateway {
-                Some((ns, name)) => translate::gateway(inputs, ns, name),
+                Some((ns, name)) => self.translate_gateway(inputs, ns, name),
                 None => Translation::default(),
             };
             let dir = match self.ingress.tls_dir() {

@@ -486,7 +486,7 @@ fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool 
 
 /// Whether `host` (a name or `*.` wildcard) is matched by the wildcard `pattern` (`*.x`
 /// matches one or more labels before `x`, never `x` itself).
-fn wildcard_covers(pattern: &str, host: &str) -> bool {
+pub fn wildcard_covers(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix('*') {
         Some(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
         None => false,
