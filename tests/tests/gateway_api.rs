@@ -1,0 +1,452 @@
+//! End-to-end Gateway API (`gateway.networking.k8s.io/v1`): the real control plane with a
+//! manifests directory holding the upstream conformance base (`base.yaml` of
+//! `/work/shared/corpus/gateway-api`, listener ports moved to free ports, a GatewayClass of
+//! Bowline's controller, EndpointSlices pointing at echo upstreams named after each Service) and
+//! the real gateway started with `--gateway gateway-conformance-infra/same-namespace`.
+//!
+//! Data-driven: [`CASES`] is a table of conformance files and, for each, requests with what the
+//! conformance suite expects of them (backend, status, path and host seen upstream, headers,
+//! redirect location). Each file is written as the only route file in turn (the control plane
+//! reloads it) and every request of it is checked. Also checked: the status of `meshctl
+//! validate` and the control plane's `/status`, and the example of docs/gateway-api.md.
+//! Skipped when the corpus is absent.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure};
+use bowline_tests::{Echo, HttpClient, Reply, Stack, binary, eventually, free_port};
+
+fn corpus() -> Option<PathBuf> {
+    let relative = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/gateway-api");
+    [relative, PathBuf::from("/work/shared/corpus/gateway-api")]
+        .into_iter()
+        .find(|p| p.is_dir())
+}
+
+fn addr(port: u16) -> SocketAddr {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: conformance-gatewayclass}\nspec: {controllerName: bowline.io/gateway-controller}\n";
+
+/// The Services of `base.yaml` that tests send to, by namespace; each gets an echo named after
+/// it.
+const BACKENDS: [(&str, &str); 6] = [
+    ("gateway-conformance-infra", "infra-backend-v1"),
+    ("gateway-conformance-infra", "infra-backend-v2"),
+    ("gateway-conformance-infra", "infra-backend-v3"),
+    ("gateway-conformance-web-backend", "web-backend"),
+    ("gateway-conformance-app-backend", "app-backend-v1"),
+    ("gateway-conformance-app-backend", "app-backend-v2"),
+];
+
+/// `base.yaml` with the Gateways' listener ports 80 and 443 moved to `http` and `https`.
+fn base(dir: &Path, http: u16, https: u16) -> String {
+    let text = std::fs::read_to_string(dir.join("base.yaml")).unwrap();
+    text.split("\n---\n")
+        .map(|doc| {
+            if doc.contains("\nkind: Gateway\n") {
+                doc.replace("port: 80\n", &format!("port: {http}\n"))
+                    .replace("port: 443\n", &format!("port: {https}\n"))
+            } else {
+                doc.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// One EndpointSlice per backend Service, its ports (named as the Service's) on the echo.
+fn endpoints(echos: &[Echo]) -> String {
+    let mut out = String::new();
+    for ((ns, name), echo) in BACKENDS.iter().zip(echos) {
+        let ports = if *name == "infra-backend-v1" {
+            format!(
+                "[{{name: first-port, port: {p}}}, {{name: second-port, port: {p}}}, {{name: third-port, port: {p}}}]",
+                p = echo.port()
+            )
+        } else {
+            format!("[{{port: {}}}]", echo.port())
+        };
+        out.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: {ports}\nendpoints: [{{addresses: [127.0.0.1]}}]\n"
+        ));
+    }
+    out
+}
+
+/// A request and what the conformance suite expects of it.
+struct Req {
+    method: &'static str,
+    host: &'static str,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    status: u16,
+    /// The echo that must answer.
+    backend: Option<&'static str>,
+    /// The path (and query) the backend must see.
+    upstream_path: Option<&'static str>,
+    upstream_host: Option<&'static str>,
+    /// Request headers the backend must see (name, value); an empty value: absent.
+    upstream_headers: &'static [(&'static str, &'static str)],
+    response_headers: &'static [(&'static str, &'static str)],
+    /// The end of the `Location` header; `{port}` stands for the listener's port.
+    location: Option<&'static str>,
+}
+
+const fn get(path: &'static str, backend: &'static str) -> Req {
+    Req {
+        method: "GET",
+        host: "",
+        path,
+        headers: &[],
+        status: 200,
+        backend: Some(backend),
+        upstream_path: None,
+        upstream_host: None,
+        upstream_headers: &[],
+        response_headers: &[],
+        location: None,
+    }
+}
+
+const fn status(path: &'static str, status: u16) -> Req {
+    Req {
+        status,
+        backend: None,
+        ..get(path, "")
+    }
+}
+
+const fn redirect(path: &'static str, code: u16, location: &'static str) -> Req {
+    Req {
+        location: Some(location),
+        ..status(path, code)
+    }
+}
+
+/// Conformance files and their requests (from the upstream conformance tests of each file).
+const CASES: &[(&str, &[Req])] = &[
+    (
+        "httproute-simple-same-namespace.yaml",
+        &[get("/", "infra-backend-v1")],
+    ),
+    (
+        "httproute-exact-path-matching.yaml",
+        &[
+            get("/one", "infra-backend-v1"),
+            get("/two", "infra-backend-v2"),
+            status("/one/example", 404),
+            status("/", 404),
+        ],
+    ),
+    (
+        "httproute-matching.yaml",
+        &[
+            get("/", "infra-backend-v1"),
+            get("/example", "infra-backend-v1"),
+            get("/v2", "infra-backend-v2"),
+            get("/v2/example", "infra-backend-v2"),
+            Req {
+                headers: &[("version", "two")],
+                ..get("/", "infra-backend-v2")
+            },
+        ],
+    ),
+    (
+        "httproute-query-param-matching.yaml",
+        &[
+            get("/?animal=whale", "infra-backend-v1"),
+            get("/?animal=dolphin", "infra-backend-v2"),
+            get("/?animal=dolphin&color=blue", "infra-backend-v3"),
+            get("/?ANIMAL=Whale", "infra-backend-v3"),
+            get("/path1?animal=whale", "infra-backend-v1"),
+            status("/?animal=horse", 404),
+        ],
+    ),
+    (
+        "httproute-method-matching.yaml",
+        &[
+            Req {
+                method: "POST",
+                ..get("/", "infra-backend-v1")
+            },
+            get("/", "infra-backend-v2"),
+            Req {
+                method: "HEAD",
+                ..status("/", 404)
+            },
+        ],
+    ),
+    (
+        "httproute-rewrite-path.yaml",
+        &[
+            Req {
+                upstream_path: Some("/one/two"),
+                ..get("/prefix/one/two", "infra-backend-v1")
+            },
+            Req {
+                upstream_path: Some("/three"),
+                ..get("/strip-prefix/three", "infra-backend-v1")
+            },
+            Req {
+                upstream_path: Some("/"),
+                ..get("/strip-prefix", "infra-backend-v1")
+            },
+            Req {
+                upstream_path: Some("/one"),
+                ..get("/full/one/two", "infra-backend-v1")
+            },
+        ],
+    ),
+    (
+        "httproute-rewrite-host.yaml",
+        &[Req {
+            host: "rewrite.example",
+            upstream_host: Some("one.example.org"),
+            ..get("/one", "infra-backend-v1")
+        }],
+    ),
+    (
+        "httproute-request-header-modifier.yaml",
+        &[
+            Req {
+                upstream_headers: &[("x-header-set", "set-overwrites-values")],
+                headers: &[("X-Header-Set", "some-other-value")],
+                ..get("/set", "infra-backend-v1")
+            },
+            Req {
+                upstream_headers: &[("x-header-remove", "")],
+                headers: &[("X-Header-Remove", "val")],
+                ..get("/remove", "infra-backend-v1")
+            },
+        ],
+    ),
+    (
+        "httproute-response-header-modifier.yaml",
+        &[Req {
+            response_headers: &[("x-header-set", "set-overwrites-values")],
+            ..get("/set", "infra-backend-v1")
+        }],
+    ),
+    (
+        "httproute-redirect-host-and-status.yaml",
+        &[
+            redirect(
+                "/hostname-redirect",
+                302,
+                "//example.org:{port}/hostname-redirect",
+            ),
+            redirect(
+                "/host-and-status",
+                301,
+                "//example.org:{port}/host-and-status",
+            ),
+        ],
+    ),
+    (
+        "httproute-redirect-path.yaml",
+        &[redirect(
+            "/original-prefix/lemon",
+            302,
+            "/replacement-prefix/lemon",
+        )],
+    ),
+    (
+        "httproute-invalid-nonexistent-backendref.yaml",
+        &[status("/", 500)],
+    ),
+    (
+        "httproute-invalid-backendref-unknown-kind.yaml",
+        &[status("/", 500)],
+    ),
+    (
+        "httproute-invalid-cross-namespace-backend-ref.yaml",
+        &[status("/", 500)],
+    ),
+    ("httproute-reference-grant.yaml", &[get("/", "web-backend")]),
+    (
+        "httproute-omitted-backendrefs.yaml",
+        &[
+            status("/omitted-no-forward", 500),
+            status("/empty-no-forward", 500),
+            get("/", "infra-backend-v1"),
+        ],
+    ),
+];
+
+/// Checks one request; the error says what differs.
+async fn check(client: &HttpClient, gw: SocketAddr, r: &Req) -> anyhow::Result<()> {
+    let host = if r.host.is_empty() {
+        "example.com"
+    } else {
+        r.host
+    };
+    let reply: Reply = client
+        .request(r.method, gw, host, r.path, r.headers)
+        .await?;
+    ensure!(
+        reply.status == r.status,
+        "status {} != {}: {reply:?}",
+        reply.status,
+        r.status
+    );
+    if let Some(b) = r.backend {
+        ensure!(
+            reply.echo_name().as_deref() == Some(b),
+            "backend: {reply:?}"
+        );
+    }
+    if let Some(p) = r.upstream_path {
+        ensure!(
+            reply.echo_field("path").as_deref() == Some(p),
+            "upstream path: {reply:?}"
+        );
+    }
+    if let Some(h) = r.upstream_host {
+        ensure!(
+            reply.echo_field("host").as_deref() == Some(h),
+            "upstream host: {reply:?}"
+        );
+    }
+    let json = reply.json().unwrap_or_default();
+    for (name, value) in r.upstream_headers {
+        let got = json["headers"][*name][0].as_str().unwrap_or_default();
+        ensure!(
+            got == *value,
+            "upstream header {name}: {got:?} != {value:?}: {reply:?}"
+        );
+    }
+    for (name, value) in r.response_headers {
+        let got = reply
+            .headers
+            .get(*name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        ensure!(got == *value, "response header {name}: {got:?}: {reply:?}");
+    }
+    if let Some(l) = r.location {
+        let got = reply
+            .headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        // Without a port in the filter, the redirect keeps the listener's port.
+        let l = l.replace("{port}", &gw.port().to_string());
+        if !got.ends_with(&l) {
+            bail!("location {got:?} does not end with {l:?}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_tables() {
+    let Some(dir) = corpus() else {
+        eprintln!("skipping: no gateway-api corpus");
+        return;
+    };
+    let echos: Vec<Echo> = BACKENDS
+        .iter()
+        .map(|(_, name)| Echo::start(name).unwrap())
+        .collect();
+    let (http, https) = (free_port(), free_port());
+    let files = [
+        ("class.yaml", CLASS.to_string()),
+        ("base.yaml", base(&dir, http, https)),
+        ("endpoints.yaml", endpoints(&echos)),
+    ];
+    let stack = Stack::start_gateway_with(
+        &files,
+        &["--gateway", "gateway-conformance-infra/same-namespace"],
+    )
+    .await;
+    let gw = addr(http);
+    let client = HttpClient::http1();
+    for (file, requests) in CASES {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        stack.write_manifest("case.yaml", &text);
+        for r in *requests {
+            eventually(&format!("{file}: {} {}", r.method, r.path), || {
+                check(&client, gw, r)
+            })
+            .await;
+        }
+    }
+
+    // The status as the control plane computes it.
+    let text =
+        std::fs::read_to_string(dir.join("httproute-invalid-nonexistent-backendref.yaml")).unwrap();
+    stack.write_manifest("case.yaml", &text);
+    eventually("/status reports BackendNotFound", || async {
+        let r = client.get(stack.cp_admin, "", "/status", &[]).await?;
+        ensure!(r.status == 200, "{r:?}");
+        let j = r.json().unwrap_or_default();
+        let route = j["statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == "invalid-nonexistent-backend-ref");
+        let Some(route) = route else {
+            bail!("no route status: {j}")
+        };
+        let conds = &route["parents"][0]["conditions"];
+        ensure!(
+            conds[0]["type"] == "Accepted" && conds[0]["status"] == "True",
+            "{route}"
+        );
+        ensure!(conds[1]["reason"] == "BackendNotFound", "{route}");
+        anyhow::Ok(())
+    })
+    .await;
+
+    // meshctl validate prints the same conditions.
+    let out = std::process::Command::new(binary("meshctl"))
+        .args(["validate", "-f"])
+        .arg(&stack.manifests)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("HTTPRoute gateway-conformance-infra/invalid-nonexistent-backend-ref: parent gateway-conformance-infra/same-namespace: ResolvedRefs=False (BackendNotFound)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Gateway gateway-conformance-infra/same-namespace: Programmed=True"),
+        "{stdout}"
+    );
+}
+
+/// The example of docs/gateway-api.md: its first `yaml` block, with the listener port and the
+/// endpoint port replaced by free ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documented_example() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/gateway-api.md"),
+    )
+    .unwrap();
+    let start = doc.find("```yaml\n").expect("a yaml block") + 8;
+    let end = start + doc[start..].find("```").unwrap();
+    let echo = Echo::start("store-v1").unwrap();
+    let port = free_port();
+    let example = doc[start..end]
+        .replace("port: 8080", &format!("port: {port}"))
+        .replace("port: 9001", &format!("port: {}", echo.port()));
+    let stack =
+        Stack::start_gateway_with(&[("example.yaml", example)], &["--gateway", "shop/web"]).await;
+    let client = HttpClient::http1();
+    let gw = addr(port);
+    eventually("the documented route", || async {
+        let r = client
+            .get(gw, "shop.example.com", "/store/items", &[])
+            .await?;
+        ensure!(r.echo_name().as_deref() == Some("store-v1"), "{r:?}");
+        ensure!(r.echo_field("path").as_deref() == Some("/items"), "{r:?}");
+        let r = client.get(gw, "shop.example.com", "/other", &[]).await?;
+        ensure!(r.status == 404, "{r:?}");
+        anyhow::Ok(())
+    })
+    .await;
+    drop(stack);
+}
