@@ -234,19 +234,26 @@ fn other_matches(listener: Option<&str>, key: &HostKey) -> bool {
 /// One IR route with its precedence key.
 #[derive(Clone, Debug)]
 struct Entry {
-    key: (
-        u8,
-        Reverse<usize>,
-        bool,
-        Reverse<usize>,
-        Reverse<usize>,
-        (bool, String),
-        String,
-        String,
-        usize,
-        usize,
-    ),
+    key: Precedence,
     route: ir::Route,
+}
+
+/// The specification's precedence, most specific first: path kind (exact, regex, prefix) and
+/// length, a method match, header and query match counts, then the route's age, namespace/name,
+/// rule and match index.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Precedence {
+    path_rank: u8,
+    path_len: Reverse<usize>,
+    no_method: bool,
+    headers: Reverse<usize>,
+    query: Reverse<usize>,
+    /// (no timestamp, timestamp): routes with one first, oldest first.
+    created: (bool, String),
+    namespace: String,
+    name: String,
+    rule: usize,
+    index: usize,
 }
 
 fn virtual_hosts(hosts: BTreeMap<HostKey, Vec<Entry>>) -> Vec<ir::VirtualHost> {
@@ -368,6 +375,18 @@ struct MatchSpec {
     query: Vec<ir::KeyValueMatch>,
 }
 
+impl MatchSpec {
+    /// What a rule without matches matches: every path.
+    fn everything() -> MatchSpec {
+        MatchSpec {
+            path: PathSpec::Prefix("/".into()),
+            method: None,
+            headers: Vec::new(),
+            query: Vec::new(),
+        }
+    }
+}
+
 fn value_matches(ms: &[ValueMatch]) -> Vec<ir::KeyValueMatch> {
     let mut seen = Vec::new();
     let mut out = Vec::new();
@@ -391,12 +410,7 @@ fn value_matches(ms: &[ValueMatch]) -> Vec<ir::KeyValueMatch> {
 
 fn http_matches(rule: &HttpRouteRule) -> Vec<MatchSpec> {
     if rule.matches.is_empty() {
-        return vec![MatchSpec {
-            path: PathSpec::Prefix("/".into()),
-            method: None,
-            headers: Vec::new(),
-            query: Vec::new(),
-        }];
+        return vec![MatchSpec::everything()];
     }
     rule.matches
         .iter()
@@ -426,12 +440,7 @@ fn http_matches(rule: &HttpRouteRule) -> Vec<MatchSpec> {
 
 fn grpc_matches(rule: &GrpcRouteRule) -> Vec<MatchSpec> {
     if rule.matches.is_empty() {
-        return vec![MatchSpec {
-            path: PathSpec::Prefix("/".into()),
-            method: None,
-            headers: Vec::new(),
-            query: Vec::new(),
-        }];
+        return vec![MatchSpec::everything()];
     }
     rule.matches
         .iter()
@@ -667,18 +676,18 @@ impl Cx<'_> {
         for (i, (matches, action)) in rules.into_iter().enumerate() {
             for (j, m) in matches.into_iter().enumerate() {
                 let (rank, len) = m.path.rank();
-                let key = (
-                    rank,
-                    Reverse(len),
-                    m.method.is_none(),
-                    Reverse(m.headers.len()),
-                    Reverse(m.query.len()),
-                    (ts.is_none(), ts.unwrap_or_default().to_string()),
-                    route.namespace().to_string(),
-                    route.name().to_string(),
-                    i,
-                    j,
-                );
+                let key = Precedence {
+                    path_rank: rank,
+                    path_len: Reverse(len),
+                    no_method: m.method.is_none(),
+                    headers: Reverse(m.headers.len()),
+                    query: Reverse(m.query.len()),
+                    created: (ts.is_none(), ts.unwrap_or_default().to_string()),
+                    namespace: route.namespace().to_string(),
+                    name: route.name().to_string(),
+                    rule: i,
+                    index: j,
+                };
                 let replacement = action
                     .redirect
                     .as_ref()

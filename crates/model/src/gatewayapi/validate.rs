@@ -77,6 +77,8 @@ pub(super) fn hostname_ok(h: &str) -> bool {
         })
 }
 
+const HOSTNAME_RULE: &str = "must be a lower-case DNS name, optionally with a leading \"*.\" wildcard label (not an IP address)";
+
 /// An HTTP header name (RFC 7230 token).
 fn header_name_ok(n: &str) -> bool {
     !n.is_empty()
@@ -135,10 +137,7 @@ impl Checker {
             if let Some(h) = &l.hostname
                 && !hostname_ok(h)
             {
-                self.error(
-                    format!("{at}.hostname"),
-                    "must be a lower-case DNS name, optionally with a leading \"*.\" wildcard label (not an IP address)",
-                );
+                self.error(format!("{at}.hostname"), HOSTNAME_RULE);
             }
             let combo = (
                 l.port,
@@ -152,13 +151,11 @@ impl Checker {
                 );
             }
             match l.protocol.as_str() {
-                "HTTPS" | "TLS" => {
-                    if l.tls.is_none() {
-                        self.error(
-                            format!("{at}.tls"),
-                            format!("is required for protocol {}", l.protocol),
-                        );
-                    }
+                "HTTPS" | "TLS" if l.tls.is_none() => {
+                    self.error(
+                        format!("{at}.tls"),
+                        format!("is required for protocol {}", l.protocol),
+                    );
                 }
                 "HTTP" | "TCP" | "UDP" => {
                     if l.tls.is_some() {
@@ -285,10 +282,7 @@ impl Checker {
         }
         for (i, h) in hostnames.iter().enumerate() {
             if !hostname_ok(h) {
-                self.error(
-                    format!("spec.hostnames[{i}]"),
-                    "must be a lower-case DNS name, optionally with a leading \"*.\" wildcard label (not an IP address)",
-                );
+                self.error(format!("spec.hostnames[{i}]"), HOSTNAME_RULE);
             }
         }
     }
