@@ -7,7 +7,9 @@
 //! Data-driven: [`CASES`] is a table of conformance files and, for each, requests with what the
 //! conformance suite expects of them (backend, status, path and host seen upstream, headers,
 //! redirect location). Each file is written as the only route file in turn (the control plane
-//! reloads it) and every request of it is checked. Also checked: the status of `meshctl
+//! reloads it) and every request of it is checked; [`OWN_GATEWAY_CASES`] does the same for files
+//! that bring their own Gateway (listener hostnames, listener isolation), each served by a
+//! gateway of its own. Also checked: the status of `meshctl
 //! validate` and the control plane's `/status`, and the example of docs/gateway-api.md.
 //! Skipped when the corpus is absent.
 
@@ -41,9 +43,8 @@ const BACKENDS: [(&str, &str); 6] = [
     ("gateway-conformance-app-backend", "app-backend-v2"),
 ];
 
-/// `base.yaml` with the Gateways' listener ports 80 and 443 moved to `http` and `https`.
-fn base(dir: &Path, http: u16, https: u16) -> String {
-    let text = std::fs::read_to_string(dir.join("base.yaml")).unwrap();
+/// `text` with the Gateways' listener ports 80 and 443 moved to `http` and `https`.
+fn with_ports(text: &str, http: u16, https: u16) -> String {
     text.split("\n---\n")
         .map(|doc| {
             if doc.contains("\nkind: Gateway\n") {
@@ -126,6 +127,64 @@ const fn redirect(path: &'static str, code: u16, location: &'static str) -> Req 
     }
 }
 
+const fn at(host: &'static str, path: &'static str, backend: &'static str) -> Req {
+    Req {
+        host,
+        ..get(path, backend)
+    }
+}
+
+const fn missing(host: &'static str, path: &'static str) -> Req {
+    Req {
+        host,
+        ..status(path, 404)
+    }
+}
+
+/// Conformance files that bring their own Gateway (`namespace/name`), served by a gateway of
+/// their own, and their requests.
+const OWN_GATEWAY_CASES: &[(&str, &str, &[Req])] = &[
+    (
+        "httproute-listener-hostname-matching.yaml",
+        "gateway-conformance-infra/httproute-listener-hostname-matching",
+        &[
+            at("bar.com", "/", "infra-backend-v1"),
+            at("foo.bar.com", "/", "infra-backend-v2"),
+            at("baz.bar.com", "/", "infra-backend-v3"),
+            at("boo.foo.com", "/", "infra-backend-v3"),
+            at("multiple.prefixes.bar.com", "/", "infra-backend-v3"),
+            missing("foo.com", "/"),
+            missing("no.matching.host", "/"),
+        ],
+    ),
+    (
+        "gateway-http-listener-isolation.yaml",
+        "gateway-conformance-infra/http-listener-isolation",
+        &[
+            at("bar.com", "/empty-hostname", "infra-backend-v1"),
+            missing("bar.com", "/wildcard-example-com"),
+            at(
+                "foo.example.com",
+                "/wildcard-example-com",
+                "infra-backend-v1",
+            ),
+            missing("foo.example.com", "/empty-hostname"),
+            at(
+                "bar.foo.example.com",
+                "/wildcard-foo-example-com",
+                "infra-backend-v1",
+            ),
+            missing("bar.foo.example.com", "/wildcard-example-com"),
+            at(
+                "abc.foo.example.com",
+                "/abc-foo-example-com",
+                "infra-backend-v1",
+            ),
+            missing("abc.foo.example.com", "/wildcard-foo-example-com"),
+        ],
+    ),
+];
+
 /// Conformance files and their requests (from the upstream conformance tests of each file).
 const CASES: &[(&str, &[Req])] = &[
     (
@@ -152,6 +211,20 @@ const CASES: &[(&str, &[Req])] = &[
                 headers: &[("version", "two")],
                 ..get("/", "infra-backend-v2")
             },
+        ],
+    ),
+    (
+        "httproute-path-match-order.yaml",
+        &[
+            get("/match", "infra-backend-v1"),
+            get("/match/exact", "infra-backend-v2"),
+            get("/match/exact/one", "infra-backend-v3"),
+            get("/match/", "infra-backend-v3"),
+            get("/match/exact/two", "infra-backend-v3"),
+            get("/match/prefix", "infra-backend-v1"),
+            get("/match/prefixone", "infra-backend-v3"),
+            get("/match/prefix/one", "infra-backend-v2"),
+            get("/match/prefix/one/two", "infra-backend-v2"),
         ],
     ),
     (
@@ -352,9 +425,10 @@ async fn conformance_tables() {
         .map(|(_, name)| Echo::start(name).unwrap())
         .collect();
     let (http, https) = (free_port(), free_port());
+    let base_text = std::fs::read_to_string(dir.join("base.yaml")).unwrap();
     let files = [
         ("class.yaml", CLASS.to_string()),
-        ("base.yaml", base(&dir, http, https)),
+        ("base.yaml", with_ports(&base_text, http, https)),
         ("endpoints.yaml", endpoints(&echos)),
     ];
     let stack = Stack::start_gateway_with(
@@ -416,6 +490,42 @@ async fn conformance_tables() {
         stdout.contains("Gateway gateway-conformance-infra/same-namespace: Programmed=True"),
         "{stdout}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_tables_own_gateways() {
+    let Some(dir) = corpus() else {
+        eprintln!("skipping: no gateway-api corpus");
+        return;
+    };
+    let echos: Vec<Echo> = BACKENDS
+        .iter()
+        .map(|(_, name)| Echo::start(name).unwrap())
+        .collect();
+    let base_text = std::fs::read_to_string(dir.join("base.yaml")).unwrap();
+    let client = HttpClient::http1();
+    for (file, gateway, requests) in OWN_GATEWAY_CASES {
+        let (http, https) = (free_port(), free_port());
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let files = [
+            ("class.yaml", CLASS.to_string()),
+            (
+                "base.yaml",
+                with_ports(&base_text, free_port(), free_port()),
+            ),
+            ("endpoints.yaml", endpoints(&echos)),
+            ("case.yaml", with_ports(&text, http, https)),
+        ];
+        let stack = Stack::start_gateway_with(&files, &["--gateway", gateway]).await;
+        for r in *requests {
+            eventually(
+                &format!("{file}: {} {}{}", r.method, r.host, r.path),
+                || check(&client, addr(http), r),
+            )
+            .await;
+        }
+        drop(stack);
+    }
 }
 
 /// The example of docs/gateway-api.md: its first `yaml` block, with the listener port and the
