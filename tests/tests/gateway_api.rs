@@ -9,7 +9,8 @@
 //! redirect location). Each file is written as the only route file in turn (the control plane
 //! reloads it) and every request of it is checked; [`OWN_GATEWAY_CASES`] does the same for files
 //! that bring their own Gateway (listener hostnames, listener isolation), each served by a
-//! gateway of its own. Also checked: the status of `meshctl
+//! gateway of its own. A GRPCRoute file is called with a tonic client over h2c. Also checked: the
+//! status of `meshctl
 //! validate` and the control plane's `/status`, and the example of docs/gateway-api.md.
 //! Skipped when the corpus is absent.
 
@@ -34,13 +35,16 @@ const CLASS: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClas
 
 /// The Services of `base.yaml` that tests send to, by namespace; each gets an echo named after
 /// it.
-const BACKENDS: [(&str, &str); 6] = [
+const BACKENDS: [(&str, &str); 9] = [
     ("gateway-conformance-infra", "infra-backend-v1"),
     ("gateway-conformance-infra", "infra-backend-v2"),
     ("gateway-conformance-infra", "infra-backend-v3"),
     ("gateway-conformance-web-backend", "web-backend"),
     ("gateway-conformance-app-backend", "app-backend-v1"),
     ("gateway-conformance-app-backend", "app-backend-v2"),
+    ("gateway-conformance-infra", "grpc-infra-backend-v1"),
+    ("gateway-conformance-infra", "grpc-infra-backend-v2"),
+    ("gateway-conformance-infra", "grpc-infra-backend-v3"),
 ];
 
 /// `text` with the Gateways' listener ports 80 and 443 moved to `http` and `https`.
@@ -414,6 +418,23 @@ async fn check(client: &HttpClient, gw: SocketAddr, r: &Req) -> anyhow::Result<(
     Ok(())
 }
 
+/// One unary gRPC call of `path` with a `google.protobuf.StringValue` message (`bowline-echo`
+/// echoes it back).
+async fn grpc_call(
+    channel: &tonic::transport::Channel,
+    path: &'static str,
+) -> anyhow::Result<tonic::Response<String>> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await?;
+    Ok(grpc
+        .unary(
+            tonic::Request::new("hello".to_string()),
+            http::uri::PathAndQuery::from_static(path),
+            tonic_prost::ProstCodec::<String, String>::default(),
+        )
+        .await?)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_tables() {
     let Some(dir) = corpus() else {
@@ -447,6 +468,35 @@ async fn conformance_tables() {
             })
             .await;
         }
+    }
+
+    // GRPCRoute: exact service/method matches over h2c to h2c backends.
+    let text = std::fs::read_to_string(dir.join("grpcroute-exact-method-matching.yaml")).unwrap();
+    stack.write_manifest("case.yaml", &text);
+    let channel = tonic::transport::Channel::from_shared(format!("http://{gw}"))
+        .unwrap()
+        .connect_lazy();
+    for (path, backend) in [
+        (
+            "/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo",
+            "grpc-infra-backend-v1",
+        ),
+        (
+            "/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/EchoTwo",
+            "grpc-infra-backend-v2",
+        ),
+    ] {
+        eventually(&format!("gRPC {path} is served by {backend}"), || async {
+            let r = grpc_call(&channel, path).await?;
+            let name = r
+                .metadata()
+                .get("x-echo-name")
+                .and_then(|v| v.to_str().ok());
+            ensure!(name == Some(backend), "{:?}", r.metadata());
+            ensure!(r.get_ref() == "hello", "{:?}", r.get_ref());
+            anyhow::Ok(())
+        })
+        .await;
     }
 
     // The status as the control plane computes it.
