@@ -11,14 +11,18 @@
 //! that bring their own Gateway (listener hostnames, listener isolation), each served by a
 //! gateway of its own. A GRPCRoute file is called with a tonic client over h2c. Also checked: the
 //! status of `meshctl
-//! validate` and the control plane's `/status`, and the example of docs/gateway-api.md.
+//! validate` and the control plane's `/status`, an HTTPS listener with a TLS Secret, and the
+//! example of docs/gateway-api.md.
 //! Skipped when the corpus is absent.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure};
-use bowline_tests::{Echo, HttpClient, Reply, Stack, binary, eventually, free_port};
+use bowline_tests::{
+    Echo, HttpClient, Reply, Stack, TestPki, TlsConn, TlsOptions, binary, eventually, free_port,
+    tls_get,
+};
 
 fn corpus() -> Option<PathBuf> {
     let relative = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/gateway-api");
@@ -609,4 +613,114 @@ async fn documented_example() {
     })
     .await;
     drop(stack);
+}
+
+/// An HTTPS listener terminates TLS with the `kubernetes.io/tls` Secret of its certificateRefs
+/// (chosen by SNI for the listener's hostname) and routes like an HTTP one; a certificateRef to
+/// another namespace without a ReferenceGrant leaves its listener unprogrammed
+/// (`ResolvedRefs=False`, `RefNotPermitted`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listener_with_a_secret() {
+    let pki = TestPki::new("gateway-api-ca");
+    let cert = pki.issue("secure", &["secure.example.com"], &[]);
+    let pem = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let echo = Echo::start("secure").unwrap();
+    let (https, other) = (free_port(), free_port());
+    let manifests = format!(
+        r#"{CLASS}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: web, namespace: shop}}
+spec:
+  gatewayClassName: conformance-gatewayclass
+  listeners:
+  - name: https
+    port: {https}
+    protocol: HTTPS
+    hostname: secure.example.com
+    tls: {{certificateRefs: [{{name: secure-tls}}]}}
+  - name: foreign
+    port: {other}
+    protocol: HTTPS
+    tls: {{certificateRefs: [{{name: secure-tls, namespace: elsewhere}}]}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: secure-tls, namespace: shop}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{chain}  tls.key: |
+{key}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: secure, namespace: shop}}
+spec:
+  parentRefs: [{{name: web, sectionName: https}}]
+  rules: [{{backendRefs: [{{name: secure, port: 80}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: secure, namespace: shop}}
+spec: {{ports: [{{port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: secure-1, namespace: shop, labels: {{kubernetes.io/service-name: secure}}}}
+addressType: IPv4
+ports: [{{port: {upstream}}}]
+endpoints: [{{addresses: [127.0.0.1]}}]
+"#,
+        chain = pem(&cert.chain),
+        key = pem(&cert.key),
+        upstream = echo.port(),
+    );
+    let stack =
+        Stack::start_gateway_with(&[("web.yaml", manifests)], &["--gateway", "shop/web"]).await;
+    let ca = pki.ca_path();
+    eventually("HTTPS is served with the Secret's certificate", || async {
+        let r = tls_get(
+            addr(https),
+            "secure.example.com",
+            "secure.example.com",
+            "/",
+            TlsOptions::new(&ca),
+        )
+        .await?;
+        ensure!(r.echo_name().as_deref() == Some("secure"), "{r:?}");
+        anyhow::Ok(())
+    })
+    .await;
+    let client = HttpClient::http1();
+    let r = client
+        .get(stack.cp_admin, "", "/status", &[])
+        .await
+        .unwrap();
+    let j = r.json().unwrap();
+    let gw = j["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "Gateway" && s["name"] == "web")
+        .unwrap();
+    let foreign = &gw["listeners"][1];
+    let resolved = foreign["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ResolvedRefs")
+        .unwrap();
+    assert_eq!(resolved["reason"], "RefNotPermitted", "{gw}");
+    assert!(
+        TlsConn::connect(addr(other), "x.example.com", TlsOptions::new(&ca))
+            .await
+            .is_err(),
+        "the listener without a usable certificate is not served"
+    );
 }
