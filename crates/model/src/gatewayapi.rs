@@ -572,42 +572,11 @@ pub fn parse<S: serde::de::DeserializeOwned>(
             ),
         ));
     }
-    if let Some(obj) = value.as_object() {
-        for k in obj.keys() {
-            if !matches!(
-                k.as_str(),
-                "apiVersion" | "kind" | "metadata" | "spec" | "status"
-            ) {
-                return Err(Problem::error(k.clone(), "unknown field"));
-            }
-        }
-    }
-    let meta_value = value.get("metadata").cloned().unwrap_or_default();
-    let metadata: Meta = serde_json::from_value(meta_value.clone())
-        .map_err(|e| Problem::error("metadata", e.to_string()))?;
-    let creation_timestamp = meta_value
-        .get("creationTimestamp")
+    let (metadata, spec) = crate::manifest::meta_and_spec(value)?;
+    let creation_timestamp = value
+        .pointer("/metadata/creationTimestamp")
         .and_then(|t| t.as_str())
         .map(str::to_string);
-    let spec_value = value
-        .get("spec")
-        .cloned()
-        .unwrap_or(serde_json::Value::Object(Default::default()));
-    let spec: S = serde_path_to_error::deserialize(spec_value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." {
-            "spec".to_string()
-        } else {
-            format!("spec.{path}")
-        };
-        let msg = e.inner().to_string();
-        let msg = msg
-            .split(" at line ")
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        Problem::error(path, msg)
-    })?;
     Ok(ApiObject {
         api_version,
         metadata,

@@ -523,6 +523,19 @@ fn mesh_resource<S: serde::de::DeserializeOwned>(
             ),
         ));
     }
+    let (metadata, spec) = meta_and_spec(value)?;
+    Ok(Resource {
+        api_version,
+        metadata,
+        spec,
+    })
+}
+
+/// The metadata and typed spec of a custom resource document whose top-level fields must be
+/// `apiVersion`, `kind`, `metadata`, `spec` and `status` (errors name the field path).
+pub(crate) fn meta_and_spec<S: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<(Meta, S), Problem> {
     let metadata: Meta = serde_json::from_value(value.get("metadata").cloned().unwrap_or_default())
         .map_err(|e| Problem::error("metadata", e.to_string()))?;
     if let Some(obj) = value.as_object() {
@@ -548,11 +561,7 @@ fn mesh_resource<S: serde::de::DeserializeOwned>(
         };
         Problem::error(path, clean_serde_message(&e.inner().to_string()))
     })?;
-    Ok(Resource {
-        api_version,
-        metadata,
-        spec,
-    })
+    Ok((metadata, spec))
 }
 
 fn k8s<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<Box<T>, Problem> {

@@ -894,6 +894,71 @@ mod tests {
         assert!(parse_duration_ms("1h1m1s1ms1h").is_err());
     }
 
+    fn errors(yaml: &str) -> Vec<String> {
+        match crate::manifest::parse_file(std::path::Path::new("t.yaml"), yaml).remove(0) {
+            crate::manifest::Parsed::Invalid { problems, .. } => problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect(),
+            other => panic!("not rejected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_rules_name_their_path() {
+        let e = errors(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  rules:\n  - matches: [{path: {value: /a}, bogus: 1}]\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("spec.rules[0].matches[0].bogus: unknown field `bogus`"),
+            "{e:?}"
+        );
+        let e = errors(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: g}
+spec:
+  gatewayClassName: c
+  listeners:
+  - {name: a, port: 80, protocol: HTTPS}
+  - {name: a, port: 0, protocol: HTTP, hostname: "10.0.0.1"}
+"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "spec.listeners[0].tls: is required for protocol HTTPS",
+                "spec.listeners[1].name: \"a\" is also the name of spec.listeners[0]: listener names must be unique",
+                "spec.listeners[1].port: must be between 1 and 65535",
+                format!("spec.listeners[1].hostname: {HOSTNAME_RULE}").as_str(),
+            ]
+        );
+        let e = errors(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r}
+spec:
+  rules:
+  - matches: [{path: {type: Exact, value: /a}}]
+    filters:
+    - {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}
+    - {type: RequestRedirect, requestRedirect: {statusCode: 300}}
+    backendRefs: [{name: s}]
+"#,
+        );
+        assert_eq!(
+            e,
+            [
+                "spec.rules[0].filters[0].urlRewrite.path: ReplacePrefixMatch needs every match of the rule to be a PathPrefix path match",
+                "spec.rules[0].filters[1].requestRedirect.statusCode: must be 301, 302, 303, 307 or 308",
+                "spec.rules[0].filters: RequestRedirect and URLRewrite filters cannot be used together",
+                "spec.rules[0].backendRefs: must be empty when a RequestRedirect filter is used",
+                "spec.rules[0].backendRefs[0].port: is required for a Service reference",
+            ]
+        );
+    }
+
     #[test]
     fn hostnames() {
         assert!(hostname_ok("foo.example.com"));
