@@ -149,9 +149,30 @@ const fn missing(host: &'static str, path: &'static str) -> Req {
     }
 }
 
-/// Conformance files that bring their own Gateway (`namespace/name`), served by a gateway of
-/// their own, and their requests.
+/// Conformance files served by a gateway of their own (`--gateway namespace/name`: a Gateway of
+/// the file or of `base.yaml`, whose listeners share the file's ports), and their requests.
 const OWN_GATEWAY_CASES: &[(&str, &str, &[Req])] = &[
+    (
+        "httproute-hostname-intersection.yaml",
+        "gateway-conformance-infra/httproute-hostname-intersection",
+        &[
+            at("very.specific.com", "/s1", "infra-backend-v1"),
+            missing("non.matching.com", "/s1"),
+            at("foo.wildcard.io", "/s2", "infra-backend-v2"),
+            at("foo.bar.wildcard.io", "/s2", "infra-backend-v2"),
+            missing("wildcard.io", "/s2"),
+            at("very.specific.com", "/s3", "infra-backend-v3"),
+            at("foo.anotherwildcard.io", "/s4", "infra-backend-v1"),
+            missing("anotherwildcard.io", "/s4"),
+            missing("specific.but.wrong.com", "/s5"),
+            missing("wildcard.io", "/s5"),
+        ],
+    ),
+    (
+        "httproute-cross-namespace.yaml",
+        "gateway-conformance-infra/backend-namespaces",
+        &[at("example.com", "/", "web-backend")],
+    ),
     (
         "httproute-listener-hostname-matching.yaml",
         "gateway-conformance-infra/httproute-listener-hostname-matching",
@@ -563,10 +584,7 @@ async fn conformance_tables_own_gateways() {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         let files = [
             ("class.yaml", CLASS.to_string()),
-            (
-                "base.yaml",
-                with_ports(&base_text, free_port(), free_port()),
-            ),
+            ("base.yaml", with_ports(&base_text, http, https)),
             ("endpoints.yaml", endpoints(&echos)),
             ("case.yaml", with_ports(&text, http, https)),
         ];
