@@ -66,6 +66,14 @@ fn with_ports(text: &str, http: u16, https: u16) -> String {
         .join("\n---\n")
 }
 
+/// An echo per backend Service, named after it.
+fn backends() -> Vec<Echo> {
+    BACKENDS
+        .iter()
+        .map(|(_, name)| Echo::start(name).unwrap())
+        .collect()
+}
+
 /// One EndpointSlice per backend Service, its ports (named as the Service's) on the echo.
 fn endpoints(echos: &[Echo]) -> String {
     let mut out = String::new();
@@ -466,10 +474,7 @@ async fn conformance_tables() {
         eprintln!("skipping: no gateway-api corpus");
         return;
     };
-    let echos: Vec<Echo> = BACKENDS
-        .iter()
-        .map(|(_, name)| Echo::start(name).unwrap())
-        .collect();
+    let echos = backends();
     let (http, https) = (free_port(), free_port());
     let base_text = std::fs::read_to_string(dir.join("base.yaml")).unwrap();
     let files = [
@@ -573,10 +578,7 @@ async fn conformance_tables_own_gateways() {
         eprintln!("skipping: no gateway-api corpus");
         return;
     };
-    let echos: Vec<Echo> = BACKENDS
-        .iter()
-        .map(|(_, name)| Echo::start(name).unwrap())
-        .collect();
+    let echos = backends();
     let base_text = std::fs::read_to_string(dir.join("base.yaml")).unwrap();
     let client = HttpClient::http1();
     for (file, gateway, requests) in OWN_GATEWAY_CASES {

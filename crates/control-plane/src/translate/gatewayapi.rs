@@ -633,22 +633,26 @@ impl Cx<'_> {
     /// The IR routes of an attached route, with their precedence keys.
     fn entries(&mut self, a: &Attached<'_>, port: u16) -> Vec<Entry> {
         let route = a.route;
-        let (prefix, rules): (&str, Vec<(Vec<MatchSpec>, RuleAction)>) = match route {
+        type RuleParts<'r> = (
+            Vec<MatchSpec>,
+            &'r [HttpRouteFilter],
+            &'r [HttpBackendRef],
+            Option<&'r gatewayapi::HttpRouteTimeouts>,
+        );
+        let (prefix, parts): (&str, Vec<RuleParts<'_>>) = match route {
             RouteRef::Http(r) => (
                 "httproute",
                 r.spec
                     .rules
                     .iter()
-                    .enumerate()
-                    .map(|(i, rule)| {
-                        let action = self.rule_action(
-                            route,
-                            &format!("spec.rules[{i}]"),
+                    .map(|rule| {
+                        let parts: RuleParts<'_> = (
+                            http_matches(rule),
                             &rule.filters,
                             &rule.backend_refs,
                             rule.timeouts.as_ref(),
                         );
-                        (http_matches(rule), action)
+                        parts
                     })
                     .collect(),
             ),
@@ -657,20 +661,23 @@ impl Cx<'_> {
                 r.spec
                     .rules
                     .iter()
-                    .enumerate()
-                    .map(|(i, rule)| {
-                        let action = self.rule_action(
-                            route,
-                            &format!("spec.rules[{i}]"),
-                            &rule.filters,
-                            &rule.backend_refs,
-                            None,
-                        );
-                        (grpc_matches(rule), action)
+                    .map(|rule| {
+                        let parts: RuleParts<'_> =
+                            (grpc_matches(rule), &rule.filters, &rule.backend_refs, None);
+                        parts
                     })
                     .collect(),
             ),
         };
+        let rules: Vec<(Vec<MatchSpec>, RuleAction)> = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (matches, filters, backends, timeouts))| {
+                let at = format!("spec.rules[{i}]");
+                let action = self.rule_action(route, &at, filters, backends, timeouts);
+                (matches, action)
+            })
+            .collect();
         let ts = route.creation_timestamp();
         let mut out = Vec::new();
         for (i, (matches, action)) in rules.into_iter().enumerate() {
