@@ -336,6 +336,50 @@ mod tests {
 
     use super::*;
 
+    /// `--gateway NS/NAME` serves a Gateway API Gateway when no VirtualGateway has that name; when
+    /// both exist the VirtualGateway wins and a diagnostic names the Gateway.
+    #[test]
+    fn gateway_names_resolve_virtual_gateway_first_then_gateway_api() {
+        let gateway_api = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: b}\nspec: {controllerName: bowline.io/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: demo}\nspec:\n  gatewayClassName: b\n  listeners: [{name: http, port: 8081, protocol: HTTP}]\n";
+        let virtual_gateway = "---\napiVersion: appmesh.k8s.aws/v1beta2\nkind: VirtualGateway\nmetadata: {name: gw, namespace: demo}\nspec:\n  listeners: [{portMapping: {port: 8080, protocol: http}}]\n";
+        let world = |text: &str| {
+            let docs = bowline_model::manifest::parse_file(std::path::Path::new("t.yaml"), text)
+                .into_iter()
+                .map(|p| match p {
+                    bowline_model::manifest::Parsed::Object { source, object, .. } => {
+                        (source, *object)
+                    }
+                    other => panic!("{other:?}"),
+                });
+            Arc::new(World::from_documents(1, docs))
+        };
+        let tls = tempfile::tempdir().unwrap();
+        for (text, port, conflict) in [
+            (gateway_api.to_string(), 8081, false),
+            (format!("{gateway_api}{virtual_gateway}"), 8080, true),
+        ] {
+            let (_world_tx, world_rx) = watch::channel(world(&text));
+            let (_dns_tx, dns_rx) = watch::channel(Arc::new(DnsTable::default()));
+            let snapshots = Snapshots::new(world_rx, dns_rx)
+                .with_ingress_tls_dir(Some(tls.path().to_path_buf()));
+            let c = snapshots.gateway("demo", "gw");
+            let ports: Vec<u16> = c
+                .translation
+                .snapshot
+                .listeners
+                .iter()
+                .map(|l| l.port)
+                .collect();
+            assert_eq!(ports, [port]);
+            let diagnosed = c
+                .translation
+                .diagnostics
+                .iter()
+                .any(|d| d.object == "Gateway demo/gw" && d.message.contains("VirtualGateway"));
+            assert_eq!(diagnosed, conflict, "{:?}", c.translation.diagnostics);
+        }
+    }
+
     #[test]
     fn tls_files_are_owner_only_and_written_once() {
         let root = tempfile::tempdir().unwrap();
