@@ -7,7 +7,8 @@
 //! Data-driven: [`CASES`] is a table of conformance files and, for each, requests with what the
 //! conformance suite expects of them (backend, status, path and host seen upstream, headers,
 //! redirect location). Each file is written as the only route file in turn (the control plane
-//! reloads it) and every request of it is checked; [`OWN_GATEWAY_CASES`] does the same for files
+//! reloads it) and every request of it is checked (and weights 70/30/0 are counted over 100
+//! requests); [`OWN_GATEWAY_CASES`] does the same for files
 //! that bring their own Gateway (listener hostnames, listener isolation), each served by a
 //! gateway of its own. A GRPCRoute file is called with a tonic client over h2c. Also checked: the
 //! status of `meshctl
@@ -499,6 +500,36 @@ async fn conformance_tables() {
             .await;
         }
     }
+
+    // Weighted backends: 70/30/0, within the conformance suite's tolerance.
+    let text = std::fs::read_to_string(dir.join("httproute-weight.yaml")).unwrap();
+    stack.write_manifest("case.yaml", &text);
+    eventually("the weighted route is served", || async {
+        let r = client.get(gw, "example.com", "/", &[]).await?;
+        let name = r.echo_name().unwrap_or_default();
+        ensure!(
+            name == "infra-backend-v1" || name == "infra-backend-v2",
+            "{r:?}"
+        );
+        // The previous file's route is gone once v2 answers too.
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            let r = client.get(gw, "example.com", "/", &[]).await?;
+            seen.insert(r.echo_name().unwrap_or_default());
+        }
+        ensure!(seen.contains("infra-backend-v2"), "{seen:?}");
+        anyhow::Ok(())
+    })
+    .await;
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..100 {
+        let r = client.get(gw, "example.com", "/", &[]).await.unwrap();
+        *counts.entry(r.echo_name().unwrap_or_default()).or_default() += 1;
+    }
+    let n = |b: &str| counts.get(b).copied().unwrap_or(0);
+    assert!((60..=80).contains(&n("infra-backend-v1")), "{counts:?}");
+    assert!((20..=40).contains(&n("infra-backend-v2")), "{counts:?}");
+    assert_eq!(n("infra-backend-v3"), 0, "{counts:?}");
 
     // GRPCRoute: exact service/method matches over h2c to h2c backends.
     let text = std::fs::read_to_string(dir.join("grpcroute-exact-method-matching.yaml")).unwrap();
