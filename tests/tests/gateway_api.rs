@@ -7,8 +7,8 @@
 //! Data-driven: [`CASES`] is a table of conformance files and, for each, requests with what the
 //! conformance suite expects of them (backend, status, path and host seen upstream, headers,
 //! redirect location). Each file is written as the only route file in turn (the control plane
-//! reloads it) and every request of it is checked (and weights 70/30/0 are counted over 100
-//! requests); [`OWN_GATEWAY_CASES`] does the same for files
+//! reloads it) and every request of it is checked (a mirror's copy is counted by its echo, and
+//! weights 70/30/0 over 100 requests); [`OWN_GATEWAY_CASES`] does the same for files
 //! that bring their own Gateway (listener hostnames, listener isolation), each served by a
 //! gateway of its own. A GRPCRoute file is called with a tonic client over h2c. Also checked: the
 //! status of `meshctl
@@ -500,6 +500,22 @@ async fn conformance_tables() {
             .await;
         }
     }
+
+    // RequestMirror: v1 answers, v2 gets a copy.
+    let text = std::fs::read_to_string(dir.join("httproute-request-mirror.yaml")).unwrap();
+    stack.write_manifest("case.yaml", &text);
+    let mirror = &echos[1];
+    let before = mirror.stat("requests").await.unwrap();
+    eventually("/mirror is mirrored to infra-backend-v2", || async {
+        check(&client, gw, &get("/mirror", "infra-backend-v1")).await?;
+        let now = mirror.stat("requests").await?;
+        ensure!(
+            now > before,
+            "infra-backend-v2 saw no copy ({now} requests)"
+        );
+        anyhow::Ok(())
+    })
+    .await;
 
     // Weighted backends: 70/30/0, within the conformance suite's tolerance.
     let text = std::fs::read_to_string(dir.join("httproute-weight.yaml")).unwrap();
