@@ -6,6 +6,7 @@
 //! | `GET /ready` | 200 once the first manifest load is done and gRPC is listening, else 503 |
 //! | `GET /debug/proxies` | JSON: every connected proxy, its acknowledged version and last NACK |
 //! | `GET /config_dump?gateway=ns/name` | JSON: the IR snapshot of that gateway, with diagnostics |
+//! | `GET /status` | JSON: the status conditions of the Gateway API objects (GatewayClasses, Gateways and their listeners, each route's parents) |
 //! | `GET /metrics` | Prometheus text format |
 
 use std::future::Future;
@@ -71,6 +72,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/ready", get(ready))
         .route("/debug/proxies", get(proxies))
         .route("/config_dump", get(config_dump))
+        .route("/status", get(status))
         .route("/metrics", get(metrics_text))
         .with_state(state)
 }
@@ -182,6 +184,28 @@ fn dump(mut head: serde_json::Value, c: &crate::snapshots::Computed) -> Response
         m.insert("snapshot".into(), json!(c.translation.snapshot));
     }
     axum::Json(head).into_response()
+}
+
+/// The Gateway API status of the current world, computed as a controller would write it.
+async fn status(State(s): State<AdminState>) -> Response {
+    let Some(snapshots) = s.snapshots.get() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "manifests not loaded yet\n",
+        )
+            .into_response();
+    };
+    let world = snapshots.world();
+    let dns = snapshots.dns();
+    let inputs = crate::translate::Inputs {
+        world: &world,
+        dns: &dns,
+    };
+    axum::Json(json!({
+        "worldVersion": world.version,
+        "statuses": crate::translate::gatewayapi::statuses(&inputs),
+    }))
+    .into_response()
 }
 
 async fn metrics_text(State(s): State<AdminState>) -> Response {

@@ -171,8 +171,58 @@ impl Snapshots {
         let key = (namespace.to_string(), name.to_string());
         let label = format!("{namespace}/{name}");
         self.compute(&self.cache, key, &label, |inputs| {
-            translate::gateway(inputs, namespace, name)
+            self.translate_gateway(inputs, namespace, name)
         })
+    }
+
+    /// The translation of `--gateway NAMESPACE/NAME`: the VirtualGateway of that name, else the
+    /// Gateway API Gateway of that name (a VirtualGateway wins when both exist: the Gateway is
+    /// not served, with a diagnostic).
+    fn translate_gateway(&self, inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation {
+        let api = translate::gatewayapi::exists(inputs, namespace, name);
+        if inputs.world.virtual_gateway(namespace, name).is_none() && api {
+            return self.gateway_api(inputs, namespace, name);
+        }
+        let mut translation = translate::gateway(inputs, namespace, name);
+        if api {
+            translation.diagnostics.push(translate::Diagnostic::new(
+                inputs.world,
+                bowline_model::manifest::Kind::Gateway,
+                namespace,
+                name,
+                "",
+                "a VirtualGateway has the same namespace/name and is served by --gateway instead; rename one of them",
+            ));
+        }
+        translation
+    }
+
+    /// A Gateway API Gateway's translation, its TLS files written (HTTPS listeners are left out
+    /// when they cannot be).
+    fn gateway_api(&self, inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation {
+        let dir = match self.ingress.tls_dir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                warn!("{e}; HTTPS listeners of Gateway {namespace}/{name} are not served");
+                PathBuf::new()
+            }
+        };
+        let mut out = translate::gatewayapi::gateway_api(inputs, namespace, name, &dir);
+        let failed = if dir.as_os_str().is_empty() {
+            true
+        } else if let Err(e) = write_tls_files(&out.files) {
+            warn!("{e}; HTTPS listeners of Gateway {namespace}/{name} are not served");
+            true
+        } else {
+            false
+        };
+        if failed {
+            out.translation
+                .snapshot
+                .listeners
+                .retain(|l| l.tls.is_none());
+        }
+        out.translation
     }
 
     /// The snapshot of what a gateway serves: its VirtualGateway, the Ingresses of its class, or
@@ -188,7 +238,7 @@ impl Snapshots {
         };
         self.compute(&self.ingress.cache, served.clone(), &label, |inputs| {
             let mut translation = match &served.gateway {
-                Some((ns, name)) => translate::gateway(inputs, ns, name),
+                Some((ns, name)) => self.translate_gateway(inputs, ns, name),
                 None => Translation::default(),
             };
             let dir = match self.ingress.tls_dir() {
@@ -285,6 +335,50 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    /// `--gateway NS/NAME` serves a Gateway API Gateway when no VirtualGateway has that name; when
+    /// both exist the VirtualGateway wins and a diagnostic names the Gateway.
+    #[test]
+    fn gateway_names_resolve_virtual_gateway_first_then_gateway_api() {
+        let gateway_api = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: b}\nspec: {controllerName: bowline.io/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: demo}\nspec:\n  gatewayClassName: b\n  listeners: [{name: http, port: 8081, protocol: HTTP}]\n";
+        let virtual_gateway = "---\napiVersion: appmesh.k8s.aws/v1beta2\nkind: VirtualGateway\nmetadata: {name: gw, namespace: demo}\nspec:\n  listeners: [{portMapping: {port: 8080, protocol: http}}]\n";
+        let world = |text: &str| {
+            let docs = bowline_model::manifest::parse_file(std::path::Path::new("t.yaml"), text)
+                .into_iter()
+                .map(|p| match p {
+                    bowline_model::manifest::Parsed::Object { source, object, .. } => {
+                        (source, *object)
+                    }
+                    other => panic!("{other:?}"),
+                });
+            Arc::new(World::from_documents(1, docs))
+        };
+        let tls = tempfile::tempdir().unwrap();
+        for (text, port, conflict) in [
+            (gateway_api.to_string(), 8081, false),
+            (format!("{gateway_api}{virtual_gateway}"), 8080, true),
+        ] {
+            let (_world_tx, world_rx) = watch::channel(world(&text));
+            let (_dns_tx, dns_rx) = watch::channel(Arc::new(DnsTable::default()));
+            let snapshots = Snapshots::new(world_rx, dns_rx)
+                .with_ingress_tls_dir(Some(tls.path().to_path_buf()));
+            let c = snapshots.gateway("demo", "gw");
+            let ports: Vec<u16> = c
+                .translation
+                .snapshot
+                .listeners
+                .iter()
+                .map(|l| l.port)
+                .collect();
+            assert_eq!(ports, [port]);
+            let diagnosed = c
+                .translation
+                .diagnostics
+                .iter()
+                .any(|d| d.object == "Gateway demo/gw" && d.message.contains("VirtualGateway"));
+            assert_eq!(diagnosed, conflict, "{:?}", c.translation.diagnostics);
+        }
+    }
 
     #[test]
     fn tls_files_are_owner_only_and_written_once() {

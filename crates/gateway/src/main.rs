@@ -34,7 +34,8 @@ struct Cli {
     )]
     control_plane: String,
 
-    /// The VirtualGateway this gateway serves, as NAMESPACE/NAME. Optional with
+    /// The VirtualGateway this gateway serves, as NAMESPACE/NAME (or, when no VirtualGateway
+    /// has that name, the Gateway API Gateway of that name). Optional with
     /// `--ingress-class`; at least one of the two is required.
     #[arg(long, env = "BOWLINE_GATEWAY", value_name = "NAMESPACE/NAME")]
     gateway: Option<String>,

@@ -1,5 +1,7 @@
 //! `meshctl validate`: reads manifests as the control plane does ([`manifest::parse_file`] per
-//! file, then [`validate::references`] across every valid object) and prints every problem.
+//! file, then [`validate::references`] across every valid object) and prints every problem, then
+//! the status Bowline's controller gives the Gateway API objects
+//! ([`bowline_model::gatewayapi::status`]).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -27,6 +29,8 @@ struct Report {
     skipped: usize,
     errors: usize,
     ignored: usize,
+    /// Gateway API status conditions, one per line.
+    status: Vec<String>,
 }
 
 /// Validates `inputs` (files, directories, `-`), prints the problems and a summary, and returns
@@ -88,6 +92,14 @@ pub fn run(inputs: &[PathBuf], quiet: bool) -> anyhow::Result<ExitCode> {
             .unwrap_or(0);
         report.problems(file, std::slice::from_ref(&p));
     }
+    let analysis = bowline_model::gatewayapi::status::analyse(objects.iter().map(|(_, o)| o));
+    for s in &analysis.statuses {
+        for (line, bad) in s.lines().into_iter().zip(s.problem_flags()) {
+            if !quiet || bad {
+                report.status.push(line);
+            }
+        }
+    }
 
     let mut out = std::io::stdout().lock();
     report.print(&mut out)?;
@@ -137,6 +149,12 @@ impl Report {
         self.lines.sort_by_key(|l| (l.file, l.document));
         for l in &self.lines {
             writeln!(out, "{}", l.text)?;
+        }
+        if !self.status.is_empty() {
+            writeln!(out, "Gateway API status:")?;
+            for l in &self.status {
+                writeln!(out, "  {l}")?;
+            }
         }
         writeln!(out, "{}", self.summary())
     }

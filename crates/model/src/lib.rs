@@ -10,6 +10,8 @@ pub mod appmesh;
 #[cfg(feature = "crd")]
 pub mod crd;
 #[cfg(feature = "crd")]
+pub mod gatewayapi;
+#[cfg(feature = "crd")]
 pub mod ingress;
 pub mod ir;
 #[cfg(feature = "crd")]

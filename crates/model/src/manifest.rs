@@ -17,6 +17,7 @@ use crate::appmesh::{
     self, GatewayRouteSpec, MeshSpec, VirtualGatewaySpec, VirtualNodeSpec, VirtualRouterSpec,
     VirtualServiceSpec,
 };
+use crate::gatewayapi;
 
 /// The subset of Kubernetes object metadata Bowline reads. Other metadata fields (uid,
 /// creationTimestamp, managedFields, …) are accepted and ignored.
@@ -64,6 +65,11 @@ pub enum Kind {
     Secret,
     Ingress,
     IngressClass,
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    GrpcRoute,
+    ReferenceGrant,
 }
 
 impl Kind {
@@ -81,12 +87,20 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::Ingress => "Ingress",
             Kind::IngressClass => "IngressClass",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Mesh | Kind::Namespace | Kind::IngressClass)
+        !matches!(
+            self,
+            Kind::Mesh | Kind::Namespace | Kind::IngressClass | Kind::GatewayClass
+        )
     }
 }
 
@@ -114,6 +128,11 @@ pub enum Object {
     Secret(Box<Secret>),
     Ingress(Box<Ingress>),
     IngressClass(Box<IngressClass>),
+    GatewayClass(gatewayapi::GatewayClass),
+    Gateway(gatewayapi::Gateway),
+    HttpRoute(gatewayapi::HttpRoute),
+    GrpcRoute(gatewayapi::GrpcRoute),
+    ReferenceGrant(gatewayapi::ReferenceGrant),
 }
 
 /// Identity of an object: kind, namespace (empty for cluster-scoped kinds) and name.
@@ -149,6 +168,11 @@ impl Object {
             Object::Secret(_) => Kind::Secret,
             Object::Ingress(_) => Kind::Ingress,
             Object::IngressClass(_) => Kind::IngressClass,
+            Object::GatewayClass(_) => Kind::GatewayClass,
+            Object::Gateway(_) => Kind::Gateway,
+            Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 
@@ -166,6 +190,11 @@ impl Object {
             Object::Secret(o) => k8s_ns_name(&o.metadata),
             Object::Ingress(o) => k8s_ns_name(&o.metadata),
             Object::IngressClass(o) => (None, o.metadata.name.clone().unwrap_or_default()),
+            Object::GatewayClass(o) => (None, o.metadata.name.clone()),
+            Object::Gateway(o) => (Some(o.namespace()), o.metadata.name.clone()),
+            Object::HttpRoute(o) => (Some(o.namespace()), o.metadata.name.clone()),
+            Object::GrpcRoute(o) => (Some(o.namespace()), o.metadata.name.clone()),
+            Object::ReferenceGrant(o) => (Some(o.namespace()), o.metadata.name.clone()),
         };
         ObjectKey {
             kind: self.kind(),
@@ -420,6 +449,11 @@ pub fn parse_value(source: Source, value: serde_json::Value) -> Parsed {
         Kind::Secret => k8s(&value).map(Object::Secret),
         Kind::Ingress => k8s(&value).map(Object::Ingress),
         Kind::IngressClass => k8s(&value).map(Object::IngressClass),
+        Kind::GatewayClass => gatewayapi::parse(&value).map(Object::GatewayClass),
+        Kind::Gateway => gatewayapi::parse(&value).map(Object::Gateway),
+        Kind::HttpRoute => gatewayapi::parse(&value).map(Object::HttpRoute),
+        Kind::GrpcRoute => gatewayapi::parse(&value).map(Object::GrpcRoute),
+        Kind::ReferenceGrant => gatewayapi::parse(&value).map(Object::ReferenceGrant),
     };
     let object = match typed {
         Ok(o) => o,
@@ -458,6 +492,14 @@ pub fn kind_of(api_version: &str, kind: &str) -> Option<Kind> {
         ("discovery.k8s.io", "EndpointSlice") => Some(Kind::EndpointSlice),
         ("networking.k8s.io", "Ingress") => Some(Kind::Ingress),
         ("networking.k8s.io", "IngressClass") => Some(Kind::IngressClass),
+        (gatewayapi::GROUP, k) => Some(match k {
+            "GatewayClass" => Kind::GatewayClass,
+            "Gateway" => Kind::Gateway,
+            "HTTPRoute" => Kind::HttpRoute,
+            "GRPCRoute" => Kind::GrpcRoute,
+            "ReferenceGrant" => Kind::ReferenceGrant,
+            _ => return None,
+        }),
         _ => None,
     }
 }
@@ -481,6 +523,19 @@ fn mesh_resource<S: serde::de::DeserializeOwned>(
             ),
         ));
     }
+    let (metadata, spec) = meta_and_spec(value)?;
+    Ok(Resource {
+        api_version,
+        metadata,
+        spec,
+    })
+}
+
+/// The metadata and typed spec of a custom resource document whose top-level fields must be
+/// `apiVersion`, `kind`, `metadata`, `spec` and `status` (errors name the field path).
+pub(crate) fn meta_and_spec<S: serde::de::DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<(Meta, S), Problem> {
     let metadata: Meta = serde_json::from_value(value.get("metadata").cloned().unwrap_or_default())
         .map_err(|e| Problem::error("metadata", e.to_string()))?;
     if let Some(obj) = value.as_object() {
@@ -506,11 +561,7 @@ fn mesh_resource<S: serde::de::DeserializeOwned>(
         };
         Problem::error(path, clean_serde_message(&e.inner().to_string()))
     })?;
-    Ok(Resource {
-        api_version,
-        metadata,
-        spec,
-    })
+    Ok((metadata, spec))
 }
 
 fn k8s<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<Box<T>, Problem> {

@@ -91,6 +91,11 @@ pub fn object(object: &Object) -> Vec<Problem> {
         Object::Namespace(_) | Object::Secret(_) => {}
         Object::Ingress(i) => c.problems.extend(crate::ingress::validate_ingress(i)),
         Object::IngressClass(i) => c.problems.extend(crate::ingress::validate_ingress_class(i)),
+        Object::GatewayClass(_)
+        | Object::Gateway(_)
+        | Object::HttpRoute(_)
+        | Object::GrpcRoute(_)
+        | Object::ReferenceGrant(_) => c.problems.extend(crate::gatewayapi::validate(object)),
     }
     c.problems
 }

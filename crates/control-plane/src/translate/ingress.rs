@@ -1067,11 +1067,11 @@ impl Cx<'_> {
 }
 
 /// PEM text.
-type Pem = Arc<[u8]>;
+pub(crate) type Pem = Arc<[u8]>;
 
 /// The PEM chain and key of a `kubernetes.io/tls` Secret, checked: at least one certificate and
 /// a private key that matches the first.
-fn tls_material(secret: &Secret) -> Result<(Pem, Pem), String> {
+pub(crate) fn tls_material(secret: &Secret) -> Result<(Pem, Pem), String> {
     let name = format!(
         "Secret {}/{}",
         secret.metadata.namespace.as_deref().unwrap_or("default"),

@@ -16,6 +16,8 @@
 //! | route from a VirtualRouter route | `route/<namespace>/<router>/<route>` |
 //! | cluster and its endpoints (one per VirtualNode listener port) | `node/<namespace>/<node>/<port>` |
 //!
+//! Gateway API Gateways are translated by [`gatewayapi`], Ingresses by [`ingress`].
+//!
 //! ## Route order
 //!
 //! Within a virtual host the first matching route wins, so routes are sorted by:
@@ -28,6 +30,7 @@
 //!    and deterministic.
 
 mod gateway;
+pub mod gatewayapi;
 pub mod ingress;
 mod resilience;
 #[cfg(test)]
