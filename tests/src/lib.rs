@@ -29,7 +29,20 @@ pub fn patience() -> Duration {
 }
 
 /// Polls `check` until it returns `Ok`, for at most [`patience`]; returns the last error otherwise.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    match try_eventually(check).await {
+        Ok(v) => v,
+        Err(e) => panic!("timed out waiting for {what}: {e:#}"),
+    }
+}
+
+/// [`eventually`] that hands back the last error instead of panicking, for callers that record
+/// the outcome (see [`conformance`]) before they fail.
+pub async fn try_eventually<T, F, Fut>(mut check: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
@@ -38,8 +51,8 @@ where
     let mut delay = Duration::from_millis(10);
     loop {
         match check().await {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => panic!("timed out waiting for {what}: {e:#}"),
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
             Err(_) => {
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_millis(200));
@@ -1248,4 +1261,52 @@ endpoints:
         );
     }
     out
+}
+
+/// Conformance results: each checked case of a data-driven conformance table appends one JSON
+/// line `{"suite", "feature", "case", "outcome"}` to `<target dir>/conformance/<suite>.jsonl`,
+/// which `cargo xtask conformance` renders into `docs/conformance.md`. A suite's file is
+/// truncated the first time the running test binary records into it, so results of an earlier
+/// run never mix with this one's (each suite is written by one test binary).
+pub mod conformance {
+    use std::collections::BTreeSet;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    /// The suites this process has already truncated (and the lock for appending).
+    static OPENED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+    /// `<target dir>/conformance`: `CARGO_TARGET_DIR` when set, else the workspace's `target`.
+    pub fn dir() -> PathBuf {
+        match std::env::var_os("CARGO_TARGET_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        }
+        .join("conformance")
+    }
+
+    /// Records one case of `suite` for `feature`: `passed` or not. Call it before asserting, so a
+    /// failing case is recorded before the test panics.
+    pub fn record(suite: &str, feature: &str, case: &str, passed: bool) {
+        let mut opened = OPENED.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = dir();
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let path = dir.join(format!("{suite}.jsonl"));
+        let first = opened.insert(suite.to_string());
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(!first)
+            .write(true)
+            .truncate(first)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        let line = serde_json::json!({
+            "suite": suite,
+            "feature": feature,
+            "case": case,
+            "outcome": if passed { "pass" } else { "fail" },
+        });
+        writeln!(file, "{line}").unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
 }

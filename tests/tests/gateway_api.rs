@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure};
 use bowline_tests::{
-    Echo, HttpClient, Reply, Stack, TestPki, TlsConn, TlsOptions, binary, eventually, free_port,
-    tls_get,
+    Echo, HttpClient, Reply, Stack, TestPki, TlsConn, TlsOptions, binary, conformance, eventually,
+    free_port, tls_get, try_eventually,
 };
 
 fn corpus() -> Option<PathBuf> {
@@ -158,10 +158,12 @@ const fn missing(host: &'static str, path: &'static str) -> Req {
     }
 }
 
-/// Conformance files served by a gateway of their own (`--gateway namespace/name`: a Gateway of
+/// Conformance files served by a gateway of their own (each with the Gateway API conformance
+/// feature it checks) (`--gateway namespace/name`: a Gateway of
 /// the file or of `base.yaml`, whose listeners share the file's ports), and their requests.
-const OWN_GATEWAY_CASES: &[(&str, &str, &[Req])] = &[
+const OWN_GATEWAY_CASES: &[(&str, &str, &str, &[Req])] = &[
     (
+        "HTTPRoute",
         "httproute-hostname-intersection.yaml",
         "gateway-conformance-infra/httproute-hostname-intersection",
         &[
@@ -178,11 +180,13 @@ const OWN_GATEWAY_CASES: &[(&str, &str, &[Req])] = &[
         ],
     ),
     (
+        "HTTPRoute",
         "httproute-cross-namespace.yaml",
         "gateway-conformance-infra/backend-namespaces",
         &[at("example.com", "/", "web-backend")],
     ),
     (
+        "Gateway",
         "httproute-listener-hostname-matching.yaml",
         "gateway-conformance-infra/httproute-listener-hostname-matching",
         &[
@@ -196,6 +200,7 @@ const OWN_GATEWAY_CASES: &[(&str, &str, &[Req])] = &[
         ],
     ),
     (
+        "GatewayHTTPListenerIsolation",
         "gateway-http-listener-isolation.yaml",
         "gateway-conformance-infra/http-listener-isolation",
         &[
@@ -223,13 +228,16 @@ const OWN_GATEWAY_CASES: &[(&str, &str, &[Req])] = &[
     ),
 ];
 
-/// Conformance files and their requests (from the upstream conformance tests of each file).
-const CASES: &[(&str, &[Req])] = &[
+/// Conformance files and their requests (from the upstream conformance tests of each file), each
+/// with the Gateway API conformance feature it checks (the report's row).
+const CASES: &[(&str, &str, &[Req])] = &[
     (
+        "HTTPRoute",
         "httproute-simple-same-namespace.yaml",
         &[get("/", "infra-backend-v1")],
     ),
     (
+        "HTTPRoute",
         "httproute-exact-path-matching.yaml",
         &[
             get("/one", "infra-backend-v1"),
@@ -239,6 +247,7 @@ const CASES: &[(&str, &[Req])] = &[
         ],
     ),
     (
+        "HTTPRoute",
         "httproute-matching.yaml",
         &[
             get("/", "infra-backend-v1"),
@@ -252,6 +261,7 @@ const CASES: &[(&str, &[Req])] = &[
         ],
     ),
     (
+        "HTTPRoute",
         "httproute-path-match-order.yaml",
         &[
             get("/match", "infra-backend-v1"),
@@ -266,6 +276,7 @@ const CASES: &[(&str, &[Req])] = &[
         ],
     ),
     (
+        "HTTPRouteQueryParamMatching",
         "httproute-query-param-matching.yaml",
         &[
             get("/?animal=whale", "infra-backend-v1"),
@@ -277,6 +288,7 @@ const CASES: &[(&str, &[Req])] = &[
         ],
     ),
     (
+        "HTTPRouteMethodMatching",
         "httproute-method-matching.yaml",
         &[
             Req {
@@ -291,6 +303,7 @@ const CASES: &[(&str, &[Req])] = &[
         ],
     ),
     (
+        "HTTPRoutePathRewrite",
         "httproute-rewrite-path.yaml",
         &[
             Req {
@@ -312,6 +325,7 @@ const CASES: &[(&str, &[Req])] = &[
         ],
     ),
     (
+        "HTTPRouteHostRewrite",
         "httproute-rewrite-host.yaml",
         &[Req {
             host: "rewrite.example",
@@ -320,6 +334,7 @@ const CASES: &[(&str, &[Req])] = &[
         }],
     ),
     (
+        "HTTPRoute",
         "httproute-request-header-modifier.yaml",
         &[
             Req {
@@ -335,6 +350,7 @@ const CASES: &[(&str, &[Req])] = &[
         ],
     ),
     (
+        "HTTPRouteResponseHeaderModification",
         "httproute-response-header-modifier.yaml",
         &[Req {
             response_headers: &[("x-header-set", "set-overwrites-values")],
@@ -342,6 +358,7 @@ const CASES: &[(&str, &[Req])] = &[
         }],
     ),
     (
+        "HTTPRoute",
         "httproute-redirect-host-and-status.yaml",
         &[
             redirect(
@@ -357,6 +374,7 @@ const CASES: &[(&str, &[Req])] = &[
         ],
     ),
     (
+        "HTTPRoutePathRedirect",
         "httproute-redirect-path.yaml",
         &[redirect(
             "/original-prefix/lemon",
@@ -365,19 +383,27 @@ const CASES: &[(&str, &[Req])] = &[
         )],
     ),
     (
+        "HTTPRoute",
         "httproute-invalid-nonexistent-backendref.yaml",
         &[status("/", 500)],
     ),
     (
+        "HTTPRoute",
         "httproute-invalid-backendref-unknown-kind.yaml",
         &[status("/", 500)],
     ),
     (
+        "ReferenceGrant",
         "httproute-invalid-cross-namespace-backend-ref.yaml",
         &[status("/", 500)],
     ),
-    ("httproute-reference-grant.yaml", &[get("/", "web-backend")]),
     (
+        "ReferenceGrant",
+        "httproute-reference-grant.yaml",
+        &[get("/", "web-backend")],
+    ),
+    (
+        "HTTPRoute",
         "httproute-omitted-backendrefs.yaml",
         &[
             status("/omitted-no-forward", 500),
@@ -386,6 +412,17 @@ const CASES: &[(&str, &[Req])] = &[
         ],
     ),
 ];
+
+/// The suite of the conformance report these tables feed (`cargo xtask conformance`).
+const SUITE: &str = "gateway-api";
+
+/// Records the outcome of one case for `feature`, then fails the test if it failed.
+fn checked(feature: &str, what: &str, result: anyhow::Result<()>) {
+    conformance::record(SUITE, feature, what, result.is_ok());
+    if let Err(e) = result {
+        panic!("timed out waiting for {what}: {e:#}");
+    }
+}
 
 /// Checks one request; the error says what differs.
 async fn check(client: &HttpClient, gw: SocketAddr, r: &Req) -> anyhow::Result<()> {
@@ -490,14 +527,16 @@ async fn conformance_tables() {
     .await;
     let gw = addr(http);
     let client = HttpClient::http1();
-    for (file, requests) in CASES {
+    for (feature, file, requests) in CASES {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         stack.write_manifest("case.yaml", &text);
         for r in *requests {
-            eventually(&format!("{file}: {} {}", r.method, r.path), || {
-                check(&client, gw, r)
-            })
-            .await;
+            let what = format!("{file}: {} {}", r.method, r.path);
+            checked(
+                feature,
+                &what,
+                try_eventually(|| check(&client, gw, r)).await,
+            );
         }
     }
 
@@ -506,7 +545,7 @@ async fn conformance_tables() {
     stack.write_manifest("case.yaml", &text);
     let mirror = &echos[1];
     let before = mirror.stat("requests").await.unwrap();
-    eventually("/mirror is mirrored to infra-backend-v2", || async {
+    let mirrored = try_eventually(|| async {
         check(&client, gw, &get("/mirror", "infra-backend-v1")).await?;
         let now = mirror.stat("requests").await?;
         ensure!(
@@ -516,6 +555,11 @@ async fn conformance_tables() {
         anyhow::Ok(())
     })
     .await;
+    checked(
+        "HTTPRouteRequestMirror",
+        "httproute-request-mirror.yaml: /mirror is mirrored to infra-backend-v2",
+        mirrored,
+    );
 
     // Weighted backends: 70/30/0, within the conformance suite's tolerance.
     let text = std::fs::read_to_string(dir.join("httproute-weight.yaml")).unwrap();
@@ -543,6 +587,14 @@ async fn conformance_tables() {
         *counts.entry(r.echo_name().unwrap_or_default()).or_default() += 1;
     }
     let n = |b: &str| counts.get(b).copied().unwrap_or(0);
+    conformance::record(
+        SUITE,
+        "HTTPRoute",
+        "httproute-weight.yaml: weights 70/30/0 over 100 requests",
+        (60..=80).contains(&n("infra-backend-v1"))
+            && (20..=40).contains(&n("infra-backend-v2"))
+            && n("infra-backend-v3") == 0,
+    );
     assert!((60..=80).contains(&n("infra-backend-v1")), "{counts:?}");
     assert!((20..=40).contains(&n("infra-backend-v2")), "{counts:?}");
     assert_eq!(n("infra-backend-v3"), 0, "{counts:?}");
@@ -563,7 +615,7 @@ async fn conformance_tables() {
             "grpc-infra-backend-v2",
         ),
     ] {
-        eventually(&format!("gRPC {path} is served by {backend}"), || async {
+        let served = try_eventually(|| async {
             let r = grpc_call(&channel, path).await?;
             let name = r
                 .metadata()
@@ -574,6 +626,11 @@ async fn conformance_tables() {
             anyhow::Ok(())
         })
         .await;
+        checked(
+            "GRPCRoute",
+            &format!("grpcroute-exact-method-matching.yaml: gRPC {path} is served by {backend}"),
+            served,
+        );
     }
 
     // The status as the control plane computes it.
@@ -628,7 +685,7 @@ async fn conformance_tables_own_gateways() {
     let echos = backends();
     let base_text = std::fs::read_to_string(dir.join("base.yaml")).unwrap();
     let client = HttpClient::http1();
-    for (file, gateway, requests) in OWN_GATEWAY_CASES {
+    for (feature, file, gateway, requests) in OWN_GATEWAY_CASES {
         let (http, https) = (free_port(), free_port());
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         let files = [
@@ -639,11 +696,12 @@ async fn conformance_tables_own_gateways() {
         ];
         let stack = Stack::start_gateway_with(&files, &["--gateway", gateway]).await;
         for r in *requests {
-            eventually(
-                &format!("{file}: {} {}{}", r.method, r.host, r.path),
-                || check(&client, addr(http), r),
-            )
-            .await;
+            let what = format!("{file}: {} {}{}", r.method, r.host, r.path);
+            checked(
+                feature,
+                &what,
+                try_eventually(|| check(&client, addr(http), r)).await,
+            );
         }
         drop(stack);
     }

@@ -11,7 +11,12 @@
 use std::net::SocketAddr;
 
 use anyhow::ensure;
-use bowline_tests::{Echo, HttpClient, Stack, TestPki, TlsConn, TlsOptions, eventually, free_port};
+use bowline_tests::{
+    Echo, HttpClient, Stack, TestPki, TlsConn, TlsOptions, conformance, eventually, free_port,
+};
+
+/// The suite of the conformance report the tables feed (`cargo xtask conformance`).
+const SUITE: &str = "ingress";
 
 fn addr(port: u16) -> SocketAddr {
     format!("127.0.0.1:{port}").parse().unwrap()
@@ -211,6 +216,16 @@ async fn ingress_class_routes_hosts_paths_backends_and_tls() {
     wait_for_echo(gw, "app.example.com", "/foo", "prefix").await;
     for (host, path, status, upstream) in cases {
         let r = client.get(gw, host, path, &[]).await.unwrap();
+        conformance::record(
+            SUITE,
+            "rules",
+            &format!("{host}{path}"),
+            r.status == *status
+                && upstream.is_none_or(|u| {
+                    r.echo_name().as_deref() == Some(u)
+                        && r.echo_field("path").as_deref() == Some(path)
+                }),
+        );
         assert_eq!(r.status, *status, "{host}{path}: {r:?}");
         if let Some(u) = upstream {
             assert_eq!(r.echo_name().as_deref(), Some(*u), "{host}{path}: {r:?}");
@@ -383,6 +398,15 @@ async fn corpus_path_types_follow_the_specification_table() {
     for (host, path, want) in table {
         let host = format!("{host}.example.com");
         let r = client.get(gw, &host, path, &[]).await.unwrap();
+        conformance::record(
+            SUITE,
+            "pathType",
+            &format!("{host}{path}"),
+            match want {
+                Some(svc) => r.echo_name().as_deref() == Some(*svc),
+                None => r.status == 404,
+            },
+        );
         match want {
             Some(svc) => assert_eq!(r.echo_name().as_deref(), Some(*svc), "{host}{path}: {r:?}"),
             // No rule and no default backend: 404.
@@ -396,8 +420,10 @@ async fn corpus_path_types_follow_the_specification_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corpus_core_examples_route_as_documented() {
     type Case<'a> = (&'a str, &'a str, Option<&'a str>);
-    let files: &[(&str, &[&str], &[Case<'_>])] = &[
+    // (feature, corpus file, Services, cases)
+    let files: &[(&str, &str, &[&str], &[Case<'_>])] = &[
         (
+            "defaultBackend",
             "default-backend.yaml",
             &["test"],
             &[
@@ -406,6 +432,7 @@ async fn corpus_core_examples_route_as_documented() {
             ],
         ),
         (
+            "rules",
             "name-virtual-hosts.yaml",
             &["service1", "service2", "service3"],
             &[
@@ -416,6 +443,7 @@ async fn corpus_core_examples_route_as_documented() {
             ],
         ),
         (
+            "host wildcards",
             "host-wildcards.yaml",
             &["service1", "service2"],
             &[
@@ -426,7 +454,7 @@ async fn corpus_core_examples_route_as_documented() {
             ],
         ),
     ];
-    for (file, services, cases) in files {
+    for (feature, file, services, cases) in files {
         let Some(text) = corpus_file(file) else {
             eprintln!("skipping: no ingress corpus");
             return;
@@ -446,6 +474,15 @@ async fn corpus_core_examples_route_as_documented() {
         wait_for_echo(gw, host, path, first.unwrap()).await;
         for (host, path, want) in *cases {
             let r = HttpClient::http1().get(gw, host, path, &[]).await.unwrap();
+            conformance::record(
+                SUITE,
+                feature,
+                &format!("{file}: {host}{path}"),
+                match want {
+                    Some(svc) => r.echo_name().as_deref() == Some(*svc),
+                    None => r.status == 404,
+                },
+            );
             match want {
                 Some(svc) => {
                     assert_eq!(

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use anyhow::ensure;
-use bowline_tests::{Echo, HttpClient, Stack, TestPki, TlsConn, TlsOptions, eventually, free_port};
+use bowline_tests::{
+    Echo, HttpClient, Stack, TestPki, TlsConn, TlsOptions, conformance, eventually, free_port,
+};
 
 fn addr(port: u16) -> SocketAddr {
     format!("127.0.0.1:{port}").parse().unwrap()
@@ -112,6 +114,9 @@ fn nginx(name: &str) -> String {
 /// `path` is what the backend received, `location` the redirect target (`{https}` stands for the
 /// HTTPS port).
 struct Case {
+    /// The annotation the case checks (the report's row): ingress-nginx's name without its
+    /// `nginx.ingress.kubernetes.io/` prefix, or Bowline's own with its prefix.
+    feature: &'static str,
     host: &'static str,
     path: &'static str,
     headers: &'static [(&'static str, &'static str)],
@@ -121,8 +126,9 @@ struct Case {
     location: Option<&'static str>,
 }
 
-const fn case(host: &'static str, path: &'static str) -> Case {
+const fn case(feature: &'static str, host: &'static str, path: &'static str) -> Case {
     Case {
+        feature,
         host,
         path,
         headers: &[],
@@ -153,94 +159,157 @@ const fn with(mut c: Case, headers: &'static [(&'static str, &'static str)]) -> 
 /// The table the conformance report is generated from.
 const CASES: &[Case] = &[
     // rewrite-target /$2 with use-regex (docs/examples/rewrite): the captures, case-insensitive.
-    to(case("rewrite.test", "/something"), "web", "/"),
-    to(case("rewrite.test", "/something/"), "web", "/"),
-    to(case("rewrite.test", "/something/new"), "web", "/new"),
     to(
-        case("rewrite.test", "/SomeThing/a/b?q=1"),
+        case("rewrite-target", "rewrite.test", "/something"),
+        "web",
+        "/",
+    ),
+    to(
+        case("rewrite-target", "rewrite.test", "/something/"),
+        "web",
+        "/",
+    ),
+    to(
+        case("rewrite-target", "rewrite.test", "/something/new"),
+        "web",
+        "/new",
+    ),
+    to(
+        case("rewrite-target", "rewrite.test", "/SomeThing/a/b?q=1"),
         "web",
         "/a/b?q=1",
     ),
     // rewrite-target "/" without captures: everything under the path becomes "/".
-    to(case("strip.test", "/app/x/y"), "api", "/"),
+    to(
+        case("bowline.io/rewrite-target", "strip.test", "/app/x/y"),
+        "api",
+        "/",
+    ),
     // app-root: "/" answers 302 to the root; other paths are proxied.
-    redirect(case("approot.test", "/"), 302, "http://approot.test/app1"),
-    to(case("approot.test", "/app1"), "web", "/app1"),
+    redirect(
+        case("app-root", "approot.test", "/"),
+        302,
+        "http://approot.test/app1",
+    ),
+    to(case("app-root", "approot.test", "/app1"), "web", "/app1"),
     // ssl-redirect: a host with TLS redirects plaintext with 308; ssl-redirect "false" does not.
     redirect(
-        case("secure.test", "/x?y=1"),
+        case("ssl-redirect", "secure.test", "/x?y=1"),
         308,
         "https://secure.test:{https}/x?y=1",
     ),
-    to(case("secure.test", "/plain"), "api", "/plain"),
+    to(
+        case("ssl-redirect", "secure.test", "/plain"),
+        "api",
+        "/plain",
+    ),
     // force-ssl-redirect without a certificate.
     redirect(
-        case("force.test", "/a"),
+        case("force-ssl-redirect", "force.test", "/a"),
         308,
         "https://force.test:{https}/a",
     ),
     // permanent-redirect with permanent-redirect-code, temporal-redirect.
-    redirect(case("moved.test", "/old"), 308, "https://new.test/landing"),
-    redirect(case("temp.test", "/old"), 302, "http://t.test:8080/x"),
+    redirect(
+        case("permanent-redirect", "moved.test", "/old"),
+        308,
+        "https://new.test/landing",
+    ),
+    redirect(
+        case("temporal-redirect", "temp.test", "/old"),
+        302,
+        "http://t.test:8080/x",
+    ),
     // canary-by-header: always / never / anything else.
     to(
-        with(case("chdr.test", "/"), &[("x-canary", "always")]),
+        with(
+            case("canary-by-header", "chdr.test", "/"),
+            &[("x-canary", "always")],
+        ),
         "canary",
         "/",
     ),
     to(
-        with(case("chdr.test", "/"), &[("x-canary", "never")]),
+        with(
+            case("canary-by-header", "chdr.test", "/"),
+            &[("x-canary", "never")],
+        ),
         "production",
         "/",
     ),
     to(
-        with(case("chdr.test", "/"), &[("x-canary", "maybe")]),
+        with(
+            case("canary-by-header", "chdr.test", "/"),
+            &[("x-canary", "maybe")],
+        ),
         "production",
         "/",
     ),
-    to(case("chdr.test", "/"), "production", "/"),
+    to(
+        case("canary-by-header", "chdr.test", "/"),
+        "production",
+        "/",
+    ),
     // canary-by-header-value.
     to(
-        with(case("cval.test", "/"), &[("x-region", "us-east")]),
+        with(
+            case("canary-by-header-value", "cval.test", "/"),
+            &[("x-region", "us-east")],
+        ),
         "canary",
         "/",
     ),
     to(
-        with(case("cval.test", "/"), &[("x-region", "always")]),
+        with(
+            case("canary-by-header-value", "cval.test", "/"),
+            &[("x-region", "always")],
+        ),
         "production",
         "/",
     ),
     // canary-by-cookie.
     to(
-        with(case("ccookie.test", "/"), &[("cookie", "beta=always")]),
+        with(
+            case("canary-by-cookie", "ccookie.test", "/"),
+            &[("cookie", "beta=always")],
+        ),
         "canary",
         "/",
     ),
     to(
-        with(case("ccookie.test", "/"), &[("cookie", "beta=never")]),
+        with(
+            case("canary-by-cookie", "ccookie.test", "/"),
+            &[("cookie", "beta=never")],
+        ),
         "production",
         "/",
     ),
     to(
-        with(case("ccookie.test", "/"), &[("cookie", "beta=x")]),
+        with(
+            case("canary-by-cookie", "ccookie.test", "/"),
+            &[("cookie", "beta=x")],
+        ),
         "production",
         "/",
     ),
     // Precedence header > cookie > weight (weight 100): never wins over the cookie and weight.
     to(
         with(
-            case("cprec.test", "/"),
+            case("canary", "cprec.test", "/"),
             &[("x-canary", "never"), ("cookie", "beta=always")],
         ),
         "production",
         "/",
     ),
     to(
-        with(case("cprec.test", "/"), &[("cookie", "beta=never")]),
+        with(
+            case("canary", "cprec.test", "/"),
+            &[("cookie", "beta=never")],
+        ),
         "production",
         "/",
     ),
-    to(case("cprec.test", "/"), "canary", "/"),
+    to(case("canary", "cprec.test", "/"), "canary", "/"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,6 +486,23 @@ async fn annotations_route_as_ingress_nginx_documents() {
     for c in CASES {
         let r = client.get(gw, c.host, c.path, c.headers).await.unwrap();
         let what = format!("{}{} {:?}", c.host, c.path, c.headers);
+        let want_location = c
+            .location
+            .map(|l| l.replace("{https}", &https_port.to_string()));
+        let location = r
+            .headers
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        conformance::record(
+            "ingress-nginx",
+            c.feature,
+            &what,
+            r.status == c.status
+                && c.echo.is_none_or(|e| r.echo_name().as_deref() == Some(e))
+                && c.upstream_path
+                    .is_none_or(|p| r.echo_field("path").as_deref() == Some(p))
+                && (want_location.is_none() || location == want_location),
+        );
         assert_eq!(r.status, c.status, "{what}: {r:?}");
         if let Some(echo) = c.echo {
             assert_eq!(r.echo_name().as_deref(), Some(echo), "{what}: {r:?}");
