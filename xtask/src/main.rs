@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod conformance;
 mod crds;
 mod up;
 
@@ -34,6 +35,8 @@ enum Cmd {
     /// Run a benchmark program (`gateway`: side by side with nginx; `routes`: route matching).
     #[command(subcommand_required = true)]
     Bench(bench::Bench),
+    /// Run the conformance tables and write docs/conformance.md (`--check`: only compare).
+    Conformance(conformance::Conformance),
 }
 
 impl Cmd {
@@ -42,6 +45,7 @@ impl Cmd {
             Cmd::GenCrds(task) => task.run(root),
             Cmd::Up(task) => task.run(root),
             Cmd::Bench(task) => task.run(root),
+            Cmd::Conformance(task) => task.run(root),
         }
     }
 }
