@@ -106,6 +106,9 @@ fn ingress(
     out
 }
 
+/// The suite of the conformance report the cases feed (`cargo xtask conformance`).
+const SUITE: &str = "ingress-nginx";
+
 fn nginx(name: &str) -> String {
     format!("nginx.ingress.kubernetes.io/{name}")
 }
@@ -494,7 +497,7 @@ async fn annotations_route_as_ingress_nginx_documents() {
             .get("location")
             .map(|v| v.to_str().unwrap().to_string());
         conformance::record(
-            "ingress-nginx",
+            SUITE,
             c.feature,
             &what,
             r.status == c.status
@@ -535,6 +538,12 @@ async fn annotations_route_as_ingress_nginx_documents() {
 
     // backend-protocol GRPC: the backend is spoken to over h2c.
     let r = client.get(gw, "grpc.test", "/", &[]).await.unwrap();
+    conformance::record(
+        SUITE,
+        "backend-protocol",
+        "grpc.test/: GRPC reaches the backend over h2c",
+        r.echo_field("version").as_deref() == Some("HTTP/2.0"),
+    );
     assert_eq!(
         r.echo_field("version").as_deref(),
         Some("HTTP/2.0"),
@@ -549,6 +558,12 @@ async fn annotations_route_as_ingress_nginx_documents() {
             canary += 1;
         }
     }
+    conformance::record(
+        SUITE,
+        "canary-weight",
+        "cweight.test/: weight 25 of 100 over 200 requests",
+        (25..=75).contains(&canary),
+    );
     assert!(
         (25..=75).contains(&canary),
         "{canary} of 200 went to the canary"
@@ -566,13 +581,31 @@ async fn annotations_route_as_ingress_nginx_documents() {
         set.contains("Max-Age=172800") && set.contains("Path=/"),
         "{set}"
     );
+    conformance::record(
+        SUITE,
+        "session-cookie-name",
+        "sticky.test/: the cookie is named route",
+        set.starts_with("route="),
+    );
+    conformance::record(
+        SUITE,
+        "session-cookie-max-age",
+        "sticky.test/: Max-Age=172800",
+        set.contains("Max-Age=172800"),
+    );
     let cookie = set.split(';').next().unwrap().to_string();
     let first = r.echo_name().unwrap();
-    for _ in 0..10 {
+    for i in 0..10 {
         let r = client
             .get(gw, "sticky.test", "/", &[("cookie", &cookie)])
             .await
             .unwrap();
+        conformance::record(
+            SUITE,
+            "affinity",
+            &format!("sticky.test/ with the cookie, request {i}: same backend"),
+            r.echo_name() == Some(first.clone()),
+        );
         assert_eq!(r.echo_name(), Some(first.clone()), "{cookie}: {r:?}");
     }
 
@@ -597,6 +630,16 @@ async fn annotations_route_as_ingress_nginx_documents() {
             .get(n)
             .map(|v| v.to_str().unwrap().to_ascii_uppercase())
     };
+    conformance::record(
+        SUITE,
+        "enable-cors",
+        "cors.test/: OPTIONS preflight answered with the defaults",
+        (r.status == 200 || r.status == 204)
+            && r.echo_name().is_none()
+            && header("access-control-allow-origin").as_deref() == Some("HTTPS://APP.TEST")
+            && header("access-control-allow-methods").is_some_and(|m| m.contains("PUT"))
+            && header("access-control-max-age").as_deref() == Some("1728000"),
+    );
     assert_eq!(
         header("access-control-allow-origin").as_deref(),
         Some("HTTPS://APP.TEST")
@@ -693,8 +736,10 @@ type CorpusCase<'a> = (
 async fn corpus_annotation_examples_route_as_documented() {
     const CANARY: &[(&str, &str)] = &[("x-canary", "always")];
     const NEVER: &[(&str, &str)] = &[("x-canary", "never")];
-    let files: &[(&str, &[&str], &[CorpusCase<'_>])] = &[
+    // (feature, corpus file, Services, cases)
+    let files: &[(&str, &str, &[&str], &[CorpusCase<'_>])] = &[
         (
+            "rewrite-target",
             "rewrite-target.yaml",
             &["http-svc"],
             &[
@@ -711,6 +756,7 @@ async fn corpus_annotation_examples_route_as_documented() {
             ],
         ),
         (
+            "app-root",
             "app-root.yaml",
             &["http-svc"],
             &[
@@ -725,6 +771,7 @@ async fn corpus_annotation_examples_route_as_documented() {
             ],
         ),
         (
+            "use-regex",
             "path-priority.yaml",
             &["service1", "service2", "service3"],
             &[
@@ -734,6 +781,7 @@ async fn corpus_annotation_examples_route_as_documented() {
             ],
         ),
         (
+            "canary-by-header",
             "canary-by-header.yaml",
             &["production", "canary"],
             &[
@@ -743,6 +791,7 @@ async fn corpus_annotation_examples_route_as_documented() {
             ],
         ),
         (
+            "canary-by-header-value",
             "canary-by-header-value.yaml",
             &["production", "canary"],
             &[
@@ -764,6 +813,7 @@ async fn corpus_annotation_examples_route_as_documented() {
             ],
         ),
         (
+            "canary-by-cookie",
             "canary-by-cookie.yaml",
             &["production", "canary"],
             &[
@@ -785,6 +835,7 @@ async fn corpus_annotation_examples_route_as_documented() {
             ],
         ),
         (
+            "canary",
             "canary-precedence.yaml",
             &["production", "canary"],
             &[
@@ -795,12 +846,13 @@ async fn corpus_annotation_examples_route_as_documented() {
             ],
         ),
         (
+            "canary-weight",
             "canary-weight.yaml",
             &["production", "canary"],
             &[("echo.prod.mydomain.com", "/", &[], Ok("*"), "/")],
         ),
     ];
-    for (file, services, cases) in files {
+    for (feature, file, services, cases) in files {
         let Some(text) = corpus_file(file) else {
             eprintln!("skipping: no ingress corpus");
             return;
@@ -841,6 +893,12 @@ async fn corpus_annotation_examples_route_as_documented() {
                     *seen.entry(r.echo_name().unwrap_or_default()).or_insert(0) += 1;
                 }
                 let (p, c) = (seen.get("production"), seen.get("canary"));
+                conformance::record(
+                    SUITE,
+                    feature,
+                    &format!("{what}: both backends over 100 requests"),
+                    p.is_some_and(|n| *n >= 20) && c.is_some_and(|n| *n >= 20),
+                );
                 assert!(
                     p.is_some_and(|n| *n >= 20) && c.is_some_and(|n| *n >= 20),
                     "{what}: {seen:?}"
@@ -848,6 +906,21 @@ async fn corpus_annotation_examples_route_as_documented() {
                 continue;
             }
             let r = client.get(gw, host, path, headers).await.unwrap();
+            let location = r.headers.get("location").map(|v| v.to_str().unwrap());
+            conformance::record(
+                SUITE,
+                feature,
+                &what,
+                match want {
+                    Ok(svc) => {
+                        r.echo_name().as_deref() == Some(*svc)
+                            && r.echo_field("path").as_deref() == Some(*detail)
+                    }
+                    Err(status) => {
+                        r.status == *status && (detail.is_empty() || location == Some(*detail))
+                    }
+                },
+            );
             match want {
                 Ok(svc) => {
                     assert_eq!(r.echo_name().as_deref(), Some(*svc), "{what}: {r:?}");
@@ -967,6 +1040,12 @@ async fn client_access_limits_and_body_size() {
         ("denied.test", 403),
     ] {
         let r = client.get(gw, host, "/", &[]).await.unwrap();
+        let feature = if host == "denied.test" {
+            "denylist-source-range"
+        } else {
+            "whitelist-source-range"
+        };
+        conformance::record(SUITE, feature, &format!("{host}/"), r.status == status);
         assert_eq!(r.status, status, "{host}: {r:?}");
     }
     // limit-rps 1 with burst 2: three requests at once pass, the rest of a quick run is refused.
@@ -975,15 +1054,38 @@ async fn client_access_limits_and_body_size() {
         let r = client.get(gw, "limited.test", "/", &[]).await.unwrap();
         *statuses.entry(r.status).or_insert(0) += 1;
     }
+    conformance::record(
+        SUITE,
+        "limit-rps",
+        "limited.test/: rps 1, burst 2: 3 to 5 of 10 quick requests pass, the rest 503",
+        statuses.get(&200).is_some_and(|n| (3..=5).contains(n)) && statuses.get(&503) >= Some(&5),
+    );
     assert!(
         statuses.get(&200).is_some_and(|n| (3..=5).contains(n)) && statuses.get(&503) >= Some(&5),
         "{statuses:?}"
     );
-    for _ in 0..10 {
+    for i in 0..10 {
         let r = client.get(gw, "exempt.test", "/", &[]).await.unwrap();
+        conformance::record(
+            SUITE,
+            "limit-whitelist",
+            &format!("exempt.test/ request {i}: not limited"),
+            r.status == 200,
+        );
         assert_eq!(r.status, 200, "limit-whitelist: {r:?}");
     }
-    assert_eq!(post(gw, "small.test", 512).await, 200);
-    assert_eq!(post(gw, "small.test", 2048).await, 413);
-    assert_eq!(post(gw, "open.test", 2048).await, 200);
+    for (host, bytes, status) in [
+        ("small.test", 512, 200),
+        ("small.test", 2048, 413),
+        ("open.test", 2048, 200),
+    ] {
+        let got = post(gw, host, bytes).await;
+        conformance::record(
+            SUITE,
+            "proxy-body-size",
+            &format!("POST {host}/ with {bytes} bytes: {status}"),
+            got == status,
+        );
+        assert_eq!(got, status, "POST {host}/ with {bytes} bytes");
+    }
 }
