@@ -383,6 +383,51 @@ const CASES: &[(&str, &str, &[Req])] = &[
         )],
     ),
     (
+        "HTTPRoutePortRedirect",
+        "httproute-redirect-port.yaml",
+        &[
+            redirect("/port", 302, "http://example.com:8083/port"),
+            redirect(
+                "/port-and-host",
+                302,
+                "http://example.org:8083/port-and-host",
+            ),
+            redirect(
+                "/port-and-status",
+                301,
+                "http://example.com:8083/port-and-status",
+            ),
+            redirect(
+                "/port-and-host-and-status",
+                302,
+                "http://example.org:8083/port-and-host-and-status",
+            ),
+        ],
+    ),
+    (
+        // Without a port, the scheme's well-known port, left out of the Location.
+        "HTTPRouteSchemeRedirect",
+        "httproute-redirect-scheme.yaml",
+        &[
+            redirect("/scheme", 302, "https://example.com/scheme"),
+            redirect(
+                "/scheme-and-host",
+                302,
+                "https://example.org/scheme-and-host",
+            ),
+            redirect(
+                "/scheme-and-status",
+                301,
+                "https://example.com/scheme-and-status",
+            ),
+            redirect(
+                "/scheme-and-host-and-status",
+                302,
+                "https://example.org/scheme-and-host-and-status",
+            ),
+        ],
+    ),
+    (
         "HTTPRoute",
         "httproute-invalid-nonexistent-backendref.yaml",
         &[status("/", 500)],
@@ -558,6 +603,30 @@ async fn conformance_tables() {
     checked(
         "HTTPRouteRequestMirror",
         "httproute-request-mirror.yaml: /mirror is mirrored to infra-backend-v2",
+        mirrored,
+    );
+
+    // Several RequestMirrors: v1 answers, v2 and v3 each get a copy.
+    let text =
+        std::fs::read_to_string(dir.join("httproute-request-multiple-mirrors.yaml")).unwrap();
+    stack.write_manifest("case.yaml", &text);
+    let mirrors = [&echos[1], &echos[2]];
+    let mut before = Vec::new();
+    for m in mirrors {
+        before.push(m.stat("requests").await.unwrap());
+    }
+    let mirrored = try_eventually(|| async {
+        check(&client, gw, &get("/multi-mirror", "infra-backend-v1")).await?;
+        for (m, was) in mirrors.iter().zip(&before) {
+            let now = m.stat("requests").await?;
+            ensure!(now > *was, "{} saw no copy ({now} requests)", m.name);
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    checked(
+        "HTTPRouteRequestMultipleMirrors",
+        "httproute-request-multiple-mirrors.yaml: /multi-mirror is mirrored to infra-backend-v2 and v3",
         mirrored,
     );
 
