@@ -428,6 +428,23 @@ const CASES: &[(&str, &str, &[Req])] = &[
         ],
     ),
     (
+        // `/delay/MS` makes the echo wait (its path segments); the timeouts are 500ms.
+        "HTTPRouteRequestTimeout",
+        "httproute-timeout-request.yaml",
+        &[
+            status("/request-timeout/delay/1000", 504),
+            get("/disable-request-timeout/delay/1000", "infra-backend-v1"),
+        ],
+    ),
+    (
+        "HTTPRouteBackendTimeout",
+        "httproute-timeout-backend-request.yaml",
+        &[
+            status("/backend-timeout/delay/1000", 504),
+            get("/disable-backend-timeout/delay/1000", "infra-backend-v1"),
+        ],
+    ),
+    (
         "HTTPRoute",
         "httproute-invalid-nonexistent-backendref.yaml",
         &[status("/", 500)],
@@ -629,6 +646,36 @@ async fn conformance_tables() {
         "httproute-request-multiple-mirrors.yaml: /multi-mirror is mirrored to infra-backend-v2 and v3",
         mirrored,
     );
+
+    // Mirrors of a share of the requests: 20% (`percent`) and 25/50 (`fraction`) of 200
+    // requests reach infra-backend-v2, within a tolerance of about 5 standard deviations.
+    let text =
+        std::fs::read_to_string(dir.join("httproute-request-percentage-mirror.yaml")).unwrap();
+    stack.write_manifest("case.yaml", &text);
+    for (path, share) in [("/percent-mirror", 20), ("/percent-mirror-fraction", 50)] {
+        let req = get(path, "infra-backend-v1");
+        eventually(&format!("{path} is served"), || check(&client, gw, &req)).await;
+        let before = mirror.stat("requests").await.unwrap();
+        for _ in 0..200 {
+            check(&client, gw, &req).await.unwrap();
+        }
+        let (low, high) = (2 * share - 30, 2 * share + 30);
+        let copies = try_eventually(|| async {
+            let copies = mirror.stat("requests").await? - before;
+            ensure!(copies >= low, "{copies} copies of 200, fewer than {low}");
+            anyhow::Ok(copies)
+        })
+        .await;
+        let result = match copies {
+            Ok(n) if n > high => Err(anyhow::anyhow!("{n} copies of 200, more than {high}")),
+            other => other.map(|_| ()),
+        };
+        checked(
+            "HTTPRouteRequestPercentageMirror",
+            &format!("httproute-request-percentage-mirror.yaml: {path} mirrors {share}%"),
+            result,
+        );
+    }
 
     // Weighted backends: 70/30/0, within the conformance suite's tolerance.
     let text = std::fs::read_to_string(dir.join("httproute-weight.yaml")).unwrap();
