@@ -214,8 +214,14 @@ const CASES: &[Case] = &[
     ),
     // permanent-redirect with permanent-redirect-code, temporal-redirect.
     redirect(
-        case("permanent-redirect", "moved.test", "/old"),
+        case("permanent-redirect-code", "moved.test", "/old"),
         308,
+        "https://new.test/landing",
+    ),
+    // permanent-redirect alone: 301.
+    redirect(
+        case("permanent-redirect", "moveddefault.test", "/old"),
+        301,
         "https://new.test/landing",
     ),
     redirect(
@@ -268,6 +274,29 @@ const CASES: &[Case] = &[
             &[("x-region", "always")],
         ),
         "production",
+        "/",
+    ),
+    // canary-by-header-pattern: the header value matching the pattern goes to the canary.
+    to(
+        with(
+            case("canary-by-header-pattern", "cpattern.test", "/"),
+            &[("x-region", "us-west")],
+        ),
+        "canary",
+        "/",
+    ),
+    to(
+        with(
+            case("canary-by-header-pattern", "cpattern.test", "/"),
+            &[("x-region", "eu-us-1")],
+        ),
+        "production",
+        "/",
+    ),
+    // canary-weight-total: a weight equal to the total sends everything to the canary.
+    to(
+        case("canary-weight-total", "ctotal.test", "/"),
+        "canary",
         "/",
     ),
     // canary-by-cookie.
@@ -395,6 +424,13 @@ async fn annotations_route_as_ingress_nginx_documents() {
         "web",
     );
     m += &ingress(
+        "moved-default",
+        &[(&nginx("permanent-redirect"), "https://new.test/landing")],
+        "moveddefault.test",
+        "/",
+        "web",
+    );
+    m += &ingress(
         "temp",
         &[(&nginx("temporal-redirect"), "http://t.test:8080/x")],
         "temp.test",
@@ -427,6 +463,20 @@ async fn annotations_route_as_ingress_nginx_documents() {
             ],
         ),
         ("cweight.test", vec![(nginx("canary-weight"), "25")]),
+        (
+            "cpattern.test",
+            vec![
+                (nginx("canary-by-header"), "X-Region"),
+                (nginx("canary-by-header-pattern"), "^us-"),
+            ],
+        ),
+        (
+            "ctotal.test",
+            vec![
+                (nginx("canary-weight"), "3"),
+                (nginx("canary-weight-total"), "3"),
+            ],
+        ),
     ] {
         let label = host.trim_end_matches(".test");
         m += &ingress(&format!("{label}-main"), &[], host, "/", "production");
