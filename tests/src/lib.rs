@@ -303,6 +303,20 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// The control plane's `config_dump` of the gateway serving IngressClass `bowline` on these
+    /// ports (its snapshot and diagnostics).
+    pub async fn ingress_config_dump(
+        &self,
+        client: &HttpClient,
+        http_port: u16,
+        https_port: u16,
+    ) -> anyhow::Result<Reply> {
+        let path = format!(
+            "/config_dump?ingressClass=bowline&httpPort={http_port}&httpsPort={https_port}"
+        );
+        client.get(self.cp_admin, "", &path, &[]).await
+    }
+
     /// Writes `files` (name, content) into a fresh manifests directory, starts the control plane
     /// and a gateway for `gateway` (`ns/name`), and waits until both are ready.
     pub async fn start(files: &[(&str, String)], gateway: &str) -> Stack {

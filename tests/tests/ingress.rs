@@ -234,15 +234,8 @@ async fn ingress_class_routes_hosts_paths_backends_and_tls() {
     }
 
     // The control plane shows the snapshot and says why /gone answers 503.
-    let dump = client
-        .get(
-            stack.cp_admin,
-            "",
-            &format!(
-                "/config_dump?ingressClass=bowline&httpPort={http_port}&httpsPort={https_port}"
-            ),
-            &[],
-        )
+    let dump = stack
+        .ingress_config_dump(&client, http_port, https_port)
         .await
         .unwrap();
     assert_eq!(dump.status, 200, "{dump:?}");

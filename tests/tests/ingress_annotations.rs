@@ -705,15 +705,8 @@ async fn annotations_route_as_ingress_nginx_documents() {
     // Refused and unknown annotations are reported, naming the Ingress and the annotation; the
     // Ingress is served without them.
     wait_for(&client, gw, "reported.test", "web").await;
-    let dump = client
-        .get(
-            stack.cp_admin,
-            "",
-            &format!(
-                "/config_dump?ingressClass=bowline&httpPort={http_port}&httpsPort={https_port}"
-            ),
-            &[],
-        )
+    let dump = stack
+        .ingress_config_dump(&client, http_port, https_port)
         .await
         .unwrap()
         .json()

@@ -45,9 +45,8 @@ use bowline_model::gatewayapi::{
 };
 use bowline_model::ir;
 use bowline_model::manifest::Kind;
-use bowline_model::proto;
 
-use super::ingress::{TlsFile, tls_material};
+use super::ingress::{TlsFile, certificate_files, tls_material};
 use super::{CONNECT_TIMEOUT_MS, Diagnostic, Inputs, Translation};
 use crate::discovery;
 
@@ -601,24 +600,13 @@ impl Cx<'_> {
                 );
                 continue;
             };
-            let mut both = chain.to_vec();
-            both.extend_from_slice(&key);
-            let stem = format!("{ns}.{sname}.{}", proto::digest(&both));
-            let chain_path = tls_dir.join(format!("{stem}.crt"));
-            let key_path = tls_dir.join(format!("{stem}.key"));
-            for (path, contents) in [(&chain_path, chain), (&key_path, key)] {
-                if !self.out.files.iter().any(|f| &f.path == path) {
-                    self.out.files.push(TlsFile {
-                        path: path.clone(),
-                        contents,
-                    });
-                }
-            }
-            certificates.push(ir::TlsCertificate {
-                certificate_chain: chain_path.display().to_string(),
-                private_key: key_path.display().to_string(),
-                server_names: l.listener.hostname.iter().cloned().collect(),
-            });
+            certificates.push(certificate_files(
+                &mut self.out.files,
+                tls_dir,
+                &format!("{ns}.{sname}"),
+                (chain, key),
+                l.listener.hostname.iter().cloned().collect(),
+            ));
         }
         if certificates.is_empty() {
             return None;

@@ -1042,24 +1042,13 @@ impl Cx<'_> {
                 if default {
                     claimed.insert(String::new(), owner.clone());
                 }
-                let mut both = chain.to_vec();
-                both.extend_from_slice(&key);
-                let stem = format!("{}.{secret_name}.{}", s.namespace, proto::digest(&both));
-                let chain_path = tls_dir.join(format!("{stem}.crt"));
-                let key_path = tls_dir.join(format!("{stem}.key"));
-                for (path, contents) in [(&chain_path, chain), (&key_path, key)] {
-                    if !self.out.files.iter().any(|f| &f.path == path) {
-                        self.out.files.push(TlsFile {
-                            path: path.clone(),
-                            contents,
-                        });
-                    }
-                }
-                certs.push(ir::TlsCertificate {
-                    certificate_chain: chain_path.display().to_string(),
-                    private_key: key_path.display().to_string(),
-                    server_names: names,
-                });
+                certs.push(certificate_files(
+                    &mut self.out.files,
+                    tls_dir,
+                    &format!("{}.{secret_name}", s.namespace),
+                    (chain, key),
+                    names,
+                ));
             }
         }
         certs
@@ -1068,6 +1057,36 @@ impl Cx<'_> {
 
 /// PEM text.
 pub(crate) type Pem = Arc<[u8]>;
+
+/// The certificate of a Secret's PEM chain and key, served for `server_names`: the two files
+/// are named after `owner` (`namespace.secret`) and their content, so a changed Secret gets new
+/// files and the gateway reloads them; each file is queued once in `files`.
+pub(crate) fn certificate_files(
+    files: &mut Vec<TlsFile>,
+    tls_dir: &Path,
+    owner: &str,
+    (chain, key): (Pem, Pem),
+    server_names: Vec<String>,
+) -> ir::TlsCertificate {
+    let mut both = chain.to_vec();
+    both.extend_from_slice(&key);
+    let stem = format!("{owner}.{}", proto::digest(&both));
+    let chain_path = tls_dir.join(format!("{stem}.crt"));
+    let key_path = tls_dir.join(format!("{stem}.key"));
+    for (path, contents) in [(&chain_path, chain), (&key_path, key)] {
+        if !files.iter().any(|f| &f.path == path) {
+            files.push(TlsFile {
+                path: path.clone(),
+                contents,
+            });
+        }
+    }
+    ir::TlsCertificate {
+        certificate_chain: chain_path.display().to_string(),
+        private_key: key_path.display().to_string(),
+        server_names,
+    }
+}
 
 /// The PEM chain and key of a `kubernetes.io/tls` Secret, checked: at least one certificate and
 /// a private key that matches the first.
