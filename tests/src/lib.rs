@@ -220,6 +220,8 @@ impl Reply {
 #[derive(Clone)]
 pub struct HttpClient {
     inner: Client<HttpConnector, Full<Bytes>>,
+    /// How long a request may take until its response headers (10 s unless set).
+    timeout: Duration,
 }
 
 impl HttpClient {
@@ -237,7 +239,16 @@ impl HttpClient {
         let inner = Client::builder(TokioExecutor::new())
             .http2_only(h2)
             .build(connector);
-        HttpClient { inner }
+        HttpClient {
+            inner,
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The same client, waiting up to `timeout` for response headers.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// GET `http://addr{path}` with a Host header and extra headers.
@@ -268,7 +279,7 @@ impl HttpClient {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(Bytes::new()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.inner.request(req))
+        let resp = tokio::time::timeout(self.timeout, self.inner.request(req))
             .await
             .context("request timed out")??;
         let status = resp.status().as_u16();
@@ -559,7 +570,7 @@ impl HttpClient {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(body))?;
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.inner.request(req))
+        let resp = tokio::time::timeout(self.timeout, self.inner.request(req))
             .await
             .context("request timed out")??;
         let status = resp.status().as_u16();
@@ -1120,8 +1131,23 @@ pub async fn tcp_greeting(
 impl Echo {
     /// An echo started with extra flags (`--grpc-unavailable N`, ...).
     pub fn start_with<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> anyhow::Result<Echo> {
+        Self::spawn(name, "127.0.0.1:0".parse()?, args)
+    }
+
+    /// An echo listening on `addr` (a fixed port, for manifests that name one: a pod's
+    /// listener port under AWS Cloud Map discovery; loopback has all of 127.0.0.0/8 for
+    /// distinct pod addresses).
+    pub fn start_on(name: &str, addr: SocketAddr) -> anyhow::Result<Echo> {
+        Self::spawn::<&str>(name, addr, &[])
+    }
+
+    fn spawn<S: AsRef<std::ffi::OsStr>>(
+        name: &str,
+        listen: SocketAddr,
+        args: &[S],
+    ) -> anyhow::Result<Echo> {
         let mut child = Command::new(binary("bowline-echo"))
-            .args(["--name", name, "--listen", "127.0.0.1:0"])
+            .args(["--name", name, "--listen", &listen.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -4,6 +4,7 @@
 //! the walkthrough's README sends, with the outcome it documents. Every walkthrough also runs from
 //! the output of `meshctl convert`, which must route the same. Skipped when the corpus is absent.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -103,8 +104,20 @@ static LISTENER_8088: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// from a client pod through that pod's sidecar): a VirtualGateway `test-ingress` on `port` and a
 /// GatewayRoute from `/` to the VirtualService `service`. Not part of what is converted.
 fn test_ingress(ns: &str, service: &str, port: u16) -> String {
+    test_ingress_for(ns, service, port, "http")
+}
+
+/// As [`test_ingress`], with a listener and GatewayRoute of `protocol` (`http`, `http2` or
+/// `grpc`; a grpc route matches every method of `color.ColorService`, as App Mesh requires a
+/// service name or hostname).
+fn test_ingress_for(ns: &str, service: &str, port: u16, protocol: &str) -> String {
+    let (route, matcher) = match protocol {
+        "grpc" => ("grpcRoute", "{serviceName: color.ColorService}"),
+        "http2" => ("http2Route", "{prefix: /}"),
+        _ => ("httpRoute", "{prefix: /}"),
+    };
     format!(
-        "---\napiVersion: mesh.bowline.io/v1alpha1\nkind: VirtualGateway\nmetadata: {{name: test-ingress, namespace: {ns}}}\nspec:\n  listeners:\n    - portMapping: {{port: {port}, protocol: http}}\n---\napiVersion: mesh.bowline.io/v1alpha1\nkind: GatewayRoute\nmetadata: {{name: test-ingress, namespace: {ns}}}\nspec:\n  httpRoute:\n    match: {{prefix: /}}\n    action:\n      target: {{virtualService: {{virtualServiceRef: {{name: {service}}}}}}}\n"
+        "---\napiVersion: mesh.bowline.io/v1alpha1\nkind: VirtualGateway\nmetadata: {{name: test-ingress, namespace: {ns}}}\nspec:\n  listeners:\n    - portMapping: {{port: {port}, protocol: {protocol}}}\n---\napiVersion: mesh.bowline.io/v1alpha1\nkind: GatewayRoute\nmetadata: {{name: test-ingress, namespace: {ns}}}\nspec:\n  {route}:\n    match: {matcher}\n    action:\n      target: {{virtualService: {{virtualServiceRef: {{name: {service}}}}}}}\n"
     )
 }
 
@@ -321,7 +334,18 @@ async fn grpc_call(
     path: &'static str,
     metadata: &[(&'static str, &'static str)],
 ) -> Result<String, tonic::Status> {
-    let channel = tonic::transport::Channel::from_static("http://127.0.0.1:9111").connect_lazy();
+    grpc_call_on(9111, path, metadata).await
+}
+
+/// As [`grpc_call`], through the listener on `port`.
+async fn grpc_call_on(
+    port: u16,
+    path: &'static str,
+    metadata: &[(&'static str, &'static str)],
+) -> Result<String, tonic::Status> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .map_err(|e| tonic::Status::internal(e.to_string()))?
+        .connect_lazy();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
@@ -415,4 +439,271 @@ async fn grpc_ingress_v2_routes_by_service_and_metadata() {
         )
         .await;
     }
+}
+
+// === Walkthroughs with AWS Cloud Map discovery ===
+//
+// Their VirtualNodes discover pods through `awsCloudMap`: Bowline resolves the pods each node's
+// `podSelector` selects, known from the Services that select them (http2, grpc) or from Pod
+// documents (outlier-detection, whose colorapp Service has no selector). Pods listen on their
+// node's listener port, so the Pod-based echoes listen on 127.0.0.x:8080 (one address per pod)
+// and share a lock: one such stack at a time.
+
+/// The Pod-based walkthroughs' pods listen on port 8080 of their own loopback addresses.
+static PODS_8080: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A running Pod `name` in `ns` with `labels` (flow YAML) at `ip`.
+fn pod(ns: &str, name: &str, labels: &str, ip: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {labels}}}\nspec: {{containers: [{{name: app, image: colorapp}}]}}\nstatus: {{phase: Running, podIP: \"{ip}\", conditions: [{{type: Ready, status: \"True\"}}]}}\n"
+    )
+}
+
+/// Counts who answers `n` requests of `path` through the listener on `port`: the echo's name
+/// for a 200, else `status N`.
+async fn tally(client: &HttpClient, port: u16, path: &str, n: usize) -> BTreeMap<String, usize> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let r = client.get(addr, "", path, &[]).await.unwrap();
+        let who = match r.echo_name() {
+            Some(name) if r.status == 200 => name,
+            _ => format!("status {}", r.status),
+        };
+        *seen.entry(who).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// howto-k8s-http2: the color router's http2 route splits 1:1:1 over red, blue and green,
+/// whose listeners speak HTTP/2 (h2c); the client's sidecar is stood in for by a test ingress.
+#[tokio::test]
+async fn http2_weighted_targets_over_h2c() {
+    let ns = "howto-k8s-http2";
+    let Some(manifests) = walkthrough(ns, "manifests.yaml") else {
+        eprintln!("skipping: no corpus");
+        return;
+    };
+    let mut ups = Vec::new();
+    let mut discovery = String::new();
+    for color in ["red", "blue", "green"] {
+        let up = Echo::start(color).unwrap();
+        // The walkthrough's Service per node (`red`, port `http2`) selects the node's pods.
+        discovery.push_str(&endpoints_named(ns, color, "http2", &up));
+        ups.push(up);
+    }
+    let port = free_port();
+    discovery.push_str(&test_ingress_for(ns, "color", port, "http2"));
+    each_form(
+        &manifests,
+        &discovery,
+        &format!("{ns}/test-ingress"),
+        || async {
+            let client = HttpClient::h2c();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            eventually("the color route", || async {
+                let r = client.get(addr, "", "/", &[]).await?;
+                ensure!(r.status == 200, "status {}: {}", r.status, r.body);
+                Ok(())
+            })
+            .await;
+            let r = client.get(addr, "", "/", &[]).await.unwrap();
+            assert_eq!(
+                r.echo_field("version").as_deref(),
+                Some("HTTP/2.0"),
+                "the upstream speaks HTTP/2: {}",
+                r.body
+            );
+            // 1:1:1; each color's share of 90 is 30, and below 10 is beyond chance.
+            let seen = tally(&client, port, "/", 90).await;
+            assert_eq!(
+                seen.keys().collect::<Vec<_>>(),
+                ["blue", "green", "red"],
+                "{seen:?}"
+            );
+            assert!(seen.values().all(|n| *n >= 10), "{seen:?}");
+        },
+    )
+    .await;
+}
+
+/// howto-k8s-grpc: the router's grpc route matches `color.ColorService/GetColor` only; after
+/// `manifests-all-methods.yaml` every method of the service is routed.
+#[tokio::test]
+async fn grpc_routes_by_service_and_method() {
+    let ns = "howto-k8s-grpc";
+    if corpus().is_none() {
+        eprintln!("skipping: no corpus");
+        return;
+    }
+    let server = Echo::start("server").unwrap();
+    let port = free_port();
+    // The walkthrough's Service `server` (port `http`) selects the server node's pods.
+    let discovery = endpoints(ns, "server", &server) + &test_ingress_for(ns, "color", port, "grpc");
+    for (file, routed, refused) in [
+        (
+            "manifests.yaml",
+            &["/color.ColorService/GetColor"][..],
+            &["/color.ColorService/SetColor", "/other.Service/GetColor"][..],
+        ),
+        (
+            "manifests-all-methods.yaml",
+            &[
+                "/color.ColorService/GetColor",
+                "/color.ColorService/SetColor",
+            ][..],
+            &["/other.Service/GetColor"][..],
+        ),
+    ] {
+        let manifests = walkthrough(ns, file).unwrap();
+        each_form(
+            &manifests,
+            &discovery,
+            &format!("{ns}/test-ingress"),
+            || async {
+                eventually("the grpc route", || async {
+                    let got = grpc_call_on(port, routed[0], &[]).await?;
+                    ensure!(got == "hi", "{got}");
+                    Ok(())
+                })
+                .await;
+                for path in routed {
+                    assert_eq!(
+                        grpc_call_on(port, path, &[]).await.unwrap(),
+                        "hi",
+                        "{file}: {path}"
+                    );
+                }
+                for path in refused {
+                    let got = grpc_call_on(port, path, &[]).await;
+                    assert!(got.is_err(), "{file}: {path} was routed: {got:?}");
+                }
+            },
+        )
+        .await;
+    }
+}
+
+/// howto-k8s-outlier-detection: four colorapp pods; after one of them is faulted (the
+/// walkthrough's `/fault`), its 5 server errors eject it (`maxServerErrors: 5`,
+/// `maxEjectionPercent: 50`) and the other three serve everything.
+#[tokio::test]
+async fn outlier_detection_ejects_the_faulty_pod() {
+    let ns = "howto-k8s-outlier-detection";
+    let Some(manifests) = walkthrough(ns, "manifests.yaml") else {
+        eprintln!("skipping: no corpus");
+        return;
+    };
+    let _pods = PODS_8080.lock().await;
+    let mut ups = Vec::new();
+    let mut discovery = String::new();
+    for i in 1..=4 {
+        let ip = format!("127.0.0.{}", 40 + i);
+        let name = format!("colorapp-{i}");
+        ups.push(Echo::start_on(&name, SocketAddr::new(ip.parse().unwrap(), 8080)).unwrap());
+        discovery.push_str(&pod(ns, &name, "{app: colorapp}", &ip));
+    }
+    let port = free_port();
+    discovery.push_str(&test_ingress(ns, "colorapp", port));
+    let ups = &ups;
+    each_form(
+        &manifests,
+        &discovery,
+        &format!("{ns}/test-ingress"),
+        || async move {
+            let client = HttpClient::http1();
+            eventually("all four pods serve", || async {
+                let seen = tally(&client, port, "/", 40).await;
+                ensure!(
+                    seen.len() == 4 && seen.keys().all(|k| k.starts_with("colorapp-")),
+                    "{seen:?}"
+                );
+                Ok(())
+            })
+            .await;
+            let faulty = &ups[0];
+            HttpClient::http1()
+                .get(faulty.addr, "", "/__echo/fault", &[])
+                .await
+                .unwrap();
+            // Round robin over four: 40 requests give the faulty pod its 5 errors, and more.
+            let seen = tally(&client, port, "/", 40).await;
+            assert!(seen.get("status 500").is_some_and(|n| *n >= 5), "{seen:?}");
+            let after = tally(&client, port, "/", 60).await;
+            assert_eq!(after.get("status 500"), None, "ejected: {after:?}");
+            assert_eq!(after.len(), 3, "the other three serve: {after:?}");
+            HttpClient::http1()
+                .get(faulty.addr, "", "/__echo/recover", &[])
+                .await
+                .unwrap();
+        },
+    )
+    .await;
+}
+
+/// howto-k8s-timeout-policy: with the walkthrough's 60 s `perRequest` timeouts (route and node
+/// listeners) a slow colorapp answer (16 s here, 45 s in the walkthrough) arrives; with
+/// `manifests-no-timeouts.yaml`, App Mesh's 15 s default cuts it off with 504. The four stacks
+/// (two files, each as published and converted) run at once, each on its own ingress port.
+#[tokio::test]
+async fn timeout_policy_lifts_the_15_s_default() {
+    let ns = "howto-k8s-timeout-policy";
+    if corpus().is_none() {
+        eprintln!("skipping: no corpus");
+        return;
+    }
+    let _pods = PODS_8080.lock().await;
+    let mut ups = Vec::new();
+    let mut pods = String::new();
+    for (i, color) in ["blue", "red"].into_iter().enumerate() {
+        let ip = format!("127.0.0.{}", 51 + i);
+        ups.push(Echo::start_on(color, SocketAddr::new(ip.parse().unwrap(), 8080)).unwrap());
+        pods.push_str(&pod(
+            ns,
+            &format!("colorapp-{color}"),
+            &format!("{{app: colorapp, version: {color}}}"),
+            &ip,
+        ));
+    }
+    let mut runs = Vec::new();
+    for (file, want) in [("manifests.yaml", 200), ("manifests-no-timeouts.yaml", 504)] {
+        let manifests = walkthrough(ns, file).unwrap();
+        for (label, text) in [
+            ("unchanged", manifests.clone()),
+            ("converted", converted(&manifests)),
+        ] {
+            let port = free_port();
+            let discovery = pods.clone() + &test_ingress(ns, "colorapp", port);
+            runs.push(async move {
+                let stack = Stack::start(
+                    &[("manifests.yaml", text), ("discovery.yaml", discovery)],
+                    &format!("{ns}/test-ingress"),
+                )
+                .await;
+                eventually("the colorapp route", || async move {
+                    let got = who(port, "/", &[]).await?;
+                    ensure!(got == "blue" || got == "red", "{got}");
+                    Ok(())
+                })
+                .await;
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                let started = std::time::Instant::now();
+                let r = HttpClient::http1()
+                    .with_timeout(std::time::Duration::from_secs(30))
+                    .get(addr, "", "/delay/16000", &[])
+                    .await
+                    .unwrap();
+                assert_eq!(r.status, want, "{file} ({label}): {}", r.body);
+                if want == 504 {
+                    let took = started.elapsed();
+                    assert!(
+                        took >= std::time::Duration::from_secs(15),
+                        "{file} ({label}): cut off after {took:?}, before 15 s"
+                    );
+                }
+                drop(stack);
+            });
+        }
+    }
+    futures_util::future::join_all(runs).await;
 }

@@ -1,5 +1,7 @@
-//! Service discovery: from a VirtualNode's `serviceDiscovery.dns.hostname` to endpoints.
+//! Service discovery: from a VirtualNode's `serviceDiscovery` to endpoints.
 //!
+//! * `awsCloudMap`: the pods the App Mesh controller would have registered, known through the
+//!   Services that select them (see [`from_cloud_map`]).
 //! * `<service>.<namespace>.svc` and `<service>.<namespace>.svc.cluster.local` resolve against
 //!   the Service and `discovery.k8s.io/v1` EndpointSlice objects of the world, as cluster DNS plus
 //!   kube-proxy would ([`resolve`], pure).
@@ -163,15 +165,14 @@ pub struct Resolved {
 /// Resolves the endpoints of a VirtualNode for one of its listener ports. Pure.
 pub fn resolve(world: &World, dns: &DnsTable, node: &VirtualNodeSpec, port: u16) -> Resolved {
     let mut out = Resolved::default();
-    if node
+    if let Some(cloud_map) = node
         .service_discovery
         .as_ref()
-        .is_some_and(|sd| sd.aws_cloud_map.is_some())
+        .and_then(|sd| sd.aws_cloud_map.as_ref())
     {
-        out.notes.push(
-            "AWS Cloud Map service discovery is not available outside AWS; the node has no endpoints"
-                .into(),
-        );
+        let mut addrs = Vec::new();
+        from_cloud_map(world, dns, cloud_map, port, &mut addrs, &mut out.notes);
+        out.endpoints = endpoints_of(addrs);
         return out;
     }
     let Some(hostname) = node_hostname(node) else {
@@ -188,7 +189,7 @@ pub fn resolve(world: &World, dns: &DnsTable, node: &VirtualNodeSpec, port: u16)
             dns,
             &namespace,
             &name,
-            port,
+            ServicePortOf::Port(port),
             &mut addrs,
             &mut out.notes,
         ),
@@ -213,7 +214,7 @@ pub fn resolve_service(
         dns,
         namespace,
         name,
-        port,
+        ServicePortOf::Port(port),
         &mut addrs,
         &mut out.notes,
     );
@@ -257,15 +258,45 @@ fn from_dns(
 /// are excluded unless the Service publishes not-ready addresses. Headless Services
 /// (`clusterIP: None`) resolve to the ready endpoints on the requested port, as their DNS records
 /// do; ExternalName Services resolve their `externalName` through DNS.
+/// Which port of a Service is meant.
+#[derive(Clone, Copy, Debug)]
+enum ServicePortOf {
+    /// The Service port with this `port` number (what a client of the Service dials).
+    Port(u16),
+    /// The Service port whose numeric `targetPort` (its `port` when unset) is this container
+    /// port: how a pod's own listener port is found behind its Service.
+    Target(u16),
+}
+
+impl ServicePortOf {
+    fn number(self) -> u16 {
+        match self {
+            ServicePortOf::Port(p) | ServicePortOf::Target(p) => p,
+        }
+    }
+
+    fn picks(self, sp: &ServicePort) -> bool {
+        match self {
+            ServicePortOf::Port(p) => sp.port == i32::from(p),
+            ServicePortOf::Target(p) => match &sp.target_port {
+                None => sp.port == i32::from(p),
+                Some(IntOrString::Int(t)) => *t == i32::from(p),
+                Some(IntOrString::String(_)) => false,
+            },
+        }
+    }
+}
+
 fn from_service(
     world: &World,
     dns: &DnsTable,
     namespace: &str,
     name: &str,
-    port: u16,
+    pick: ServicePortOf,
     addrs: &mut Vec<(IpAddr, u16)>,
     notes: &mut Vec<String>,
 ) {
+    let port = pick.number();
     let Some(svc) = world.service(namespace, name) else {
         notes.push(format!(
             "Service {namespace}/{name} not found; the node has no endpoints"
@@ -290,10 +321,14 @@ fn from_service(
         .as_deref()
         .unwrap_or_default()
         .iter()
-        .find(|p| p.port == i32::from(port) && is_tcp(p.protocol.as_deref()));
+        .find(|p| pick.picks(p) && is_tcp(p.protocol.as_deref()));
     if service_port.is_none() && !headless {
+        let what = match pick {
+            ServicePortOf::Port(_) => "port",
+            ServicePortOf::Target(_) => "port targeting container port",
+        };
         notes.push(format!(
-            "Service {namespace}/{name} has no TCP port {port}; the node has no endpoints"
+            "Service {namespace}/{name} has no TCP {what} {port}; the node has no endpoints"
         ));
         return;
     }
@@ -351,6 +386,150 @@ fn from_service(
             "Service {namespace}/{name} has no EndpointSlice (label {SERVICE_NAME_LABEL}={name}); the node has no endpoints"
         ));
     }
+}
+
+/// AWS Cloud Map discovery, as the App Mesh controller for Kubernetes feeds it. The controller
+/// registers the pods each VirtualNode's `podSelector` selects (ready ones healthy) as instances
+/// of the node's Cloud Map service (`namespaceName`, `serviceName`), with the pod's labels and the
+/// node's `attributes` as instance attributes; a node's endpoints are the instances of its
+/// service whose attributes include all of its `attributes`, on the listener port. The pods are
+/// known two ways, and both count: Pod objects (running, with a `status.podIP`, not unready),
+/// and the Services that select them: a Service in the registering node's namespace whose
+/// `selector` the node's `podSelector` selects contributes the endpoints of its EndpointSlices
+/// (through the Service port targeting the listener port), with the Service's selector as their
+/// labels. So several nodes that share one Cloud Map service (told apart by
+/// `attributes`, as in the howto-k8s-cloudmap walkthrough) resolve as they do on AWS. Pure.
+fn from_cloud_map(
+    world: &World,
+    dns: &DnsTable,
+    want: &bowline_model::appmesh::AwsCloudMapServiceDiscovery,
+    port: u16,
+    addrs: &mut Vec<(IpAddr, u16)>,
+    notes: &mut Vec<String>,
+) {
+    let same_service = |sd: &bowline_model::appmesh::AwsCloudMapServiceDiscovery| {
+        sd.namespace_name.eq_ignore_ascii_case(&want.namespace_name)
+            && sd.service_name.eq_ignore_ascii_case(&want.service_name)
+    };
+    let mut services: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut registrars = 0;
+    let mut pods = 0;
+    for (_, node) in world.virtual_nodes() {
+        let Some(registered) = node
+            .spec
+            .service_discovery
+            .as_ref()
+            .and_then(|sd| sd.aws_cloud_map.as_ref())
+            .filter(|sd| same_service(sd))
+        else {
+            continue;
+        };
+        let Some(pod_selector) = node.spec.pod_selector.as_ref() else {
+            continue;
+        };
+        registrars += 1;
+        let node_ns = node.metadata.namespace.as_deref().unwrap_or("default");
+        // The instance attributes: the pod's labels, then the registering node's own.
+        let attributes_of = |labels: &BTreeMap<String, String>| {
+            let mut attributes = labels.clone();
+            for a in registered.attributes.iter().flatten() {
+                attributes.insert(a.key.clone(), a.value.clone());
+            }
+            attributes
+        };
+        let wanted = |attributes: &BTreeMap<String, String>| {
+            want.attributes
+                .iter()
+                .flatten()
+                .all(|a| attributes.get(&a.key) == Some(&a.value))
+        };
+        for (_, pod) in world.pods() {
+            let labels = pod.metadata.labels.clone().unwrap_or_default();
+            if pod.metadata.namespace.as_deref().unwrap_or("default") != node_ns
+                || pod_selector.matches(&labels) != Ok(true)
+                || !wanted(&attributes_of(&labels))
+            {
+                continue;
+            }
+            if let Some(ip) = running_pod_ip(pod) {
+                addrs.push((ip, port));
+                pods += 1;
+            }
+        }
+        for (_, svc) in world.services() {
+            if svc.metadata.namespace.as_deref().unwrap_or("default") != node_ns {
+                continue;
+            }
+            let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
+                continue;
+            };
+            if selector.is_empty() || pod_selector.matches(selector) != Ok(true) {
+                continue;
+            }
+            // Other Services of the same pods (metrics, admin) are not the listener's.
+            let on_listener = svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.ports.as_deref())
+                .unwrap_or_default()
+                .iter()
+                .any(|p| ServicePortOf::Target(port).picks(p));
+            if !on_listener {
+                continue;
+            }
+            if wanted(&attributes_of(selector)) {
+                services.insert((
+                    node_ns.to_string(),
+                    svc.metadata.name.clone().unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    let cloud_map = format!(
+        "AWS Cloud Map service {}/{}",
+        want.namespace_name, want.service_name
+    );
+    if registrars == 0 {
+        notes.push(format!(
+            "{cloud_map}: no VirtualNode with a podSelector registers pods in it; the node has no endpoints"
+        ));
+        return;
+    }
+    if services.is_empty() && pods == 0 {
+        notes.push(format!(
+            "{cloud_map}: no running Pod, and no Service with a port targeting {port}, is selected by its nodes' podSelector (and these attributes); the node has no endpoints"
+        ));
+        return;
+    }
+    for (ns, name) in services {
+        from_service(
+            world,
+            dns,
+            &ns,
+            &name,
+            ServicePortOf::Target(port),
+            addrs,
+            notes,
+        );
+    }
+}
+
+/// The address of a pod that is running and not unready: `status.podIP`, unless the phase is
+/// `Succeeded` or `Failed` or the `Ready` condition is `False`.
+fn running_pod_ip(pod: &k8s_openapi::api::core::v1::Pod) -> Option<IpAddr> {
+    let status = pod.status.as_ref()?;
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let unready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "False");
+    if unready {
+        return None;
+    }
+    status.pod_ip.as_deref()?.parse().ok()
 }
 
 fn is_tcp(protocol: Option<&str>) -> bool {

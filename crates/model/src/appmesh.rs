@@ -30,6 +30,34 @@ pub struct LabelSelector {
     pub match_expressions: Option<Vec<LabelSelectorRequirement>>,
 }
 
+impl LabelSelector {
+    /// Kubernetes label selector semantics: every `matchLabels` entry and every
+    /// `matchExpressions` requirement must hold; an empty selector selects everything. An unknown
+    /// operator is an error naming it.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> Result<bool, String> {
+        for (k, v) in self.match_labels.iter().flatten() {
+            if labels.get(k) != Some(v) {
+                return Ok(false);
+            }
+        }
+        for req in self.match_expressions.iter().flatten() {
+            let values = req.values.as_deref().unwrap_or_default();
+            let value = labels.get(&req.key);
+            let ok = match req.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                other => return Err(format!("unknown label selector operator {other:?}")),
+            };
+            if !ok {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelectorRequirement {
@@ -651,14 +679,22 @@ pub struct AwsCloudMapInstanceAttribute {
     pub value: String,
 }
 
-/// AWS Cloud Map discovery (AWS only; ignored: the node gets no endpoints).
+/// AWS Cloud Map discovery, resolved as the App Mesh controller registers instances: the pods
+/// that the `podSelector` of each VirtualNode naming this Cloud Map service selects (known
+/// through the Services that select them and their EndpointSlices), with the pods' labels and
+/// the registering node's `attributes` as instance attributes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsCloudMapServiceDiscovery {
+    /// The Cloud Map namespace (compared case-insensitively).
     pub namespace_name: String,
+    /// The Cloud Map service; several VirtualNodes may register in one service.
     pub service_name: String,
+    /// Instance attributes this node's endpoints must carry; the node's own pods are registered
+    /// with them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attributes: Option<Vec<AwsCloudMapInstanceAttribute>>,
+    /// AWS only; ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_preference: Option<IpPreference>,
 }

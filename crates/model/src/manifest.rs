@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::{Deserialize, Serialize};
@@ -61,6 +61,7 @@ pub enum Kind {
     GatewayRoute,
     Service,
     EndpointSlice,
+    Pod,
     Namespace,
     Secret,
     Ingress,
@@ -83,6 +84,7 @@ impl Kind {
             Kind::GatewayRoute => "GatewayRoute",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Pod => "Pod",
             Kind::Namespace => "Namespace",
             Kind::Secret => "Secret",
             Kind::Ingress => "Ingress",
@@ -124,6 +126,7 @@ pub enum Object {
     GatewayRoute(Resource<GatewayRouteSpec>),
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),
+    Pod(Box<Pod>),
     Namespace(Box<Namespace>),
     Secret(Box<Secret>),
     Ingress(Box<Ingress>),
@@ -164,6 +167,7 @@ impl Object {
             Object::GatewayRoute(_) => Kind::GatewayRoute,
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Pod(_) => Kind::Pod,
             Object::Namespace(_) => Kind::Namespace,
             Object::Secret(_) => Kind::Secret,
             Object::Ingress(_) => Kind::Ingress,
@@ -186,6 +190,7 @@ impl Object {
             Object::GatewayRoute(r) => (Some(r.metadata.namespace()), r.metadata.name.clone()),
             Object::Service(o) => k8s_ns_name(&o.metadata),
             Object::EndpointSlice(o) => k8s_ns_name(&o.metadata),
+            Object::Pod(o) => k8s_ns_name(&o.metadata),
             Object::Namespace(o) => (None, o.metadata.name.clone().unwrap_or_default()),
             Object::Secret(o) => k8s_ns_name(&o.metadata),
             Object::Ingress(o) => k8s_ns_name(&o.metadata),
@@ -445,6 +450,7 @@ pub fn parse_value(source: Source, value: serde_json::Value) -> Parsed {
         Kind::GatewayRoute => mesh_resource(&value).map(Object::GatewayRoute),
         Kind::Service => k8s(&value).map(Object::Service),
         Kind::EndpointSlice => k8s(&value).map(Object::EndpointSlice),
+        Kind::Pod => k8s(&value).map(Object::Pod),
         Kind::Namespace => k8s(&value).map(Object::Namespace),
         Kind::Secret => k8s(&value).map(Object::Secret),
         Kind::Ingress => k8s(&value).map(Object::Ingress),
@@ -489,6 +495,7 @@ pub fn kind_of(api_version: &str, kind: &str) -> Option<Kind> {
         ("", "Service") => Some(Kind::Service),
         ("", "Namespace") => Some(Kind::Namespace),
         ("", "Secret") => Some(Kind::Secret),
+        ("", "Pod") => Some(Kind::Pod),
         ("discovery.k8s.io", "EndpointSlice") => Some(Kind::EndpointSlice),
         ("networking.k8s.io", "Ingress") => Some(Kind::Ingress),
         ("networking.k8s.io", "IngressClass") => Some(Kind::IngressClass),

@@ -11,8 +11,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -88,6 +89,7 @@ pub fn object(object: &Object) -> Vec<Problem> {
         Object::GatewayRoute(r) => c.gateway_route(&spec, &r.spec),
         Object::Service(s) => c.service(&spec, s),
         Object::EndpointSlice(s) => c.endpoint_slice(s),
+        Object::Pod(p) => c.pod(p),
         Object::Namespace(_) | Object::Secret(_) => {}
         Object::Ingress(i) => c.problems.extend(crate::ingress::validate_ingress(i)),
         Object::IngressClass(i) => c.problems.extend(crate::ingress::validate_ingress_class(i)),
@@ -1030,11 +1032,22 @@ impl Checker {
                         ("dns", sd.dns.is_some()),
                     ],
                 );
-                if sd.aws_cloud_map.is_some() {
-                    self.aws_only(
-                        &sdp.f("awsCloudMap"),
-                        "AWS Cloud Map discovery is not available; the node gets no endpoints",
-                    );
+                if let Some(cm) = &sd.aws_cloud_map {
+                    let cmp = sdp.f("awsCloudMap");
+                    self.not_empty(&cmp.f("namespaceName"), &cm.namespace_name);
+                    self.not_empty(&cmp.f("serviceName"), &cm.service_name);
+                    if cm.ip_preference.is_some() {
+                        self.aws_only(
+                            &cmp.f("ipPreference"),
+                            "App Mesh's IP version preference for Envoy; not applied",
+                        );
+                    }
+                    if s.pod_selector.is_none() {
+                        self.problems.push(Problem::ignored(
+                            cmp.0.clone(),
+                            "without spec.podSelector no pods are registered in this Cloud Map service for the node",
+                        ));
+                    }
                 }
                 if let Some(dns) = &sd.dns {
                     self.not_empty(&sdp.f("dns").f("hostname"), &dns.hostname);
@@ -1574,6 +1587,19 @@ impl Checker {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A Pod matters for its labels and `status.podIP` (AWS Cloud Map discovery).
+    fn pod(&mut self, p: &Pod) {
+        let status = p.status.as_ref();
+        if let Some(ip) = status.and_then(|s| s.pod_ip.as_deref())
+            && ip.parse::<IpAddr>().is_err()
+        {
+            self.error(
+                &Path::new("status").f("podIP"),
+                format!("{ip:?} is not an IP address"),
+            );
         }
     }
 

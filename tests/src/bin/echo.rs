@@ -13,7 +13,8 @@
 //! are its own and are not counted: `/__echo/health` answers 200; `/__echo/hold` waits until
 //! `/__echo/release` is requested; `/__echo/stats` reports
 //! `{"requests":N,"retries":N,"held":N,"maxConcurrentRetries":N,"grpcCalls":N}` (a retry is a
-//! request with `x-bowline-attempt` of 2 or more).
+//! request with `x-bowline-attempt` of 2 or more); after `/__echo/fault` every other request
+//! gets 500 (as the App Mesh walkthroughs' colorapp `/fault`), until `/__echo/recover`.
 //!
 //! A gRPC call (`content-type: application/grpc…`, one length-prefixed message) is answered in
 //! gRPC terms: the message echoed back, length-prefixed, with `grpc-status: 0` in the trailers.
@@ -52,6 +53,8 @@ struct Stats {
     held: AtomicU64,
     release: Notify,
     grpc_calls: AtomicU64,
+    /// Set by `/__echo/fault`, cleared by `/__echo/recover`.
+    faulty: std::sync::atomic::AtomicBool,
     /// `--grpc-unavailable`.
     grpc_unavailable: AtomicU64,
 }
@@ -228,7 +231,11 @@ async fn answer(
     if grpc {
         return Ok(grpc_answer(body, name, attempt).await.map(Either::Right));
     }
-    let mut status = 200u16;
+    let mut status = if STATS.faulty.load(Ordering::SeqCst) {
+        500
+    } else {
+        200u16
+    };
     let mut segments = path.split('/').filter(|s| !s.is_empty());
     while let Some(seg) = segments.next() {
         match (
@@ -422,6 +429,10 @@ async fn own_answer(path: &str, name: &'static str) -> Response<Full<Bytes>> {
         "release" => {
             STATS.release.notify_waiters();
             serde_json::json!({"name": name, "released": true})
+        }
+        "fault" | "recover" => {
+            STATS.faulty.store(path == "fault", Ordering::SeqCst);
+            serde_json::json!({"name": name, "faulty": path == "fault"})
         }
         "stats" => serde_json::json!({
             "name": name,

@@ -336,3 +336,160 @@ spec:
     let r = resolve_service(&w, &dns, "demo", "ext", 443);
     assert_eq!(addrs(&r), ["192.0.2.7:443"]);
 }
+
+/// A VirtualNode `name` registering the pods of `labels` in the Cloud Map service `colorapp`
+/// with `attributes` (a YAML flow list).
+fn cloud_map_node(name: &str, labels: &str, attributes: &str) -> String {
+    format!(
+        r#"---
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {{name: {name}, namespace: demo}}
+spec:
+  podSelector: {{matchLabels: {labels}}}
+  listeners:
+    - portMapping: {{port: 8080, protocol: http}}
+  serviceDiscovery:
+    awsCloudMap: {{namespaceName: demo.pvt.aws.local, serviceName: colorapp, attributes: {attributes}}}
+"#
+    )
+}
+
+/// A Service `name` selecting `selector`, port 80 → `target`, with one ready endpoint `ip:9000`.
+fn selected_service(name: &str, selector: &str, target: u16, ip: &str) -> String {
+    format!(
+        r#"---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: demo}}
+spec:
+  selector: {selector}
+  ports: [{{name: http, port: 80, targetPort: {target}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: demo, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: 9000}}]
+endpoints:
+  - addresses: ["{ip}"]
+"#
+    )
+}
+
+#[test]
+fn cloud_map_nodes_resolve_to_the_pods_their_pod_selector_selects() {
+    // As in howto-k8s-cloudmap: two nodes register in one Cloud Map service, told apart by
+    // attributes; one Service per color selects each node's pods.
+    let text = [
+        cloud_map_node(
+            "blue",
+            "{app: color, version: blue}",
+            "[{key: color, value: blue}]",
+        ),
+        cloud_map_node(
+            "red",
+            "{app: color, version: red}",
+            "[{key: color, value: red}]",
+        ),
+        cloud_map_node("all", "{app: nothing}", "[]"),
+        selected_service("blue", "{app: color, version: blue}", 8080, "10.0.0.1"),
+        selected_service("red", "{app: color, version: red}", 8080, "10.0.0.2"),
+        // Selects pods of both colors: not all of them are the blue node's pods.
+        selected_service("color", "{app: color}", 8080, "10.0.0.9"),
+        // The blue pods, but not on the listener port.
+        selected_service(
+            "blue-admin",
+            "{app: color, version: blue}",
+            9901,
+            "10.0.0.3",
+        ),
+    ]
+    .concat();
+    let w = world(1, &text);
+    let dns = DnsTable::default();
+    let of = |name: &str| resolve(&w, &dns, &w.virtual_node("demo", name).unwrap().spec, 8080);
+    let blue = of("blue");
+    assert_eq!(addrs(&blue), ["10.0.0.1:9000"]);
+    assert_eq!(blue.notes, Vec::<String>::new());
+    assert_eq!(addrs(&of("red")), ["10.0.0.2:9000"]);
+    // No attributes: every instance of the Cloud Map service.
+    assert_eq!(addrs(&of("all")), ["10.0.0.1:9000", "10.0.0.2:9000"]);
+}
+
+#[test]
+fn cloud_map_without_registered_pods_explains_why_there_are_no_endpoints() {
+    let text = r#"
+apiVersion: appmesh.k8s.aws/v1beta2
+kind: VirtualNode
+metadata: {name: lonely, namespace: demo}
+spec:
+  listeners:
+    - portMapping: {port: 8080, protocol: http}
+  serviceDiscovery:
+    awsCloudMap: {namespaceName: demo.local, serviceName: lonely}
+"#;
+    let w = world(1, text);
+    let r = resolve(
+        &w,
+        &DnsTable::default(),
+        &w.virtual_node("demo", "lonely").unwrap().spec,
+        8080,
+    );
+    assert!(r.endpoints.is_empty());
+    assert_eq!(
+        r.notes,
+        [
+            "AWS Cloud Map service demo.local/lonely: no VirtualNode with a podSelector registers pods in it; the node has no endpoints"
+        ]
+    );
+}
+
+#[test]
+fn cloud_map_nodes_resolve_to_their_running_pods() {
+    let pod = |name: &str, ns: &str, labels: &str, status: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {labels}}}\nspec: {{containers: [{{name: app, image: colorapp}}]}}\nstatus: {status}\n"
+        )
+    };
+    let text = [
+        cloud_map_node("colorapp", "{app: colorapp}", "[]"),
+        pod(
+            "a",
+            "demo",
+            "{app: colorapp}",
+            "{phase: Running, podIP: 10.0.1.1}",
+        ),
+        pod(
+            "b",
+            "demo",
+            "{app: colorapp, extra: x}",
+            "{phase: Running, podIP: 10.0.1.2, conditions: [{type: Ready, status: \"True\"}]}",
+        ),
+        pod(
+            "unready",
+            "demo",
+            "{app: colorapp}",
+            "{phase: Running, podIP: 10.0.1.3, conditions: [{type: Ready, status: \"False\"}]}",
+        ),
+        pod(
+            "done",
+            "demo",
+            "{app: colorapp}",
+            "{phase: Succeeded, podIP: 10.0.1.4}",
+        ),
+        pod("pending", "demo", "{app: colorapp}", "{phase: Pending}"),
+        pod("elsewhere", "other", "{app: colorapp}", "{podIP: 10.0.1.5}"),
+        pod("unselected", "demo", "{app: front}", "{podIP: 10.0.1.6}"),
+    ]
+    .concat();
+    let w = world(1, &text);
+    let r = resolve(
+        &w,
+        &DnsTable::default(),
+        &w.virtual_node("demo", "colorapp").unwrap().spec,
+        8080,
+    );
+    assert_eq!(addrs(&r), ["10.0.1.1:8080", "10.0.1.2:8080"]);
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+}

@@ -43,7 +43,7 @@ use bowline_model::manifest::{Kind, Meta, Resource};
 
 use super::{
     CONNECT_TIMEOUT_MS, Diagnostic, Inputs, OrderKey, Translation, cluster_name,
-    gateway_table_name, listener_name, router_table_name, selector_matches,
+    gateway_table_name, listener_name, router_table_name,
 };
 use crate::discovery;
 
@@ -429,7 +429,7 @@ impl<'a> Cx<'a> {
             None => gr_ns == gw_ns,
             Some(sel) => {
                 let labels = self.inputs.world.namespace_labels(gr_ns);
-                match selector_matches(sel, &labels) {
+                match sel.matches(&labels) {
                     Ok(ok) => ok,
                     Err(e) => {
                         self.diag(
@@ -449,7 +449,7 @@ impl<'a> Cx<'a> {
         }
         match &gw.gateway_route_selector {
             None => true,
-            Some(sel) => match selector_matches(sel, &gr_meta.labels) {
+            Some(sel) => match sel.matches(&gr_meta.labels) {
                 Ok(ok) => ok,
                 Err(e) => {
                     self.diag(
@@ -990,7 +990,7 @@ impl<'a> Cx<'a> {
                     None => ir::RouteAction::Forward(ir::ForwardAction {
                         clusters: self.weighted(at, a)?,
                         rewrite: self.router_rewrite(at, a)?,
-                        timeout_ms: timeout.and_then(|d| d.as_millis()).filter(|ms| *ms > 0),
+                        timeout_ms: super::resilience::per_request_ms(timeout.as_ref()),
                         retry: None,
                         idle_timeout_ms: None,
                     }),
@@ -1035,7 +1035,7 @@ impl<'a> Cx<'a> {
                 let action = ir::RouteAction::Forward(ir::ForwardAction {
                     clusters: self.weighted(at, &gr.action)?,
                     rewrite: ir::Rewrite::default(),
-                    timeout_ms: timeout.and_then(|d| d.as_millis()).filter(|ms| *ms > 0),
+                    timeout_ms: super::resilience::per_request_ms(timeout.as_ref()),
                     retry: None,
                     idle_timeout_ms: None,
                 });

@@ -37,10 +37,8 @@ mod resilience;
 mod tests;
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BTreeMap;
 use std::fmt;
 
-use bowline_model::appmesh::LabelSelector;
 use bowline_model::ir;
 use bowline_model::manifest::{Kind, Source};
 use serde::Serialize;
@@ -149,34 +147,6 @@ pub fn protocol_str(p: ir::Protocol) -> &'static str {
 }
 
 // === label selectors ===
-
-/// Kubernetes label selector semantics: every `matchLabels` entry and every `matchExpressions`
-/// requirement must hold; an empty selector selects everything. An unknown operator is an error.
-pub fn selector_matches(
-    selector: &LabelSelector,
-    labels: &BTreeMap<String, String>,
-) -> Result<bool, String> {
-    for (k, v) in selector.match_labels.iter().flatten() {
-        if labels.get(k) != Some(v) {
-            return Ok(false);
-        }
-    }
-    for req in selector.match_expressions.iter().flatten() {
-        let values = req.values.as_deref().unwrap_or_default();
-        let value = labels.get(&req.key);
-        let ok = match req.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            other => return Err(format!("unknown label selector operator {other:?}")),
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
 
 // === route order ===
 

@@ -40,13 +40,13 @@ fn apply_listener(cluster: &mut ir::Cluster, l: &VirtualNodeListener) {
     cluster.health_check = l.health_check.as_ref().and_then(health_check);
     cluster.outlier_detection = l.outlier_detection.as_ref().and_then(outlier_detection);
     cluster.circuit_breakers = l.connection_pool.as_ref().and_then(circuit_breakers);
-    if let Some(t) = l
-        .timeout
-        .as_ref()
-        .and_then(|t| listener_timeout(t, l.port_mapping.protocol))
-    {
-        cluster.request_timeout_ms = t.per_request.as_ref().and_then(positive_ms);
-        cluster.idle_timeout_ms = t.idle.as_ref().and_then(positive_ms);
+    if l.port_mapping.protocol != PortProtocol::Tcp {
+        let t = l
+            .timeout
+            .as_ref()
+            .and_then(|t| listener_timeout(t, l.port_mapping.protocol));
+        cluster.request_timeout_ms = per_request_ms(t.and_then(|t| t.per_request.as_ref()));
+        cluster.idle_timeout_ms = t.and_then(|t| t.idle.as_ref()).and_then(positive_ms);
     }
     if l.port_mapping.protocol == PortProtocol::Tcp {
         cluster.tcp_idle_timeout_ms = tcp_idle_ms(l.timeout.as_ref().and_then(|t| t.tcp.as_ref()));
@@ -182,6 +182,19 @@ fn listener_timeout(t: &ListenerTimeout, p: PortProtocol) -> Option<&HttpTimeout
     }
 }
 
+/// App Mesh's per-request timeout when a route or node listener sets none (Envoy's route
+/// default, which App Mesh documents): 15 s.
+pub(super) const DEFAULT_PER_REQUEST_MS: u64 = 15_000;
+
+/// A route's or an HTTP node listener's `perRequest` in milliseconds, as App Mesh reads it:
+/// absent is [`DEFAULT_PER_REQUEST_MS`], 0 disables the limit.
+pub(super) fn per_request_ms(d: Option<&Duration>) -> Option<u64> {
+    match d {
+        None => Some(DEFAULT_PER_REQUEST_MS),
+        Some(d) => positive_ms(d),
+    }
+}
+
 fn positive_ms(d: &Duration) -> Option<u64> {
     d.as_millis().filter(|ms| *ms > 0)
 }
@@ -267,4 +280,25 @@ pub(super) fn route_idle_ms(r: &RouterRoute, proto: ir::Protocol) -> Option<u64>
         ir::Protocol::Tcp => None,
     }?;
     timeout.idle.as_ref().and_then(positive_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use bowline_model::appmesh::DurationUnit;
+
+    use super::*;
+
+    #[test]
+    fn per_request_timeouts_default_to_15_s_and_0_disables_them() {
+        let d = |unit, value| Duration { unit, value };
+        assert_eq!(per_request_ms(None), Some(15_000));
+        assert_eq!(
+            per_request_ms(Some(&d(DurationUnit::Seconds, 60))),
+            Some(60_000)
+        );
+        assert_eq!(
+            per_request_ms(Some(&d(DurationUnit::Milliseconds, 0))),
+            None
+        );
+    }
 }

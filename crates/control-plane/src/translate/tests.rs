@@ -359,22 +359,13 @@ fn label_selector_semantics() {
             values: Some(values.iter().map(|s| s.to_string()).collect()),
         }]),
     };
-    assert_eq!(
-        selector_matches(&LabelSelector::default(), &labels),
-        Ok(true)
-    );
-    assert_eq!(
-        selector_matches(&req("In", &["web", "api"]), &labels),
-        Ok(true)
-    );
-    assert_eq!(selector_matches(&req("In", &["api"]), &labels), Ok(false));
-    assert_eq!(selector_matches(&req("NotIn", &["api"]), &labels), Ok(true));
-    assert_eq!(selector_matches(&req("Exists", &[]), &labels), Ok(true));
-    assert_eq!(
-        selector_matches(&req("DoesNotExist", &[]), &labels),
-        Ok(false)
-    );
-    assert!(selector_matches(&req("Near", &[]), &labels).is_err());
+    assert_eq!(LabelSelector::default().matches(&labels), Ok(true));
+    assert_eq!(req("In", &["web", "api"]).matches(&labels), Ok(true));
+    assert_eq!(req("In", &["api"]).matches(&labels), Ok(false));
+    assert_eq!(req("NotIn", &["api"]).matches(&labels), Ok(true));
+    assert_eq!(req("Exists", &[]).matches(&labels), Ok(true));
+    assert_eq!(req("DoesNotExist", &[]).matches(&labels), Ok(false));
+    assert!(req("Near", &[]).matches(&labels).is_err());
     let ml = LabelSelector {
         match_labels: Some(
             [("app".to_string(), "api".to_string())]
@@ -383,7 +374,7 @@ fn label_selector_semantics() {
         ),
         match_expressions: None,
     };
-    assert_eq!(selector_matches(&ml, &labels), Ok(false));
+    assert_eq!(ml.matches(&labels), Ok(false));
 }
 
 #[test]

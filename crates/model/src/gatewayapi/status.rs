@@ -464,22 +464,7 @@ fn k8s_key(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&
 /// Kubernetes label selector semantics (empty selects everything); an unknown operator selects
 /// nothing.
 fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v))
-        && selector.match_expressions.iter().flatten().all(|req| {
-            let values = req.values.as_deref().unwrap_or_default();
-            let value = labels.get(&req.key);
-            match req.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
+    selector.matches(labels).unwrap_or(false)
 }
 
 // === hostnames ===
