@@ -1350,3 +1350,127 @@ pub mod conformance {
         writeln!(file, "{line}").unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }
 }
+
+// === sidecars ===
+
+/// A control plane alone (no gateway) with a manifests directory, for sidecar tests.
+pub struct ControlPlane {
+    pub dir: tempfile::TempDir,
+    pub manifests: PathBuf,
+    pub proc: Proc,
+    pub grpc_port: u16,
+    pub admin: SocketAddr,
+}
+
+impl ControlPlane {
+    /// Writes `files` into a new manifests directory and starts a control plane on it.
+    pub async fn start(files: &[(&str, String)]) -> ControlPlane {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        for (name, content) in files {
+            std::fs::write(manifests.join(name), content).unwrap();
+        }
+        let grpc_port = free_port();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let proc = start_control_plane(dir.path(), &manifests, grpc_port, admin, "control-plane");
+        eventually("control plane ready", || ready(admin)).await;
+        ControlPlane {
+            dir,
+            manifests,
+            proc,
+            grpc_port,
+            admin,
+        }
+    }
+
+    /// The gRPC URL proxies connect to.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_port)
+    }
+}
+
+/// A `bowline-sidecar` serving one VirtualNode, with its outbound listener on 127.0.0.1.
+pub struct Sidecar {
+    pub proc: Proc,
+    pub admin: SocketAddr,
+    pub outbound: SocketAddr,
+}
+
+/// Whether this process may create mount namespaces (root), which [`Sidecar::start`] needs to
+/// put files at the absolute paths unchanged manifests name.
+pub fn can_mount() -> bool {
+    Command::new("unshare")
+        .args(["--mount", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Sidecar {
+    /// Starts the sidecar of `virtual_node` (NAMESPACE/NAME) against `cp`, with extra flags
+    /// (`--inbound-address`, `--app-port`, …), and waits until it is ready. With `mount`
+    /// (directory, mount point), it runs in a private mount namespace where the directory is
+    /// bind-mounted on the mount point, as App Mesh's injector mounted certificate Secrets
+    /// into Envoy (`appmesh.k8s.aws/secretMounts`): nothing outside the sidecar sees it. The
+    /// mount point is created if missing. Needs [`can_mount`].
+    pub async fn start(
+        cp: &ControlPlane,
+        name: &str,
+        virtual_node: &str,
+        args: &[String],
+        mount: Option<(&Path, &Path)>,
+    ) -> Sidecar {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let outbound: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let sidecar_args: Vec<String> = [
+            "--control-plane".to_string(),
+            cp.url(),
+            "--virtual-node".into(),
+            virtual_node.into(),
+            "--outbound-port".into(),
+            outbound.port().to_string(),
+            "--admin-addr".into(),
+            admin.to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--log-level".into(),
+            "debug".into(),
+        ]
+        .into_iter()
+        .chain(args.iter().cloned())
+        .collect();
+        let bin = binary("bowline-sidecar");
+        let proc = match mount {
+            None => Proc::spawn(name, &bin, &sidecar_args, cp.dir.path()),
+            Some((dir, at)) => {
+                std::fs::create_dir_all(at).expect("mount point");
+                let script = r#"mount --bind "$0" "$1" && shift && exec "$@""#;
+                let wrapped: Vec<String> = [
+                    "--mount".to_string(),
+                    "--propagation".into(),
+                    "private".into(),
+                    "sh".into(),
+                    "-c".into(),
+                    script.into(),
+                    dir.display().to_string(),
+                    at.display().to_string(),
+                    bin.display().to_string(),
+                ]
+                .into_iter()
+                .chain(sidecar_args)
+                .collect();
+                Proc::spawn(name, Path::new("unshare"), &wrapped, cp.dir.path())
+            }
+        }
+        .expect("sidecar");
+        eventually(&format!("sidecar {name} ready"), || ready(admin)).await;
+        Sidecar {
+            proc,
+            admin,
+            outbound,
+        }
+    }
+}

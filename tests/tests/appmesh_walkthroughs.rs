@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::ensure;
-use bowline_tests::{Echo, HttpClient, Stack, binary, eventually, free_port};
+use bowline_tests::{
+    ControlPlane, Echo, HttpClient, Sidecar, Stack, TestPki, TlsConn, TlsOptions, binary,
+    can_mount, eventually, free_port,
+};
 
 fn corpus() -> Option<PathBuf> {
     let relative = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus");
@@ -52,9 +55,15 @@ fn endpoints(ns: &str, service: &str, up: &Echo) -> String {
 
 /// As [`endpoints`], for the Service port named `port_name`.
 fn endpoints_named(ns: &str, service: &str, port_name: &str, up: &Echo) -> String {
+    slice(ns, service, port_name, up.addr)
+}
+
+/// An EndpointSlice for the Service `ns/service`: its port `port_name` at `addr`.
+fn slice(ns: &str, service: &str, port_name: &str, addr: SocketAddr) -> String {
     format!(
-        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-test\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports: [{{name: {port_name}, port: {}}}]\nendpoints:\n  - addresses: [\"127.0.0.1\"]\n",
-        up.port()
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {service}-test\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {service}}}\naddressType: IPv4\nports: [{{name: {port_name}, port: {}}}]\nendpoints:\n  - addresses: [\"{}\"]\n",
+        addr.port(),
+        addr.ip()
     )
 }
 
@@ -706,4 +715,218 @@ async fn timeout_policy_lifts_the_15_s_default() {
         }
     }
     futures_util::future::join_all(runs).await;
+}
+
+// === Walkthroughs with TLS between sidecars ===
+//
+// howto-k8s-tls-file-based and howto-k8s-mtls-file-based: the front node calls the color
+// service through its sidecar; blue and green serve their listener over TLS (mutual TLS in the
+// second) with certificates from files under /certs, which the unchanged YAML names. Each
+// sidecar runs in its own mount namespace with the test's certificates bind-mounted on /certs
+// (App Mesh mounted them from Secrets); so these tests need root, and are skipped without.
+// Pods listen on port 8080 of their own loopback address, as the nodes' listeners say.
+
+/// The certificates the TLS walkthroughs name, issued for their nodes' DNS names: CA 1 signs
+/// front's and blue's, CA 2 green's (so green is trusted only through the CA 1 + CA 2 bundle of
+/// the walkthroughs' second step).
+struct MeshCerts {
+    dir: tempfile::TempDir,
+    ca1: TestPki,
+    _ca2: TestPki,
+}
+
+fn mesh_certs(ns: &str) -> MeshCerts {
+    let dir = tempfile::tempdir().unwrap();
+    let ca1 = TestPki::new("ca_1");
+    let ca2 = TestPki::new("ca_2");
+    let put = |name: &str, from: &Path| {
+        std::fs::copy(from, dir.path().join(name)).unwrap();
+    };
+    put("ca_1_cert.pem", &ca1.ca_path());
+    let bundle = std::fs::read_to_string(ca1.ca_path()).unwrap()
+        + &std::fs::read_to_string(ca2.ca_path()).unwrap();
+    std::fs::write(dir.path().join("ca_1_ca_2_bundle.pem"), bundle).unwrap();
+    for (file, ca, dns) in [
+        (
+            "colorapp-blue",
+            &ca1,
+            format!("color-blue.{ns}.svc.cluster.local"),
+        ),
+        (
+            "colorapp-green",
+            &ca2,
+            format!("color-green.{ns}.svc.cluster.local"),
+        ),
+        ("front", &ca1, format!("front.{ns}.svc.cluster.local")),
+    ] {
+        let cert = ca.issue(file, &[&dns], &[]);
+        put(&format!("{file}_cert_chain.pem"), &cert.chain);
+        put(&format!("{file}_key.pem"), &cert.key);
+    }
+    MeshCerts {
+        dir,
+        ca1,
+        _ca2: ca2,
+    }
+}
+
+/// What the color service answers front's application for `color_header: <color>`, through
+/// front's sidecar: the echo's name, or the status.
+async fn through_front(front: &Sidecar, ns: &str, color: &str) -> anyhow::Result<String> {
+    let r = HttpClient::http1()
+        .get(
+            front.outbound,
+            &format!("color.{ns}.svc.cluster.local:8080"),
+            "/",
+            &[("color_header", color)],
+        )
+        .await?;
+    Ok(match r.echo_name() {
+        Some(name) if r.status == 200 => name,
+        _ => format!("status {}", r.status),
+    })
+}
+
+/// Runs one TLS walkthrough step (`file`) as published and as converted: front, blue, green and
+/// red sidecars in front of their echoes; `want` maps each color to what front gets.
+async fn tls_walkthrough(ns: &str, file: &str, want: &[(&str, &str)], mtls: bool) {
+    let Some(manifests) = walkthrough(ns, file) else {
+        eprintln!("skipping: no corpus");
+        return;
+    };
+    if !can_mount() {
+        eprintln!("skipping: mount namespaces need root (the YAML names /certs)");
+        return;
+    }
+    let _pods = PODS_8080.lock().await;
+    let certs = mesh_certs(ns);
+    let pods = [("front", 80), ("blue", 81), ("green", 82), ("red", 83)];
+    let mut apps = Vec::new();
+    let mut discovery = String::new();
+    for (name, last) in pods {
+        let app = Echo::start(name).unwrap();
+        let service = if name == "front" {
+            "front".to_string()
+        } else {
+            format!("color-{name}")
+        };
+        let pod: SocketAddr = format!("127.0.0.{last}:8080").parse().unwrap();
+        discovery.push_str(&slice(ns, &service, "http", pod));
+        apps.push((name, pod, app));
+    }
+    for (label, text) in [
+        ("unchanged", manifests.clone()),
+        ("converted", converted(&manifests)),
+    ] {
+        eprintln!("{ns} {file}: {label}");
+        let cp = ControlPlane::start(&[
+            ("manifests.yaml", text),
+            ("discovery.yaml", discovery.clone()),
+        ])
+        .await;
+        let mut sidecars = Vec::new();
+        for (name, pod, app) in &apps {
+            let args = [
+                "--inbound-address".to_string(),
+                pod.ip().to_string(),
+                "--app-port".into(),
+                format!("8080={}", app.port()),
+            ];
+            let sidecar = Sidecar::start(
+                &cp,
+                &format!("sidecar-{name}"),
+                &format!("{ns}/{name}"),
+                &args,
+                Some((certs.dir.path(), Path::new("/certs"))),
+            )
+            .await;
+            sidecars.push(sidecar);
+        }
+        let front = &sidecars[0];
+        let (color, expected) = want[0];
+        eventually("front reaches the color service", || async move {
+            let got = through_front(front, ns, color).await?;
+            ensure!(got == expected, "{color}: {got}");
+            Ok(())
+        })
+        .await;
+        for (color, expected) in want {
+            let got = through_front(front, ns, color).await.unwrap();
+            assert_eq!(&got, expected, "{file} ({label}): color_header {color}");
+        }
+        // Blue's listener is TLS only: plaintext does not reach the application.
+        let blue = apps[1].1;
+        let plain = HttpClient::http1().get(blue, "", "/", &[]).await;
+        assert!(
+            plain.as_ref().map_or(true, |r| r.status != 200),
+            "plaintext reached blue: {plain:?}"
+        );
+        // A TLS client without a client certificate: refused under mutual TLS only.
+        let sni = format!("color-blue.{ns}.svc.cluster.local");
+        let anonymous =
+            match TlsConn::connect(blue, &sni, TlsOptions::new(&certs.ca1.ca_path())).await {
+                Ok(mut conn) => conn.get(&sni, "/").await.map(|r| r.status),
+                Err(e) => Err(e),
+            };
+        if mtls {
+            assert!(
+                anonymous.is_err(),
+                "blue served a client without a certificate: {anonymous:?}"
+            );
+        } else {
+            assert_eq!(anonymous.unwrap(), 200, "blue serves TLS clients");
+        }
+        drop(sidecars);
+    }
+}
+
+/// howto-k8s-tls-file-based: front's client policy trusts CA 1, so blue (CA 1) answers over
+/// TLS, green (CA 2) is refused until `manifests-add-green.yaml` trusts the bundle, and red,
+/// whose listener has no TLS, cannot be reached under the enforced policy.
+#[tokio::test]
+async fn tls_file_based_between_sidecars() {
+    let ns = "howto-k8s-tls-file-based";
+    tls_walkthrough(
+        ns,
+        "manifests.yaml",
+        &[
+            ("blue", "blue"),
+            ("green", "status 503"),
+            ("red", "status 503"),
+        ],
+        false,
+    )
+    .await;
+    tls_walkthrough(
+        ns,
+        "manifests-add-green.yaml",
+        &[("green", "green"), ("blue", "blue"), ("red", "status 503")],
+        false,
+    )
+    .await;
+}
+
+/// howto-k8s-mtls-file-based: as the TLS walkthrough, with front presenting its certificate and
+/// blue and green requiring one from CA 1 with front's name.
+#[tokio::test]
+async fn mtls_file_based_between_sidecars() {
+    let ns = "howto-k8s-mtls-file-based";
+    tls_walkthrough(
+        ns,
+        "manifests.yaml",
+        &[
+            ("blue", "blue"),
+            ("green", "status 503"),
+            ("red", "status 503"),
+        ],
+        true,
+    )
+    .await;
+    tls_walkthrough(
+        ns,
+        "manifests-add-green.yaml",
+        &[("green", "green"), ("blue", "blue"), ("red", "status 503")],
+        true,
+    )
+    .await;
 }

@@ -114,14 +114,19 @@ struct DumpQuery {
     ingress_class: Option<String>,
     http_port: Option<u16>,
     https_port: Option<u16>,
+    /// The snapshot of the sidecar of this VirtualNode (`<namespace>/<name>`), with its
+    /// outbound port (default 15001) and the application on 127.0.0.1 at the listener ports.
+    sidecar: Option<String>,
+    outbound_port: Option<u16>,
 }
 
 async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) -> Response {
-    let gateway = match q.gateway.as_deref() {
+    let sidecar = q.sidecar.is_some();
+    let gateway = match q.gateway.as_deref().or(q.sidecar.as_deref()) {
         None if q.ingress_class.is_none() => {
             return (
                 StatusCode::BAD_REQUEST,
-                "missing query parameter: gateway=<namespace>/<name> or ingressClass=<name>\n",
+                "missing query parameter: gateway=<namespace>/<name>, ingressClass=<name> or sidecar=<namespace>/<name>\n",
             )
                 .into_response();
         }
@@ -134,7 +139,7 @@ async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) ->
             None => {
                 return (
                     StatusCode::BAD_REQUEST,
-                    format!("gateway must be <namespace>/<name>, got {g:?}\n"),
+                    format!("gateway and sidecar must be <namespace>/<name>, got {g:?}\n"),
                 )
                     .into_response();
             }
@@ -159,9 +164,19 @@ async fn config_dump(State(s): State<AdminState>, Query(q): Query<DumpQuery>) ->
                 http_port: q.http_port.unwrap_or(80),
                 https_port: q.https_port.unwrap_or(443),
             }),
+        sidecar: sidecar.then(|| crate::translate::SidecarTarget {
+            outbound_port: q.outbound_port.unwrap_or(15001),
+            inbound_address: String::new(),
+            app_address: "127.0.0.1".into(),
+            app_ports: Default::default(),
+        }),
     };
     let c = snapshots.served(&served);
-    let mut head = json!({ "gateway": q.gateway });
+    let mut head = if sidecar {
+        json!({ "sidecar": q.sidecar })
+    } else {
+        json!({ "gateway": q.gateway })
+    };
     if let Some(class) = &q.ingress_class {
         head["ingressClass"] = json!(class);
     }

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use crate::discovery::DnsTable;
 use crate::translate::ingress::{IngressTarget, TlsFile};
-use crate::translate::{self, Inputs, Translation};
+use crate::translate::{self, Inputs, SidecarTarget, Translation};
 use crate::world::World;
 
 /// One gateway's translation for one version of the inputs.
@@ -37,12 +37,14 @@ pub struct Snapshots {
     ingress: Arc<IngressState>,
 }
 
-/// What one gateway serves: a VirtualGateway (`namespace`, `name`), the Ingresses of a class, or
-/// both.
+/// What one proxy serves: a VirtualGateway (`namespace`, `name`), the Ingresses of a class, or
+/// both; or, for a sidecar, its VirtualNode.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Served {
     pub gateway: Option<(String, String)>,
     pub ingress: Option<IngressTarget>,
+    /// A sidecar: `gateway` is then its VirtualNode.
+    pub sidecar: Option<SidecarTarget>,
 }
 
 /// Ingress serving: the directory of the Secrets' PEM files and the snapshots computed with
@@ -228,6 +230,13 @@ impl Snapshots {
     /// The snapshot of what a gateway serves: its VirtualGateway, the Ingresses of its class, or
     /// both (the Ingress TLS files are written before the snapshot is returned).
     pub fn served(&self, served: &Served) -> Arc<Computed> {
+        if let Some(target) = &served.sidecar {
+            let (namespace, name) = served.gateway.clone().unwrap_or_default();
+            let label = format!("sidecar {namespace}/{name}");
+            return self.compute(&self.ingress.cache, served.clone(), &label, |inputs| {
+                translate::sidecar(inputs, &namespace, &name, target)
+            });
+        }
         let Some(target) = &served.ingress else {
             let (namespace, name) = served.gateway.clone().unwrap_or_default();
             return self.gateway(&namespace, &name);

@@ -32,6 +32,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::metrics::Metrics;
 use crate::snapshots::{Served, Snapshots};
+use crate::translate::SidecarTarget;
 use crate::translate::ingress::IngressTarget;
 
 /// Resources added or changed, and keys removed, to bring a proxy from `held` to `want`.
@@ -76,6 +77,26 @@ pub fn served(node: &pb::Node) -> Option<Served> {
     let gateway = (!node.namespace.is_empty() && !node.name.is_empty())
         .then(|| (node.namespace.clone(), node.name.clone()));
     let port = |p: u32| u16::try_from(p).ok().filter(|p| *p != 0);
+    if node.kind == "sidecar" {
+        let s = node.sidecar.as_ref()?;
+        let mut app_ports = BTreeMap::new();
+        for (l, a) in &s.app_ports {
+            app_ports.insert(port(*l)?, port(*a)?);
+        }
+        return Some(Served {
+            gateway: Some(gateway?),
+            ingress: None,
+            sidecar: Some(SidecarTarget {
+                outbound_port: port(s.outbound_port)?,
+                inbound_address: s.inbound_address.clone(),
+                app_address: s.app_address.clone(),
+                app_ports,
+            }),
+        });
+    }
+    if node.kind != "gateway" {
+        return None;
+    }
     let ingress = if node.ingress_class.is_empty() {
         None
     } else {
@@ -88,7 +109,11 @@ pub fn served(node: &pb::Node) -> Option<Served> {
     if gateway.is_none() && ingress.is_none() {
         return None;
     }
-    Some(Served { gateway, ingress })
+    Some(Served {
+        gateway,
+        ingress,
+        sidecar: None,
+    })
 }
 
 // === proxies ===
@@ -274,27 +299,20 @@ impl ProxyStream {
             None => return,
         };
         let node = match first.node {
-            Some(n) if n.kind == "gateway" && served(&n).is_some() => n,
-            Some(n) if n.kind == "sidecar" => {
-                let _ = self
-                    .tx
-                    .send(Err(Status::unimplemented(
-                        "sidecar configuration is not served yet",
-                    )))
-                    .await;
-                return;
-            }
+            Some(n) if served(&n).is_some() => n,
             _ => {
                 let _ = self
                     .tx
                     .send(Err(Status::invalid_argument(
-                        "the first request must name the node: kind \"gateway\", namespace and name, or an ingress class with its ports",
+                        "the first request must name the node: kind \"gateway\" with a namespace and name, an ingress class with its ports, or both; or kind \"sidecar\" with its VirtualNode's namespace and name and its outbound and application ports",
                     )))
                     .await;
                 return;
             }
         };
-        let gateway = if node.ingress_class.is_empty() {
+        let gateway = if node.kind == "sidecar" {
+            format!("sidecar {}/{}", node.namespace, node.name)
+        } else if node.ingress_class.is_empty() {
             format!("{}/{}", node.namespace, node.name)
         } else if node.name.is_empty() {
             format!("ingress class {}", node.ingress_class)
@@ -359,6 +377,7 @@ impl ProxyStream {
         let served = served(&node).unwrap_or(Served {
             gateway: None,
             ingress: None,
+            sidecar: None,
         });
         loop {
             if pending.is_none() && dirty {

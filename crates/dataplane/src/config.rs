@@ -38,6 +38,19 @@ pub struct Node {
     pub build_version: String,
     /// The Ingresses served besides (or instead of) the VirtualGateway `namespace/name`.
     pub ingress: Option<IngressNode>,
+    /// A sidecar's local wiring (kind `sidecar`; `namespace/name` is its VirtualNode).
+    pub sidecar: Option<SidecarNode>,
+}
+
+/// Where a sidecar listens and where its application is (see `SidecarNode` in the protocol).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SidecarNode {
+    pub outbound_port: u16,
+    /// Empty: the engine's bind address.
+    pub inbound_address: String,
+    pub app_address: String,
+    /// VirtualNode listener port → application port, where they differ.
+    pub app_ports: std::collections::BTreeMap<u16, u16>,
 }
 
 /// A gateway started with `--ingress-class`: the class and the ports of its listeners.
@@ -223,6 +236,16 @@ impl<A: Apply> ConfigClient<A> {
                     .unwrap_or_default(),
                 ingress_http_port: node.ingress.as_ref().map_or(0, |i| i.http_port.into()),
                 ingress_https_port: node.ingress.as_ref().map_or(0, |i| i.https_port.into()),
+                sidecar: node.sidecar.as_ref().map(|s| pb::SidecarNode {
+                    outbound_port: s.outbound_port.into(),
+                    inbound_address: s.inbound_address.clone(),
+                    app_address: s.app_address.clone(),
+                    app_ports: s
+                        .app_ports
+                        .iter()
+                        .map(|(l, a)| (u32::from(*l), u32::from(*a)))
+                        .collect(),
+                }),
             }),
             initial_resource_versions: self.versions.clone().into_iter().collect(),
             response_nonce: String::new(),

@@ -19,6 +19,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod breaker;
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod health;

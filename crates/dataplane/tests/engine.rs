@@ -466,6 +466,7 @@ async fn start() -> Env {
             name: "gw".into(),
             build_version: "test".into(),
             ingress: None,
+            sidecar: None,
         },
         bind: "127.0.0.1".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),

@@ -540,9 +540,6 @@ impl Checker {
     /// `gateway`: a VirtualGateway listener, whose TLS the gateway serves (a VirtualNode's is
     /// the sidecar's).
     fn listener_tls(&mut self, path: &Path, tls: &ListenerTls, gateway: bool) {
-        if !gateway {
-            self.not_enforced(path, "listener TLS");
-        }
         let cert = &tls.certificate;
         let cp = path.f("certificate");
         let extra = tls.certificates.as_deref().unwrap_or_default();
@@ -728,19 +725,13 @@ impl Checker {
     /// `gateway`: a VirtualGateway's, which the gateway applies (a VirtualNode's is the
     /// sidecar's).
     fn backend_defaults(&mut self, path: &Path, d: &BackendDefaults, gateway: bool) {
-        if !gateway {
-            self.not_enforced(path, "backend defaults (client TLS policy)");
-        }
         if let Some(cp) = &d.client_policy {
             self.client_policy(&path.f("clientPolicy"), cp, gateway);
         }
     }
 
-    /// Access logs: enforced on gateways (`enforced`), not yet on nodes (the sidecar's).
-    fn logging(&mut self, path: &Path, l: &Logging, enforced: bool) {
-        if !enforced {
-            self.not_enforced(path, "access logging");
-        }
+    /// Access logs (a gateway's, or a node's sidecar's).
+    fn logging(&mut self, path: &Path, l: &Logging) {
         if let Some(f) = l.access_log.as_ref().and_then(|a| a.file.as_ref()) {
             let p = path.f("accessLog").f("file");
             self.not_empty(&p.f("path"), &f.path);
@@ -1091,7 +1082,6 @@ impl Checker {
                 }
             }
             if let Some(cp) = &vs.client_policy {
-                self.not_enforced(&p.f("clientPolicy"), "client TLS policy");
                 self.client_policy(&p.f("clientPolicy"), cp, false);
             }
         }
@@ -1108,7 +1098,7 @@ impl Checker {
             }
         }
         if let Some(l) = &s.logging {
-            self.logging(&spec.f("logging"), l, false);
+            self.logging(&spec.f("logging"), l);
         }
         self.mesh_ref(&spec.f("meshRef"), s.mesh_ref.as_ref());
     }
@@ -1393,7 +1383,7 @@ impl Checker {
             self.backend_defaults(&spec.f("backendDefaults"), d, true);
         }
         if let Some(l) = &s.logging {
-            self.logging(&spec.f("logging"), l, true);
+            self.logging(&spec.f("logging"), l);
         }
         self.mesh_ref(&spec.f("meshRef"), s.mesh_ref.as_ref());
     }

@@ -51,18 +51,15 @@ mod routing;
 
 use self::routing::Filters;
 mod pool;
+mod sidecar;
 mod tcp;
 mod tls;
 
+pub use self::sidecar::{SidecarTarget, sidecar};
+
 /// Translates one VirtualGateway. An unknown gateway yields an empty snapshot and a diagnostic.
 pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation {
-    let mut cx = Cx {
-        inputs: *inputs,
-        diagnostics: Vec::new(),
-        seen: HashSet::new(),
-        router_tables: BTreeMap::new(),
-        clusters: BTreeMap::new(),
-    };
+    let mut cx = Cx::new(inputs);
     let mut snapshot = ir::Snapshot::default();
     match inputs.world.virtual_gateway(namespace, name) {
         None => cx.diag(
@@ -89,48 +86,12 @@ pub fn gateway(inputs: &Inputs<'_>, namespace: &str, name: &str) -> Translation 
         name,
         path: "spec",
     };
-    for (cname, c) in std::mem::take(&mut cx.clusters) {
-        let tls = cx.cluster_tls(gw_at, client_policy, &cname, &c);
-        let mut cluster = ir::Cluster {
-            name: cname.clone(),
-            protocol: c.protocol,
-            lb_policy: ir::LbPolicy::RoundRobin,
-            connect_timeout_ms: CONNECT_TIMEOUT_MS,
-            tls: tls.clone().ok().flatten(),
-            hash_on: None,
-            health_check: None,
-            outlier_detection: None,
-            circuit_breakers: None,
-            idle_timeout_ms: None,
-            request_timeout_ms: None,
-            tcp_idle_timeout_ms: None,
-        };
-        if let Some(node) = inputs.world.virtual_node(&c.namespace, &c.node) {
-            super::resilience::apply_node_listener(&mut cluster, &node.spec, c.port);
-        }
-        snapshot.clusters.push(cluster);
-        let node = inputs.world.virtual_node(&c.namespace, &c.node);
-        let endpoints = match node.filter(|_| tls.is_ok()) {
-            Some(node) => {
-                let resolved = discovery::resolve(inputs.world, inputs.dns, &node.spec, c.port);
-                for note in resolved.notes {
-                    cx.diag(
-                        Kind::VirtualNode,
-                        &c.namespace,
-                        &c.node,
-                        "spec.serviceDiscovery",
-                        note,
-                    );
-                }
-                resolved.endpoints
-            }
-            None => Vec::new(),
-        };
-        snapshot.endpoints.push(ir::ClusterEndpoints {
-            cluster: cname,
-            endpoints,
-        });
-    }
+    let policy = client_policy.map(|tls| ClientPolicy {
+        at: gw_at,
+        path: "backendDefaults.clientPolicy.tls".into(),
+        tls,
+    });
+    cx.build_clusters(&mut snapshot, |_| policy.clone());
     if let Some(gw) = inputs.world.virtual_gateway(namespace, name) {
         pool::apply(&mut snapshot, &gw.spec);
     }
@@ -146,6 +107,15 @@ struct ClusterSpec {
     node: String,
     port: u16,
     protocol: ir::Protocol,
+}
+
+/// A client policy's TLS and where it is written (for diagnostics): the VirtualGateway's or
+/// VirtualNode's `spec`, and the path under it.
+#[derive(Clone)]
+struct ClientPolicy<'p> {
+    at: At<'p>,
+    path: String,
+    tls: &'p bowline_model::appmesh::ClientPolicyTls,
 }
 
 /// Which listeners a route family goes to.
@@ -238,6 +208,16 @@ struct At<'s> {
 }
 
 impl<'a> Cx<'a> {
+    fn new(inputs: &Inputs<'a>) -> Self {
+        Cx {
+            inputs: *inputs,
+            diagnostics: Vec::new(),
+            seen: HashSet::new(),
+            router_tables: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+        }
+    }
+
     fn diag(
         &mut self,
         kind: Kind,
@@ -255,6 +235,61 @@ impl<'a> Cx<'a> {
     fn diag_at(&mut self, at: At<'_>, sub: &str, message: impl Into<String>) {
         let path = join(at.path, sub);
         self.diag(at.kind, at.namespace, at.name, path, message);
+    }
+
+    /// Turns the clusters the routes reached into IR clusters and endpoints, each with the TLS
+    /// of the client policy `policy_of` gives for it (none: plaintext).
+    fn build_clusters<'p>(
+        &mut self,
+        snapshot: &mut ir::Snapshot,
+        policy_of: impl Fn(&str) -> Option<ClientPolicy<'p>>,
+    ) {
+        let inputs = self.inputs;
+        for (cname, c) in std::mem::take(&mut self.clusters) {
+            let tls = match policy_of(&cname) {
+                None => Ok(None),
+                Some(p) => self.cluster_tls(p.at, &p.path, p.tls, &cname, &c),
+            };
+            let mut cluster = ir::Cluster {
+                name: cname.clone(),
+                protocol: c.protocol,
+                lb_policy: ir::LbPolicy::RoundRobin,
+                connect_timeout_ms: CONNECT_TIMEOUT_MS,
+                tls: tls.clone().ok().flatten(),
+                hash_on: None,
+                health_check: None,
+                outlier_detection: None,
+                circuit_breakers: None,
+                idle_timeout_ms: None,
+                request_timeout_ms: None,
+                tcp_idle_timeout_ms: None,
+            };
+            let node = inputs.world.virtual_node(&c.namespace, &c.node);
+            if let Some(node) = node {
+                super::resilience::apply_node_listener(&mut cluster, &node.spec, c.port);
+            }
+            snapshot.clusters.push(cluster);
+            let endpoints = match node.filter(|_| tls.is_ok()) {
+                Some(node) => {
+                    let resolved = discovery::resolve(inputs.world, inputs.dns, &node.spec, c.port);
+                    for note in resolved.notes {
+                        self.diag(
+                            Kind::VirtualNode,
+                            &c.namespace,
+                            &c.node,
+                            "spec.serviceDiscovery",
+                            note,
+                        );
+                    }
+                    resolved.endpoints
+                }
+                None => Vec::new(),
+            };
+            snapshot.endpoints.push(ir::ClusterEndpoints {
+                cluster: cname,
+                endpoints,
+            });
+        }
     }
 
     // === gateway ===

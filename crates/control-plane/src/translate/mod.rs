@@ -46,7 +46,7 @@ use serde::Serialize;
 use crate::discovery::DnsTable;
 use crate::world::World;
 
-pub use gateway::gateway;
+pub use gateway::{SidecarTarget, gateway, sidecar};
 
 /// Connect timeout of every cluster. App Mesh has no field for it; one second is short enough to
 /// fail over quickly inside a cluster network and long enough for a cold TCP handshake.

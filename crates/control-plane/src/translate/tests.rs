@@ -79,6 +79,37 @@ fn golden() {
     });
 }
 
+/// The sidecar golden cases (`testdata-sidecar/<case>`): every VirtualNode's sidecar, its
+/// inbound listeners on 10.0.0.1, the application on 127.0.0.1 (listener 9090 mapped to 19090),
+/// the outbound listener on 15001.
+#[test]
+fn golden_sidecars() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/translate/testdata-sidecar");
+    let target = SidecarTarget {
+        outbound_port: 15001,
+        inbound_address: "10.0.0.1".into(),
+        app_address: "127.0.0.1".into(),
+        app_ports: [(9090, 19090)].into_iter().collect(),
+    };
+    golden_cases(&dir, 1, |_, world| {
+        let dns = DnsTable::default();
+        let inputs = Inputs { world, dns: &dns };
+        let sidecars = world
+            .virtual_nodes()
+            .map(|(_, node)| {
+                let ns = node.metadata.namespace();
+                let t = sidecar(&inputs, ns, &node.metadata.name, &target);
+                GatewayCase {
+                    gateway: format!("sidecar {ns}/{}", node.metadata.name),
+                    diagnostics: t.diagnostics.iter().map(ToString::to_string).collect(),
+                    snapshot: t.snapshot,
+                }
+            })
+            .collect();
+        Expected { gateways: sidecars }
+    });
+}
+
 /// Runs every `<dir>/<case>/input.yaml` through `translate` (twice: it must be deterministic)
 /// and compares with `expected.yaml`, or rewrites it when `BLESS` is set.
 pub(super) fn golden_cases<T>(dir: &Path, at_least: usize, translate: impl Fn(&str, &World) -> T)

@@ -401,16 +401,17 @@ async fn reconnect_with_initial_versions_gets_only_the_difference() {
 #[tokio::test]
 async fn wrong_nodes_are_refused() {
     let h = start().await;
-    let sidecar = pb::Node {
+    // A sidecar must say where it listens and where its application is.
+    let unwired_sidecar = pb::Node {
         kind: "sidecar".into(),
         ..gateway_node()
     };
-    let mut c = Client::connect(h.addr, sidecar, BTreeMap::new())
+    let mut c = Client::connect(h.addr, unwired_sidecar, BTreeMap::new())
         .await
         .unwrap();
     assert_eq!(
         c.recv().await.unwrap_err().code(),
-        tonic::Code::Unimplemented
+        tonic::Code::InvalidArgument
     );
 
     let nameless = pb::Node {
@@ -468,6 +469,7 @@ fn ingress_nodes_name_a_class_and_both_ports() {
         Some(Served {
             gateway: None,
             ingress: Some(target.clone()),
+            sidecar: None,
         })
     );
     let both = pb::Node {
@@ -481,6 +483,7 @@ fn ingress_nodes_name_a_class_and_both_ports() {
         Some(Served {
             gateway: Some(("demo".into(), "gw".into())),
             ingress: Some(target),
+            sidecar: None,
         })
     );
     let no_ports = pb::Node {
@@ -493,4 +496,55 @@ fn ingress_nodes_name_a_class_and_both_ports() {
         ..ingress_only
     };
     assert_eq!(served(&nothing), None);
+}
+
+#[test]
+fn sidecar_nodes_name_their_virtual_node_and_wiring() {
+    let wiring = pb::SidecarNode {
+        outbound_port: 15001,
+        inbound_address: "10.0.0.7".into(),
+        app_address: "127.0.0.1".into(),
+        app_ports: [(8080, 18080)].into_iter().collect(),
+    };
+    let node = pb::Node {
+        kind: "sidecar".into(),
+        namespace: "demo".into(),
+        name: "blue".into(),
+        sidecar: Some(wiring.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        served(&node),
+        Some(Served {
+            gateway: Some(("demo".into(), "blue".into())),
+            ingress: None,
+            sidecar: Some(crate::translate::SidecarTarget {
+                outbound_port: 15001,
+                inbound_address: "10.0.0.7".into(),
+                app_address: "127.0.0.1".into(),
+                app_ports: [(8080, 18080)].into_iter().collect(),
+            }),
+        })
+    );
+    for bad in [
+        pb::SidecarNode {
+            outbound_port: 0,
+            ..wiring.clone()
+        },
+        pb::SidecarNode {
+            app_ports: [(8080, 0)].into_iter().collect(),
+            ..wiring.clone()
+        },
+    ] {
+        let node = pb::Node {
+            sidecar: Some(bad),
+            ..node.clone()
+        };
+        assert_eq!(served(&node), None);
+    }
+    let nameless = pb::Node {
+        name: String::new(),
+        ..node
+    };
+    assert_eq!(served(&nameless), None);
 }

@@ -113,6 +113,7 @@ async fn start() -> Harness {
                 name: "gw".into(),
                 build_version: "test".into(),
                 ingress: None,
+                sidecar: None,
             },
             backoff: Backoff {
                 initial: Duration::from_millis(10),

@@ -447,13 +447,11 @@ meshRef: {name: m, uid: "1234"}
         ignored(&node),
         [
             "spec.awsName: ignored: AWS only: App Mesh's name for the object; Bowline uses metadata.name",
-            "spec.listeners[0].tls: ignored: accepted; not yet enforced: listener TLS",
             "spec.listeners[0].tls.certificate.acm: ignored: AWS only: ACM certificates are not available; the listener gets no certificate from it",
             "spec.listeners[0].tls.validation.trust.sds: ignored: AWS only: SDS (SPIRE) certificates; Bowline issues workload identities itself",
             "spec.serviceDiscovery.awsCloudMap.ipPreference: ignored: AWS only: App Mesh's IP version preference for Envoy; not applied",
             "spec.serviceDiscovery.awsCloudMap: ignored: without spec.podSelector no pods are registered in this Cloud Map service for the node",
             "spec.backends[0].virtualService.virtualServiceARN: ignored: AWS only: an ARN names an App Mesh object in AWS; Bowline resolves only virtualServiceRef, so this backend is not added",
-            "spec.backendDefaults: ignored: accepted; not yet enforced: backend defaults (client TLS policy)",
             "spec.backendDefaults.clientPolicy.tls.certificate.sds: ignored: AWS only: SDS (SPIRE) certificates; Bowline issues workload identities itself",
             "spec.backendDefaults.clientPolicy.tls.validation.trust.acm: ignored: AWS only: ACM Private CA trust is not available",
             "spec.backendDefaults.clientPolicy.tls.mode: ignored: not part of App Mesh's ClientPolicyTLS: the Kubernetes API server pruned it from App Mesh objects, so it never had an effect",
@@ -509,9 +507,7 @@ logging: {accessLog: {file: {path: /dev/stdout}}}
         ignored(&node),
         [
             "spec.serviceDiscovery.dns.responseType: ignored: accepted; not yet enforced: DNS response type",
-            "spec.backends[0].virtualService.clientPolicy: ignored: accepted; not yet enforced: client TLS policy",
             "spec.backendGroups: ignored: accepted; not yet enforced: BackendGroup objects are not read; their backends are not added",
-            "spec.logging: ignored: accepted; not yet enforced: access logging",
         ]
     );
 

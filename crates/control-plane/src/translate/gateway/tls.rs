@@ -1,4 +1,4 @@
-//! TLS of a VirtualGateway, with App Mesh semantics.
+//! TLS of a VirtualGateway or a sidecar (a VirtualNode's), with App Mesh semantics.
 //!
 //! * Listener `tls` → [`ir::ListenerTls`]: `certificate.file` is the default certificate, the
 //!   Bowline extension `certificates[]` adds certificates chosen by SNI, `validation.trust.file`
@@ -7,9 +7,10 @@
 //!   or whose TLS is invalid, is not served at all: serving it in plaintext or without client
 //!   validation would silently weaken it.
 //! * `backendDefaults.clientPolicy.tls` → [`ir::UpstreamTls`] of every cluster the gateway sends
-//!   to (App Mesh applies a gateway's backend defaults to all its backends), unless
+//!   to (App Mesh applies a gateway's backend defaults to all its backends; a sidecar takes a
+//!   backend's own `clientPolicy.tls` before its node's defaults), unless
 //!   `enforce: false` or `ports` leaves the cluster's port out. The server name is the node's DNS
-//!   hostname. A cluster the policy applies to but that cannot be verified as asked (ACM or SDS
+//!   hostname (`<serviceName>.<namespaceName>` under AWS Cloud Map discovery). A cluster the policy applies to but that cannot be verified as asked (ACM or SDS
 //!   trust, an SDS client certificate, a node without a DNS hostname) gets no endpoints: its
 //!   requests fail rather than go out unverified.
 
@@ -113,13 +114,11 @@ impl Cx<'_> {
     pub(super) fn cluster_tls(
         &mut self,
         gateway: At<'_>,
-        policy: Option<&ClientPolicyTls>,
+        path: &str,
+        policy: &ClientPolicyTls,
         cluster: &str,
         c: &ClusterSpec,
     ) -> Result<Option<ir::UpstreamTls>, ()> {
-        let Some(policy) = policy else {
-            return Ok(None);
-        };
         if policy.enforce == Some(false) {
             return Ok(None);
         }
@@ -130,7 +129,6 @@ impl Cx<'_> {
             return Ok(None);
         }
         let refused = format!("requests to {cluster} are refused (rather than sent unverified)");
-        let path = "backendDefaults.clientPolicy.tls";
         let Some(trust) = &policy.validation.trust.file else {
             self.diag_at(
                 gateway,
@@ -157,10 +155,17 @@ impl Cx<'_> {
             },
         };
         let node: Option<&Resource<_>> = self.inputs.world.virtual_node(&c.namespace, &c.node);
-        let hostname = node
-            .and_then(|n| n.spec.service_discovery.as_ref())
+        // The DNS hostname, or the name AWS Cloud Map gives a service in a DNS namespace.
+        let discovery = node.and_then(|n| n.spec.service_discovery.as_ref());
+        let hostname = discovery
             .and_then(|sd| sd.dns.as_ref())
-            .map(|dns| dns.hostname.to_ascii_lowercase());
+            .map(|dns| dns.hostname.to_ascii_lowercase())
+            .or_else(|| {
+                discovery
+                    .and_then(|sd| sd.aws_cloud_map.as_ref())
+                    .map(|cm| format!("{}.{}", cm.service_name, cm.namespace_name))
+                    .map(|n| n.to_ascii_lowercase())
+            });
         let Some(server_name) = hostname else {
             self.diag(
                 Kind::VirtualNode,
@@ -168,7 +173,7 @@ impl Cx<'_> {
                 &c.node,
                 "spec.serviceDiscovery",
                 format!(
-                    "no DNS hostname to verify the node's certificate against (the gateway's \
+                    "no DNS hostname to verify the node's certificate against (the \
                      client policy asks for TLS); {refused}"
                 ),
             );
