@@ -930,3 +930,94 @@ async fn mtls_file_based_between_sidecars() {
     )
     .await;
 }
+
+/// howto-k8s-multiple-listeners: the gateway's listeners on 8080 and 8090 (as published) each
+/// take their GatewayRoute to the router listener and node listener of the same port, so a
+/// request on 8080 reaches the node's `main` port and one on 8090 its `misc` port.
+#[tokio::test]
+async fn multiple_listeners_keep_their_ports() {
+    let ns = "colors";
+    let Some(manifests) = walkthrough("howto-k8s-multiple-listeners", "manifests.yaml") else {
+        eprintln!("skipping: no corpus");
+        return;
+    };
+    let main = Echo::start("main").unwrap();
+    let misc = Echo::start("misc").unwrap();
+    let discovery = format!(
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: color-white-test\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: color-white}}\naddressType: IPv4\nports: [{{name: main, port: {}}}, {{name: misc, port: {}}}]\nendpoints:\n  - addresses: [\"127.0.0.1\"]\n",
+        main.port(),
+        misc.port()
+    );
+    each_form(
+        &manifests,
+        &discovery,
+        &format!("{ns}/colors-gw"),
+        || async {
+            expect(8080, &[("/", &[], "main")]).await;
+            expect(8090, &[("/", &[], "misc"), ("/any/path", &[], "misc")]).await;
+        },
+    )
+    .await;
+}
+
+/// howto-k8s-cloudmap, through front's sidecar: colorapp-blue and colorapp-red register their
+/// pods in one Cloud Map service (`colorapp`), told apart by `attributes`; the router splits
+/// 1:1 between the nodes, each reaching only its own pods (a third pod of the app, selected by
+/// neither node, gets nothing).
+#[tokio::test]
+async fn cloudmap_nodes_share_a_service_by_attributes() {
+    let ns = "howto-k8s-cloudmap";
+    let Some(manifests) = walkthrough(ns, "manifests.yaml") else {
+        eprintln!("skipping: no corpus");
+        return;
+    };
+    let _pods = PODS_8080.lock().await;
+    let mut apps = Vec::new();
+    let mut discovery = String::new();
+    for (i, version) in ["blue", "red", "green"].into_iter().enumerate() {
+        let ip = format!("127.0.0.{}", 91 + i);
+        apps.push(Echo::start_on(version, SocketAddr::new(ip.parse().unwrap(), 8080)).unwrap());
+        discovery.push_str(&pod(
+            ns,
+            &format!("colorapp-{version}"),
+            &format!("{{app: colorapp, version: {version}}}"),
+            &ip,
+        ));
+    }
+    for (label, text) in [
+        ("unchanged", manifests.clone()),
+        ("converted", converted(&manifests)),
+    ] {
+        eprintln!("{ns}: {label}");
+        let cp = ControlPlane::start(&[
+            ("manifests.yaml", text),
+            ("discovery.yaml", discovery.clone()),
+        ])
+        .await;
+        // Front's own listener (8080) on an address of its own.
+        let inbound = ["--inbound-address".to_string(), "127.0.0.90".into()];
+        let front =
+            Sidecar::start(&cp, "sidecar-front", &format!("{ns}/front"), &inbound, None).await;
+        let host = format!("colorapp.{ns}.svc.cluster.local:8080");
+        let client = HttpClient::http1();
+        let ask = || async {
+            let r = client.get(front.outbound, &host, "/", &[]).await?;
+            ensure!(r.status == 200, "status {}: {}", r.status, r.body);
+            Ok(r.echo_name().unwrap_or_default())
+        };
+        eventually("front reaches colorapp", ask).await;
+        let mut seen = BTreeMap::new();
+        for _ in 0..40 {
+            *seen.entry(ask().await.unwrap()).or_insert(0) += 1;
+        }
+        assert_eq!(
+            seen.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["blue", "red"],
+            "{label}: {seen:?}"
+        );
+        assert!(
+            seen.values().all(|n| *n >= 8),
+            "{label}: 1:1 split: {seen:?}"
+        );
+    }
+}
