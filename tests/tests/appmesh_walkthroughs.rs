@@ -1021,3 +1021,81 @@ async fn cloudmap_nodes_share_a_service_by_attributes() {
         );
     }
 }
+
+/// howto-k8s-envoy-logging-custom-format: front's sidecar logs each request in the node's text
+/// format, blue's in its JSON format (both to stdout, as published).
+#[tokio::test]
+async fn envoy_logging_custom_format_in_sidecars() {
+    let ns = "howto-k8s-envoy-logging-custom-format";
+    let Some(manifests) = walkthrough(ns, "manifests.yaml") else {
+        eprintln!("skipping: no corpus");
+        return;
+    };
+    let _pods = PODS_8080.lock().await;
+    let blue_app = Echo::start("blue").unwrap();
+    let blue_pod: SocketAddr = "127.0.0.101:8080".parse().unwrap();
+    let discovery = slice(ns, "color-blue", "http", blue_pod);
+    for text in [manifests.clone(), converted(&manifests)] {
+        let cp = ControlPlane::start(&[
+            ("manifests.yaml", text),
+            ("discovery.yaml", discovery.clone()),
+        ])
+        .await;
+        let blue = Sidecar::start(
+            &cp,
+            "sidecar-blue",
+            &format!("{ns}/blue"),
+            &[
+                "--inbound-address".into(),
+                blue_pod.ip().to_string(),
+                "--app-port".into(),
+                format!("8080={}", blue_app.port()),
+            ],
+            None,
+        )
+        .await;
+        let front = Sidecar::start(
+            &cp,
+            "sidecar-front",
+            &format!("{ns}/front"),
+            &["--inbound-address".into(), "127.0.0.100".into()],
+            None,
+        )
+        .await;
+        let host = format!("color.{ns}.svc.cluster.local:8080");
+        eventually("front reaches blue", || async {
+            let r = HttpClient::http1()
+                .get(front.outbound, &host, "/", &[])
+                .await?;
+            ensure!(
+                r.echo_name().as_deref() == Some("blue"),
+                "{}: {}",
+                r.status,
+                r.body
+            );
+            Ok(())
+        })
+        .await;
+        eventually(
+            "both sidecars log the request in their node's format",
+            || async {
+                let front_log = front.proc.output();
+                let blue_log = blue.proc.output();
+                ensure!(
+                    front_log
+                        .lines()
+                        .any(|l| l.starts_with("texttestingtesting HTTP/1.1:")),
+                    "front:\n{front_log}"
+                );
+                ensure!(
+                    blue_log
+                        .lines()
+                        .any(|l| l.contains(r#"{"protocol":"jsontestingtesting HTTP/1.1"}"#)),
+                    "blue:\n{blue_log}"
+                );
+                Ok(())
+            },
+        )
+        .await;
+    }
+}
