@@ -388,6 +388,27 @@ pub struct Cluster {
     pub tcp_idle_timeout_ms: Option<u64>,
 }
 
+impl Cluster {
+    /// A round-robin cluster of `protocol` in plaintext, without health checks, outlier
+    /// detection, circuit breakers or timeouts beyond the connect timeout.
+    pub fn new(name: impl Into<String>, protocol: Protocol, connect_timeout_ms: u64) -> Cluster {
+        Cluster {
+            name: name.into(),
+            protocol,
+            lb_policy: LbPolicy::RoundRobin,
+            connect_timeout_ms,
+            tls: None,
+            hash_on: None,
+            health_check: None,
+            outlier_detection: None,
+            circuit_breakers: None,
+            idle_timeout_ms: None,
+            request_timeout_ms: None,
+            tcp_idle_timeout_ms: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {

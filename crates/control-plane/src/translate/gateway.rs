@@ -251,18 +251,8 @@ impl<'a> Cx<'a> {
                 Some(p) => self.cluster_tls(p.at, &p.path, p.tls, &cname, &c),
             };
             let mut cluster = ir::Cluster {
-                name: cname.clone(),
-                protocol: c.protocol,
-                lb_policy: ir::LbPolicy::RoundRobin,
-                connect_timeout_ms: CONNECT_TIMEOUT_MS,
                 tls: tls.clone().ok().flatten(),
-                hash_on: None,
-                health_check: None,
-                outlier_detection: None,
-                circuit_breakers: None,
-                idle_timeout_ms: None,
-                request_timeout_ms: None,
-                tcp_idle_timeout_ms: None,
+                ..ir::Cluster::new(cname.clone(), c.protocol, CONNECT_TIMEOUT_MS)
             };
             let node = inputs.world.virtual_node(&c.namespace, &c.node);
             if let Some(node) = node {

@@ -133,20 +133,11 @@ impl<'a> Cx<'a> {
             let proto = protocol(l.port_mapping.protocol);
             let app_port = target.app_ports.get(&port).copied().unwrap_or(port);
             let cluster = format!("inbound|{port}");
-            snapshot.clusters.push(ir::Cluster {
-                name: cluster.clone(),
-                protocol: proto,
-                lb_policy: ir::LbPolicy::RoundRobin,
-                connect_timeout_ms: super::CONNECT_TIMEOUT_MS,
-                tls: None,
-                hash_on: None,
-                health_check: None,
-                outlier_detection: None,
-                circuit_breakers: None,
-                idle_timeout_ms: None,
-                request_timeout_ms: None,
-                tcp_idle_timeout_ms: None,
-            });
+            snapshot.clusters.push(ir::Cluster::new(
+                cluster.clone(),
+                proto,
+                super::CONNECT_TIMEOUT_MS,
+            ));
             snapshot.endpoints.push(ir::ClusterEndpoints {
                 cluster: cluster.clone(),
                 endpoints: vec![ir::Endpoint {
