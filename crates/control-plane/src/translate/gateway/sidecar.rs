@@ -293,6 +293,32 @@ impl<'a> Cx<'a> {
                 )],
             });
         }
+        // A short name two backends share (`color` in two namespaces) goes to neither.
+        let mut owners: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for vh in &virtual_hosts {
+            for h in &vh.hosts {
+                if let ir::HostMatch::Exact(name) = h {
+                    owners
+                        .entry(name.clone())
+                        .or_default()
+                        .push(vh.name.clone());
+                }
+            }
+        }
+        for (name, names) in owners.into_iter().filter(|(_, n)| n.len() > 1) {
+            let host = ir::HostMatch::Exact(name.clone());
+            self.diag_at(
+                node_at,
+                "backends",
+                format!(
+                    "the name {name:?} fits the backends {}; neither is called by it (use a longer name, like <name>.<namespace>)",
+                    names.join(" and ")
+                ),
+            );
+            for vh in &mut virtual_hosts {
+                vh.hosts.retain(|h| h != &host);
+            }
+        }
         snapshot.route_tables.push(ir::RouteTable {
             name: OUTBOUND_TABLE.into(),
             virtual_hosts,
