@@ -40,6 +40,12 @@ where
     }
 }
 
+/// The last 40 lines of a process log.
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 /// [`eventually`] that hands back the last error instead of panicking, for callers that record
 /// the outcome (see [`conformance`]) before they fail.
 pub async fn try_eventually<T, F, Fut>(mut check: F) -> anyhow::Result<T>
@@ -381,7 +387,13 @@ impl Stack {
             dir.path(),
         )
         .expect("gateway");
-        eventually("gateway ready", || ready(gw_admin)).await;
+        if let Err(e) = try_eventually(|| ready(gw_admin)).await {
+            panic!(
+                "timed out waiting for gateway ready: {e:#}\n--- gateway log ---\n{}\n--- control plane log ---\n{}",
+                tail(&gateway.output()),
+                tail(&control_plane.output())
+            );
+        }
         Stack {
             dir,
             manifests,

@@ -1132,3 +1132,111 @@ async fn client_access_limits_and_body_size() {
         assert_eq!(got, status, "POST {host}/ with {bytes} bytes");
     }
 }
+
+/// A generic Secret `shop/name` with `ca.crt` (the CA of `pki`) and, when given, a client
+/// certificate's `tls.crt` and `tls.key`: the shape of a `proxy-ssl-secret`.
+fn ca_secret(name: &str, pki: &TestPki, client: Option<&bowline_tests::IssuedCert>) -> String {
+    let block = |path: &std::path::Path| -> String {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| format!("    {l}\n"))
+            .collect()
+    };
+    let mut out = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: shop}}\ntype: Opaque\nstringData:\n  ca.crt: |\n{}",
+        block(&pki.ca_path())
+    );
+    if let Some(c) = client {
+        out += &format!(
+            "  tls.crt: |\n{}  tls.key: |\n{}",
+            block(&c.chain),
+            block(&c.key)
+        );
+    }
+    out
+}
+
+/// backend-protocol HTTPS and GRPCS with ingress-nginx's defaults (TLS without verifying the
+/// backend), then proxy-ssl-verify against proxy-ssl-secret's ca.crt, proxy-ssl-name, and a
+/// backend whose certificate the secret's CA did not sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_protocol_https_and_proxy_ssl() {
+    let pki = TestPki::new("backend-ca");
+    let stranger = TestPki::new("stranger-ca");
+    let cert = pki.issue("secure", &["secure.shop.svc", "named.backend"], &[]);
+    let secure = Echo::start_tls("secure", &cert).unwrap();
+    let mut m = service("shop", "secure", &[&secure]);
+    m += &ca_secret("backend-ca", &pki, None);
+    m += &ca_secret("stranger-ca", &stranger, None);
+    let verify = |secret: &'static str| {
+        vec![
+            ("backend-protocol", "HTTPS"),
+            ("proxy-ssl-verify", "on"),
+            ("proxy-ssl-secret", secret),
+        ]
+    };
+    for (name, annotations) in [
+        ("https", vec![("backend-protocol", "HTTPS")]),
+        ("grpcs", vec![("backend-protocol", "GRPCS")]),
+        ("verified", verify("shop/backend-ca")),
+        ("stranger", verify("shop/stranger-ca")),
+        ("named", {
+            let mut a = verify("shop/backend-ca");
+            a.push(("proxy-ssl-name", "named.backend"));
+            a
+        }),
+        ("misnamed", {
+            let mut a = verify("shop/backend-ca");
+            a.push(("proxy-ssl-name", "other.backend"));
+            a
+        }),
+    ] {
+        let annotations: Vec<(String, &str)> =
+            annotations.iter().map(|(k, v)| (nginx(k), *v)).collect();
+        let refs: Vec<(&str, &str)> = annotations.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        m += &ingress(name, &refs, &format!("{name}.test"), "/", "secure");
+    }
+    let http_port = free_port();
+    let _stack = start(&[("ingress.yaml", m)], "bowline", http_port, free_port()).await;
+    let gw = addr(http_port);
+    let client = HttpClient::http1();
+    wait_for(&client, gw, "https.test", "secure").await;
+    // (host, status, SNI and ALPN the backend saw)
+    for (host, status, seen) in [
+        ("https.test", 200, Some(("secure.shop.svc", "http/1.1"))),
+        ("grpcs.test", 200, Some(("secure.shop.svc", "h2"))),
+        ("verified.test", 200, Some(("secure.shop.svc", "http/1.1"))),
+        ("stranger.test", 503, None),
+        ("named.test", 200, Some(("named.backend", "http/1.1"))),
+        ("misnamed.test", 503, None),
+    ] {
+        let r = client.get(gw, host, "/", &[]).await.unwrap();
+        let tls = r.json().map(|j| j["tls"].clone());
+        let got = tls.as_ref().and_then(|t| {
+            Some((
+                t["sni"].as_str()?.to_string(),
+                t["alpn"].as_str()?.to_string(),
+            ))
+        });
+        let ok = r.status == status && got.as_ref().map(|(s, a)| (s.as_str(), a.as_str())) == seen;
+        let feature = if host == "https.test" || host == "grpcs.test" {
+            "backend-protocol"
+        } else if host.starts_with("named") || host.starts_with("misnamed") {
+            "proxy-ssl-name"
+        } else {
+            "proxy-ssl-verify"
+        };
+        conformance::record(
+            SUITE,
+            feature,
+            &format!("{host}/: {status}, TLS {seen:?}"),
+            ok,
+        );
+        assert!(
+            ok,
+            "{host}: want {status} {seen:?}, got {} {got:?}: {}",
+            r.status, r.body
+        );
+    }
+}

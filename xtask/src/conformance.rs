@@ -146,8 +146,10 @@ pub const FEATURES: &[Feature] = &[
     f(NGX, "temporal-redirect", "annotation"),
     partial(
         f(NGX, "backend-protocol", "annotation"),
-        "`HTTP` and `GRPC` only: `HTTPS`/`GRPCS` are reported and spoken to in plaintext (no setting to skip upstream certificate verification); `AJP`, `FCGI` not supported",
+        "`HTTP`, `HTTPS`, `GRPC`, `GRPCS`; `AJP`, `FCGI` not supported",
     ),
+    f(NGX, "proxy-ssl-verify", "annotation"),
+    f(NGX, "proxy-ssl-name", "annotation"),
     f(NGX, "canary", "annotation"),
     f(NGX, "canary-by-header", "annotation"),
     f(NGX, "canary-by-header-value", "annotation"),

@@ -11,7 +11,7 @@ use bowline_model::appmesh::{
     GatewayRouteSpec, VirtualGatewaySpec, VirtualNodeSpec, VirtualRouterSpec, VirtualServiceSpec,
 };
 use bowline_model::manifest::{Kind, Object, ObjectKey, Resource, Source};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
@@ -157,6 +157,7 @@ typed_getters! {
     service, services, Service, Service, Service;
     endpoint_slice, endpoint_slices, EndpointSlice, EndpointSlice, EndpointSlice;
     pod, pods, Pod, Pod, Pod;
+    secret, secrets, Secret, Secret, Secret;
     ingress, ingresses, Ingress, Ingress, Ingress;
     ingress_class, ingress_classes, IngressClass, IngressClass, IngressClass;
 }

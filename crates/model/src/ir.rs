@@ -541,8 +541,9 @@ pub struct UpstreamTls {
     /// Sent as SNI (unless it is an IP address) and, when `subject_alternative_names` is empty,
     /// the name the endpoint's certificate must be valid for.
     pub server_name: String,
-    /// Path of the PEM bundle of authorities the endpoint's certificate must chain to. Required:
-    /// the proxy has no system roots.
+    /// Path of the PEM bundle of authorities the endpoint's certificate must chain to. Required
+    /// unless `skip_verification`: the proxy has no system roots.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub trust_chain: String,
     /// When set, the endpoint's certificate must carry one of these subject alternative names
     /// (as in [`TlsValidation`]) instead of being valid for `server_name`.
@@ -550,6 +551,11 @@ pub struct UpstreamTls {
     pub subject_alternative_names: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<TlsClientCertificate>,
+    /// The endpoint's certificate is not verified: the connection is encrypted, but the
+    /// endpoint is not authenticated (ingress-nginx's default for HTTPS backends,
+    /// `proxy_ssl_verify off`). `trust_chain` and `subject_alternative_names` are then empty.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_verification: bool,
 }
 
 /// A TLS setting the engine cannot serve: the field (relative to the `tls` object) and why.
@@ -834,8 +840,8 @@ impl ListenerTls {
 }
 
 impl UpstreamTls {
-    /// Checks what the engine relies on: a server name (DNS name or IP address), a trust bundle,
-    /// file paths.
+    /// Checks what the engine relies on: a server name (DNS name or IP address), a trust bundle
+    /// (unless verification is skipped), file paths.
     pub fn check(&self) -> Result<(), InvalidTls> {
         if !is_dns_name(&self.server_name) && self.server_name.parse::<std::net::IpAddr>().is_err()
         {
@@ -847,11 +853,26 @@ impl UpstreamTls {
                 ),
             ));
         }
-        check_file("trustChain", &self.trust_chain)?;
-        check_subject_alternative_names(
-            "subjectAlternativeNames",
-            &self.subject_alternative_names,
-        )?;
+        if self.skip_verification {
+            if !self.trust_chain.is_empty() {
+                return Err(InvalidTls::new(
+                    "trustChain",
+                    "must be empty when skipVerification is set (nothing is verified)",
+                ));
+            }
+            if !self.subject_alternative_names.is_empty() {
+                return Err(InvalidTls::new(
+                    "subjectAlternativeNames",
+                    "must be empty when skipVerification is set (nothing is verified)",
+                ));
+            }
+        } else {
+            check_file("trustChain", &self.trust_chain)?;
+            check_subject_alternative_names(
+                "subjectAlternativeNames",
+                &self.subject_alternative_names,
+            )?;
+        }
         if let Some(c) = &self.client_certificate {
             check_file("clientCertificate.certificateChain", &c.certificate_chain)?;
             check_file("clientCertificate.privateKey", &c.private_key)?;

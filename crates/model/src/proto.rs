@@ -988,6 +988,7 @@ fn tls_upstream_to(t: &ir::UpstreamTls) -> pb::TlsUpstream {
                 certificate_chain: c.certificate_chain.clone(),
                 private_key: c.private_key.clone(),
             }),
+        skip_verification: t.skip_verification,
     }
 }
 
@@ -1028,6 +1029,7 @@ fn tls_upstream_from(cx: &Ctx, t: pb::TlsUpstream) -> Result<ir::UpstreamTls, In
             certificate_chain: c.certificate_chain,
             private_key: c.private_key,
         }),
+        skip_verification: t.skip_verification,
     };
     tls.check()
         .map_err(|e| cx.err(format!("tls.{}", e.path), e.reason))?;
@@ -1681,6 +1683,7 @@ mod tests {
                 certificate_chain: "/certs/gw.pem".into(),
                 private_key: "/certs/gw.key".into(),
             }),
+            skip_verification: false,
         });
         s
     }

@@ -61,7 +61,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bowline_model::ingress::annotations::{self, Annotations, Canary};
+use bowline_model::ingress::annotations::{self, Annotations, Canary, ProxySsl};
 use bowline_model::ingress::{self, Selection};
 use bowline_model::ir;
 use bowline_model::manifest::Kind;
@@ -158,6 +158,7 @@ pub fn ingress(inputs: &Inputs<'_>, target: &IngressTarget, tls_dir: &Path) -> I
         inputs,
         out: IngressTranslation::default(),
         clusters: BTreeMap::new(),
+        tls_dir,
     };
     let world = inputs.world;
     let class = world.ingress_class("", &target.class);
@@ -835,6 +836,8 @@ struct Cx<'a> {
     inputs: &'a Inputs<'a>,
     out: IngressTranslation,
     clusters: BTreeMap<String, (ir::Cluster, ir::ClusterEndpoints)>,
+    /// Where the PEM files of Secrets go.
+    tls_dir: &'a Path,
 }
 
 impl Cx<'_> {
@@ -935,26 +938,29 @@ impl Cx<'_> {
                 let note = note.replace("the node has no endpoints", "the backend answers 503");
                 self.on_ingress(s, at, note);
             }
+            let tls = match &up.tls {
+                None => Ok(None),
+                Some(ssl) => self.backend_tls(s, ssl, &svc_ref.name).map(Some),
+            };
+            // A backend whose TLS cannot be set up as asked gets no endpoints (503), rather
+            // than plaintext or an unverified connection.
+            let endpoints = if tls.is_ok() {
+                resolved.endpoints
+            } else {
+                Vec::new()
+            };
             self.clusters.insert(
                 cluster.clone(),
                 (
                     ir::Cluster {
-                        name: cluster.clone(),
-                        protocol: up.protocol,
                         lb_policy: up.lb_policy,
-                        connect_timeout_ms: up.connect_timeout_ms,
-                        tls: None,
+                        tls: tls.ok().flatten(),
                         hash_on: up.hash_on.clone(),
-                        health_check: None,
-                        outlier_detection: None,
-                        circuit_breakers: None,
-                        idle_timeout_ms: None,
-                        request_timeout_ms: None,
-                        tcp_idle_timeout_ms: None,
+                        ..ir::Cluster::new(cluster.clone(), up.protocol, up.connect_timeout_ms)
                     },
                     ir::ClusterEndpoints {
                         cluster: cluster.clone(),
-                        endpoints: resolved.endpoints,
+                        endpoints,
                     },
                 ),
             );
@@ -966,6 +972,110 @@ impl Cx<'_> {
             retry: None,
             idle_timeout_ms: None,
         })
+    }
+
+    /// The TLS to an HTTPS or GRPCS backend (the Service `service` of the Ingress): the
+    /// `proxy-ssl-name` or `<service>.<namespace>.svc` as the server name; with
+    /// `proxy-ssl-secret`, its `ca.crt` as the trust bundle (checked only with
+    /// `proxy-ssl-verify: on`) and its `tls.crt`/`tls.key` as a client certificate. `Err` (with
+    /// a diagnostic) when verification is asked and cannot be done.
+    fn backend_tls(
+        &mut self,
+        s: &Served<'_>,
+        ssl: &ProxySsl,
+        service: &str,
+    ) -> Result<ir::UpstreamTls, ()> {
+        let mut out = ir::UpstreamTls {
+            server_name: ssl
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{service}.{}.svc", s.namespace)),
+            skip_verification: !ssl.verify,
+            ..Default::default()
+        };
+        // The annotation as written (the `bowline.io/` one wins, as when parsing).
+        let annotation_at = |name: &str| {
+            let written = s.ingress.metadata.annotations.as_ref();
+            let key = annotations::PREFIXES
+                .iter()
+                .rev()
+                .map(|p| format!("{p}{name}"))
+                .find(|k| written.is_some_and(|a| a.contains_key(k)))
+                .unwrap_or_else(|| format!("{}{name}", annotations::PREFIXES[0]));
+            annotations::at(&key)
+        };
+        let verify_at = annotation_at("proxy-ssl-verify");
+        let Some((ns, name)) = &ssl.secret else {
+            if ssl.verify {
+                // Reported by the annotation parser.
+                return Err(());
+            }
+            return Ok(out);
+        };
+        let at = annotation_at("proxy-ssl-secret");
+        let owner = format!("{ns}-{name}");
+        let Some(secret) = self.inputs.world.secret(ns, name) else {
+            let consequence = if ssl.verify {
+                "the backend answers 503 (its certificate cannot be verified)"
+            } else {
+                "no client certificate is presented"
+            };
+            self.on_ingress(
+                s,
+                at,
+                format!("Secret {ns}/{name} not found; {consequence}"),
+            );
+            return if ssl.verify { Err(()) } else { Ok(out) };
+        };
+        let field = |key: &str| secret_field(secret, key);
+        match field("ca.crt") {
+            Some(ca) if ssl.verify => {
+                let path = self
+                    .tls_dir
+                    .join(format!("{owner}.{}.ca.crt", proto::digest(&ca)));
+                if !self.out.files.iter().any(|f| f.path == path) {
+                    self.out.files.push(TlsFile {
+                        path: path.clone(),
+                        contents: ca.into(),
+                    });
+                }
+                out.trust_chain = path.display().to_string();
+            }
+            Some(_) => {}
+            None if ssl.verify => {
+                self.on_ingress(
+                    s,
+                    verify_at,
+                    format!(
+                        "Secret {ns}/{name} has no ca.crt to verify the backend against; the backend answers 503"
+                    ),
+                );
+                return Err(());
+            }
+            None => {}
+        }
+        if field("tls.crt").is_some() || field("tls.key").is_some() {
+            match key_pair(secret, &format!("Secret {ns}/{name}")) {
+                Ok(pem) => {
+                    let cert = certificate_files(
+                        &mut self.out.files,
+                        self.tls_dir,
+                        &owner,
+                        pem,
+                        Vec::new(),
+                    );
+                    out.client_certificate = Some(ir::TlsClientCertificate {
+                        certificate_chain: cert.certificate_chain,
+                        private_key: cert.private_key,
+                    });
+                }
+                Err(why) => {
+                    self.on_ingress(s, at, format!("{why}; the backend answers 503"));
+                    return Err(());
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The certificates of the HTTPS listener, from `spec.tls` of the served Ingresses in
@@ -1009,15 +1119,7 @@ impl Cx<'_> {
                     self.on_ingress(s, format!("{at}.secretName"), msg);
                     continue;
                 };
-                let secret = self
-                    .inputs
-                    .world
-                    .get(Kind::Secret, s.namespace, secret_name);
-                let secret = secret.and_then(|e| match e.object.as_ref() {
-                    bowline_model::manifest::Object::Secret(sec) => Some(sec.as_ref()),
-                    _ => None,
-                });
-                let material = match secret {
+                let material = match self.inputs.world.secret(s.namespace, secret_name) {
                     None => Err(format!("Secret {}/{secret_name} not found", s.namespace)),
                     Some(sec) => tls_material(sec),
                 };
@@ -1088,6 +1190,22 @@ pub(crate) fn certificate_files(
     }
 }
 
+/// The bytes of a Secret's `key`, from `stringData` or (base64-decoded) `data`.
+pub(crate) fn secret_field(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.as_bytes().to_vec())
+        .or_else(|| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| v.0.clone())
+        })
+}
+
 /// The PEM chain and key of a `kubernetes.io/tls` Secret, checked: at least one certificate and
 /// a private key that matches the first.
 pub(crate) fn tls_material(secret: &Secret) -> Result<(Pem, Pem), String> {
@@ -1101,20 +1219,13 @@ pub(crate) fn tls_material(secret: &Secret) -> Result<(Pem, Pem), String> {
     {
         return Err(format!("{name} has type {t:?}, not \"kubernetes.io/tls\""));
     }
-    let field = |key: &str| -> Option<Vec<u8>> {
-        secret
-            .string_data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|v| v.as_bytes().to_vec())
-            .or_else(|| {
-                secret
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(key))
-                    .map(|v| v.0.clone())
-            })
-    };
+    key_pair(secret, &name)
+}
+
+/// The PEM `tls.crt` and `tls.key` of a Secret of any type (`proxy-ssl-secret` is usually
+/// generic), checked as in [`tls_material`]; `name` names the Secret in errors.
+fn key_pair(secret: &Secret, name: &str) -> Result<(Pem, Pem), String> {
+    let field = |key: &str| secret_field(secret, key);
     let chain = field("tls.crt").ok_or_else(|| format!("{name} has no tls.crt"))?;
     let key = field("tls.key").ok_or_else(|| format!("{name} has no tls.key"))?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&chain)

@@ -235,6 +235,7 @@ fn compile_errors_name_the_field_and_file() {
         trust_chain: pki.path("gone-ca.pem").display().to_string(),
         subject_alternative_names: vec![],
         client_certificate: None,
+        skip_verification: false,
     };
     let err = ClientTls::compile(&up, false, &files).unwrap_err();
     assert_eq!(err.path, "tls.trustChain");
@@ -523,6 +524,7 @@ async fn origination_verifies_the_name_or_the_subject_alternative_names() {
             trust_chain: pki.ca_path().display().to_string(),
             subject_alternative_names: sans.iter().map(|s| s.to_string()).collect(),
             client_certificate: None,
+            skip_verification: false,
         };
         let client = ClientTls::compile(&up, false, &files).unwrap();
         async move {
@@ -573,6 +575,7 @@ async fn origination_presents_the_client_certificate() {
             trust_chain: pki.ca_path().display().to_string(),
             subject_alternative_names: vec![],
             client_certificate,
+            skip_verification: false,
         };
         let client = ClientTls::compile(&up, true, &files).unwrap();
         async move {
@@ -595,4 +598,39 @@ async fn origination_presents_the_client_certificate() {
         exchange(None).await.is_err(),
         "served without a client certificate"
     );
+}
+
+#[tokio::test]
+async fn origination_without_verification_accepts_any_certificate() {
+    // The endpoint's certificate is from an authority the proxy does not know, for another name.
+    let stranger = Pki::new();
+    let files = TlsFiles::default();
+    let upstream = stranger.issue("upstream", &["elsewhere.test"], &[]);
+    let tls = ir::ListenerTls {
+        mode: ir::TlsMode::Strict,
+        certificates: vec![tls_cert(&upstream, &[])],
+        client_validation: None,
+    };
+    let addr = serve(ServerTls::compile(Some(&tls), &files).unwrap().unwrap()).await;
+    let up = ir::UpstreamTls {
+        server_name: "backend.test".into(),
+        trust_chain: String::new(),
+        subject_alternative_names: vec![],
+        client_certificate: None,
+        skip_verification: true,
+    };
+    assert_eq!(up.check(), Ok(()));
+    let client = ClientTls::compile(&up, false, &files).unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut s = client.connect(tcp).await.unwrap();
+    s.write_all(b"hi\n").await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("tls"), "{answer}");
+    // Skipping verification and naming a trust bundle contradict each other.
+    let both = ir::UpstreamTls {
+        trust_chain: "/certs/ca.pem".into(),
+        ..up
+    };
+    assert_eq!(both.check().unwrap_err().path, "trustChain");
 }

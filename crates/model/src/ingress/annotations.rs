@@ -69,13 +69,9 @@ const NOT_SUPPORTED: &[&str] = &[
     "proxy-redirect-from",
     "proxy-redirect-to",
     "proxy-http-version",
-    "proxy-ssl-secret",
     "proxy-ssl-ciphers",
-    "proxy-ssl-name",
     "proxy-ssl-protocols",
-    "proxy-ssl-verify",
     "proxy-ssl-verify-depth",
-    "proxy-ssl-server-name",
     "enable-rewrite-log",
     "satisfy",
     "server-alias",
@@ -128,6 +124,10 @@ const CANARY_INHERITS: &[&str] = &[
     "permanent-redirect-code",
     "temporal-redirect",
     "backend-protocol",
+    "proxy-ssl-secret",
+    "proxy-ssl-verify",
+    "proxy-ssl-name",
+    "proxy-ssl-server-name",
     "proxy-connect-timeout",
     "proxy-read-timeout",
     "proxy-send-timeout",
@@ -168,8 +168,33 @@ pub const DEFAULT_BURST_MULTIPLIER: u32 = 5;
 pub enum BackendProtocol {
     #[default]
     Http,
+    /// HTTP/1.1 over TLS.
+    Https,
     /// gRPC over h2c.
     Grpc,
+    /// gRPC over TLS (HTTP/2, ALPN `h2`).
+    Grpcs,
+}
+
+impl BackendProtocol {
+    /// HTTPS or GRPCS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, BackendProtocol::Https | BackendProtocol::Grpcs)
+    }
+}
+
+/// TLS to HTTPS and GRPCS backends (`proxy-ssl-*`). Without `verify` the backend's certificate
+/// is not checked, as ingress-nginx's `proxy_ssl_verify off` default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProxySsl {
+    /// `proxy-ssl-secret`: (namespace, name) of a Secret with `ca.crt` (the authorities that
+    /// `verify` checks against) and optionally `tls.crt` and `tls.key` (a client certificate).
+    pub secret: Option<(String, String)>,
+    /// `proxy-ssl-verify: on`.
+    pub verify: bool,
+    /// `proxy-ssl-name`: the name sent as SNI and verified; default the Service's
+    /// `<name>.<namespace>.svc`.
+    pub name: Option<String>,
 }
 
 /// `permanent-redirect` / `temporal-redirect`: every path of the Ingress answers a redirect.
@@ -249,6 +274,7 @@ pub struct Annotations {
     pub force_ssl_redirect: bool,
     pub redirect: Option<UrlRedirect>,
     pub backend_protocol: BackendProtocol,
+    pub proxy_ssl: ProxySsl,
     /// Set when `canary: "true"`.
     pub canary: Option<Canary>,
     pub affinity: Option<Affinity>,
@@ -276,6 +302,7 @@ impl Default for Annotations {
             force_ssl_redirect: false,
             redirect: None,
             backend_protocol: BackendProtocol::Http,
+            proxy_ssl: ProxySsl::default(),
             canary: None,
             affinity: None,
             hash_by: None,
@@ -463,21 +490,91 @@ fn redirects(f: &mut Found<'_>, a: &mut Annotations) {
     };
 }
 
+/// `proxy-ssl-secret`, `proxy-ssl-verify`, `proxy-ssl-name`, `proxy-ssl-server-name`: only with
+/// an HTTPS or GRPCS `backend-protocol`.
+fn proxy_ssl(f: &mut Found<'_>, a: &mut Annotations) {
+    const NAMES: [&str; 4] = [
+        "proxy-ssl-secret",
+        "proxy-ssl-verify",
+        "proxy-ssl-name",
+        "proxy-ssl-server-name",
+    ];
+    if !a.backend_protocol.is_tls() {
+        for name in NAMES {
+            if let Some((key, _)) = f.take(name) {
+                f.note(
+                    key,
+                    "has no effect: backend-protocol is not HTTPS or GRPCS (the backend is spoken to in plaintext)",
+                );
+            }
+        }
+        return;
+    }
+    let ssl = &mut a.proxy_ssl;
+    ssl.secret = f.parsed("proxy-ssl-secret", |v| {
+        let (ns, name) = v
+            .split_once('/')
+            .filter(|(ns, n)| !ns.is_empty() && !n.is_empty() && !n.contains('/'))
+            .ok_or("is not namespace/secretName")?;
+        Ok((ns.to_string(), name.to_string()))
+    });
+    let verify_key = f
+        .take("proxy-ssl-verify")
+        .and_then(|(key, value)| match on_off(value) {
+            Ok(on) => on.then_some(key),
+            Err(why) => {
+                f.bad(key, format!("{value:?} {why}"));
+                None
+            }
+        });
+    ssl.name = f.parsed("proxy-ssl-name", |v| {
+        let v = v.trim().to_ascii_lowercase();
+        if ir::is_dns_name(&v) {
+            Ok(v)
+        } else {
+            Err("is not a DNS name".into())
+        }
+    });
+    if let Some((key, value)) = f.take("proxy-ssl-server-name") {
+        if on_off(value) == Ok(false) {
+            f.bad(
+                key,
+                "\"off\" is not supported: Bowline always sends the server name (SNI) to TLS backends",
+            );
+        } else if let Err(why) = on_off(value) {
+            f.bad(key, format!("{value:?} {why}"));
+        }
+    }
+    if let Some(key) = verify_key {
+        a.proxy_ssl.verify = true;
+        if a.proxy_ssl.secret.is_none() {
+            f.note(
+                key,
+                "needs proxy-ssl-secret (a Secret with ca.crt) to verify against; the backend's requests are refused (answered 503) rather than sent unverified",
+            );
+        }
+    }
+}
+
+/// nginx's `on` / `off`.
+fn on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("is not \"on\" or \"off\"".into()),
+    }
+}
+
 fn upstream(f: &mut Found<'_>, a: &mut Annotations) {
     if let Some((key, value)) = f.take("backend-protocol") {
         match value.to_ascii_uppercase().as_str() {
             "HTTP" => a.backend_protocol = BackendProtocol::Http,
+            "HTTPS" => a.backend_protocol = BackendProtocol::Https,
             "GRPC" => a.backend_protocol = BackendProtocol::Grpc,
-            "HTTPS" | "GRPCS" => f.bad(
-                key,
-                format!(
-                    "{value:?} is not supported yet: TLS to backends needs a trust bundle and the \
-                     engine has no setting that skips verification (ingress-nginx's default)"
-                ),
-            ),
+            "GRPCS" => a.backend_protocol = BackendProtocol::Grpcs,
             "AJP" | "FCGI" | "AUTO_HTTP" => f.bad(
                 key,
-                format!("{value:?} is not supported (HTTP and GRPC are)"),
+                format!("{value:?} is not supported (HTTP, HTTPS, GRPC and GRPCS are)"),
             ),
             _ => f.bad(
                 key,
@@ -485,6 +582,7 @@ fn upstream(f: &mut Found<'_>, a: &mut Annotations) {
             ),
         }
     }
+    proxy_ssl(f, a);
     if let Some((key, value)) = f.take("affinity") {
         if value == "cookie" {
             let cookie = f

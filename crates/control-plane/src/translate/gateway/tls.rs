@@ -186,6 +186,7 @@ impl Cx<'_> {
                 policy.validation.subject_alternative_names.as_ref(),
             ),
             client_certificate,
+            skip_verification: false,
         };
         if let Err(e) = out.check() {
             let message = format!("{}; {refused}", e.reason);

@@ -2,7 +2,7 @@
 //! routes, and the upstream settings that make an Ingress use its own clusters.
 
 use bowline_model::ingress::annotations::{
-    self, Annotations, BackendProtocol, Canary, HashBy, LoadBalance, UrlRedirect,
+    self, Annotations, BackendProtocol, Canary, HashBy, LoadBalance, ProxySsl, UrlRedirect,
 };
 use bowline_model::ir;
 
@@ -15,6 +15,9 @@ pub(super) struct Upstream {
     pub lb_policy: ir::LbPolicy,
     pub hash_on: Option<ir::HashOn>,
     pub connect_timeout_ms: u64,
+    /// TLS to the backend (`backend-protocol: HTTPS` or `GRPCS`), with the `proxy-ssl-*`
+    /// settings.
+    pub tls: Option<ProxySsl>,
 }
 
 impl Default for Upstream {
@@ -24,6 +27,7 @@ impl Default for Upstream {
             lb_policy: ir::LbPolicy::RoundRobin,
             hash_on: None,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            tls: None,
         }
     }
 }
@@ -37,9 +41,13 @@ impl Upstream {
     /// `session-cookie-path` is not set.
     pub fn of(routing: &Annotations, balancing: &Annotations, cookie_path: &str) -> Upstream {
         let protocol = match routing.backend_protocol {
-            BackendProtocol::Http => ir::Protocol::Http,
-            BackendProtocol::Grpc => ir::Protocol::Grpc,
+            BackendProtocol::Http | BackendProtocol::Https => ir::Protocol::Http,
+            BackendProtocol::Grpc | BackendProtocol::Grpcs => ir::Protocol::Grpc,
         };
+        let tls = routing
+            .backend_protocol
+            .is_tls()
+            .then(|| routing.proxy_ssl.clone());
         let connect_timeout_ms = routing
             .connect_timeout_seconds
             .map_or(CONNECT_TIMEOUT_MS, |s| s.saturating_mul(1000));
@@ -68,6 +76,7 @@ impl Upstream {
             lb_policy,
             hash_on,
             connect_timeout_ms,
+            tls,
         }
     }
 

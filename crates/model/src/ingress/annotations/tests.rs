@@ -155,8 +155,8 @@ fn bad_values_are_reported_and_not_applied() {
         ),
         (
             "backend-protocol",
-            "HTTPS",
-            "\"HTTPS\" is not supported yet",
+            "FCGI",
+            "\"FCGI\" is not supported (HTTP, HTTPS, GRPC and GRPCS are)",
         ),
         ("affinity", "ip", "\"ip\" is not \"cookie\""),
         (
@@ -327,4 +327,54 @@ fn a_canary_ingress_inherits_route_settings() {
     assert_eq!(a.load_balance, Some(LoadBalance::Ewma));
     assert_eq!(problems.len(), 1, "{problems:#?}");
     assert!(problems[0].contains("ignored on a canary Ingress"));
+}
+
+#[test]
+fn tls_backends_and_their_proxy_ssl_settings() {
+    let (a, problems) = of(&[
+        (&nginx("backend-protocol"), "HTTPS"),
+        (&nginx("proxy-ssl-secret"), "shop/backend-ca"),
+        (&nginx("proxy-ssl-verify"), "on"),
+        (&nginx("proxy-ssl-name"), "Backend.Internal"),
+        (&nginx("proxy-ssl-server-name"), "on"),
+    ]);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(a.backend_protocol, BackendProtocol::Https);
+    assert_eq!(
+        a.proxy_ssl,
+        ProxySsl {
+            secret: Some(("shop".into(), "backend-ca".into())),
+            verify: true,
+            name: Some("backend.internal".into()),
+        }
+    );
+    let (a, problems) = of(&[(&nginx("backend-protocol"), "grpcs")]);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(a.backend_protocol, BackendProtocol::Grpcs);
+    assert_eq!(a.proxy_ssl, ProxySsl::default());
+
+    // Without a TLS backend protocol the settings do nothing, and say so.
+    let (_, problems) = of(&[(&nginx("proxy-ssl-verify"), "on")]);
+    assert_eq!(
+        problems,
+        [
+            r#"metadata.annotations["nginx.ingress.kubernetes.io/proxy-ssl-verify"]: ignored: has no effect: backend-protocol is not HTTPS or GRPCS (the backend is spoken to in plaintext)"#
+        ]
+    );
+    // Bad values, SNI off, and verification without a CA to verify against.
+    let (a, problems) = of(&[
+        (&nginx("backend-protocol"), "HTTPS"),
+        (&nginx("proxy-ssl-secret"), "backend-ca"),
+        (&nginx("proxy-ssl-verify"), "on"),
+        (&nginx("proxy-ssl-server-name"), "off"),
+    ]);
+    assert!(a.proxy_ssl.verify && a.proxy_ssl.secret.is_none());
+    assert_eq!(
+        problems,
+        [
+            r#"metadata.annotations["nginx.ingress.kubernetes.io/proxy-ssl-secret"]: ignored: "backend-ca" is not namespace/secretName; the annotation is not applied"#,
+            r#"metadata.annotations["nginx.ingress.kubernetes.io/proxy-ssl-server-name"]: ignored: "off" is not supported: Bowline always sends the server name (SNI) to TLS backends; the annotation is not applied"#,
+            r#"metadata.annotations["nginx.ingress.kubernetes.io/proxy-ssl-verify"]: ignored: needs proxy-ssl-secret (a Secret with ca.crt) to verify against; the backend's requests are refused (answered 503) rather than sent unverified"#,
+        ]
+    );
 }
