@@ -194,6 +194,12 @@ const CASES: &[Case] = &[
         302,
         "http://approot.test/app1",
     ),
+    // nginx's `return 302 ...` leaves the request's query out.
+    redirect(
+        case("app-root", "approot.test", "/?q=1"),
+        302,
+        "http://approot.test/app1",
+    ),
     to(case("app-root", "approot.test", "/app1"), "web", "/app1"),
     // ssl-redirect: a host with TLS redirects plaintext with 308; ssl-redirect "false" does not.
     redirect(
@@ -226,6 +232,17 @@ const CASES: &[Case] = &[
     ),
     redirect(
         case("temporal-redirect", "temp.test", "/old"),
+        302,
+        "http://t.test:8080/x",
+    ),
+    // The redirect URL as written: the request's query is not appended (nginx `return`).
+    redirect(
+        case("permanent-redirect", "moveddefault.test", "/old?page=2"),
+        301,
+        "https://new.test/landing",
+    ),
+    redirect(
+        case("temporal-redirect", "temp.test", "/old?page=2"),
         302,
         "http://t.test:8080/x",
     ),

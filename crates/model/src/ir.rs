@@ -632,6 +632,10 @@ pub struct Redirect {
     pub path: Option<RedirectPath>,
     /// 301, 302, 303, 307 or 308.
     pub status: u16,
+    /// The `Location` leaves out the request's query string (nginx's `return 301 URL`, which
+    /// ingress-nginx's redirect annotations use); by default it is kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_query: bool,
 }
 
 /// The path of a redirect.

@@ -795,6 +795,7 @@ fn redirect_to(r: &ir::Redirect) -> pb::Redirect {
             ir::RedirectPath::Prefix(s) => P::Prefix(s.clone()),
         }),
         status: u32::from(r.status),
+        drop_query: r.drop_query,
     }
 }
 
@@ -827,6 +828,7 @@ fn redirect_from(cx: &Ctx, path: &str, r: pb::Redirect) -> Result<ir::Redirect, 
             P::Prefix(s) => ir::RedirectPath::Prefix(s),
         }),
         status,
+        drop_query: r.drop_query,
     })
 }
 
@@ -1434,6 +1436,7 @@ mod tests {
                                 port: Some(8443),
                                 path: Some(ir::RedirectPath::Prefix("/new/".into())),
                                 status: 308,
+                                drop_query: false,
                             }),
                         ),
                     ],

@@ -762,6 +762,7 @@ impl Cx<'_> {
                     .status_code
                     .and_then(|c| u16::try_from(c).ok())
                     .unwrap_or(302),
+                drop_query: false,
             });
         }
         if a.clusters.is_empty() {

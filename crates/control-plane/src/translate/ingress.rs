@@ -631,6 +631,8 @@ fn virtual_hosts(
                 port: None,
                 path: Some(ir::RedirectPath::FullPath(root.clone())),
                 status: 302,
+                // nginx: `return 302 $scheme://$http_host<app-root>`, no query.
+                drop_query: true,
             };
             routes.push(ir::Route::new(
                 name,

@@ -10,7 +10,7 @@
 //!   with `https` are left out;
 //! * path: replaced whole, or its matched prefix replaced (the router computes it), else the
 //!   client's path as it sent it (not a path an earlier route rewrote);
-//! * query: the client's, kept.
+//! * query: the client's, kept (left out with `dropQuery`).
 //!
 //! Without any host (an HTTP/1.0 request without `Host` and a redirect that sets none) the
 //! `Location` is the path alone, which RFC 9110 allows.
@@ -31,6 +31,7 @@ pub struct Redirect {
     port: Option<u16>,
     path: Option<RedirectPath>,
     pub status: StatusCode,
+    drop_query: bool,
 }
 
 #[derive(Debug)]
@@ -121,6 +122,7 @@ impl Redirect {
             port: r.port,
             path,
             status,
+            drop_query: r.drop_query,
         })
     }
 
@@ -169,7 +171,7 @@ impl Redirect {
             }
         }
         out.push_str(if path.is_empty() { "/" } else { path });
-        if let Some(q) = req.query {
+        if let Some(q) = req.query.filter(|_| !self.drop_query) {
             out.push('?');
             out.push_str(q);
         }
@@ -218,6 +220,7 @@ mod tests {
             port: None,
             path: None,
             status: 302,
+            drop_query: false,
         }
     }
 
@@ -254,6 +257,15 @@ mod tests {
             location(&https, Some("[::1]:8080"), "/", None),
             "https://[::1]/"
         );
+        let as_written = compile(ir::Redirect {
+            drop_query: true,
+            ..redirect()
+        })
+        .unwrap();
+        assert_eq!(
+            location(&as_written, Some("shop.example"), "/a?b=1", None),
+            "http://shop.example/a"
+        );
 
         let same = compile(redirect()).unwrap();
         assert_eq!(
@@ -276,6 +288,7 @@ mod tests {
             scheme: Some("https".into()),
             path: Some(ir::RedirectPath::FullPath("/landing".into())),
             status: 301,
+            drop_query: false,
         })
         .unwrap();
         assert_eq!(moved.status, StatusCode::MOVED_PERMANENTLY);

@@ -466,6 +466,7 @@ fn redirects_compute_their_path() {
             port: None,
             path,
             status,
+            drop_query: false,
         })
     };
     let s = snapshot(

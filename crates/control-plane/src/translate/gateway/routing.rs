@@ -202,6 +202,7 @@ impl Cx<'_> {
             port,
             path,
             status,
+            drop_query: false,
         }))
     }
 

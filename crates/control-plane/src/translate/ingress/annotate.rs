@@ -185,6 +185,8 @@ pub(super) fn url_redirect(r: &UrlRedirect) -> ir::Redirect {
             r.path.clone().unwrap_or_else(|| "/".into()),
         )),
         status: r.status,
+        // nginx's `return CODE URL` sends the URL as written, without the request's query.
+        drop_query: true,
     }
 }
 
@@ -196,6 +198,7 @@ pub(super) fn https_redirect(https_port: u16) -> ir::Redirect {
         port: Some(https_port),
         path: None,
         status: 308,
+        drop_query: false,
     }
 }
 
