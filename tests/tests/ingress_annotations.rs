@@ -1257,3 +1257,68 @@ async fn backend_protocol_https_and_proxy_ssl() {
         );
     }
 }
+
+/// upstream-hash-by on `$request_uri` (and `$host$uri` with `$arg_user`): a URI always reaches
+/// the same backend while different ones spread over both; load-balance ewma uses both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_hash_by_and_load_balance() {
+    let a = Echo::start("a").unwrap();
+    let b = Echo::start("b").unwrap();
+    let mut m = service("shop", "pair", &[&a, &b]);
+    for (name, annotations) in [
+        ("uri", vec![("upstream-hash-by", "$request_uri")]),
+        ("user", vec![("upstream-hash-by", "$host$uri-$arg_user")]),
+        ("ewma", vec![("load-balance", "ewma")]),
+    ] {
+        let annotations: Vec<(String, &str)> =
+            annotations.iter().map(|(k, v)| (nginx(k), *v)).collect();
+        let refs: Vec<(&str, &str)> = annotations.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        m += &ingress(name, &refs, &format!("{name}.test"), "/", "pair");
+    }
+    let http_port = free_port();
+    let _stack = start(&[("ingress.yaml", m)], "bowline", http_port, free_port()).await;
+    let gw = addr(http_port);
+    let client = HttpClient::http1();
+    wait_for(&client, gw, "ewma.test", "a").await;
+    let who = |host: &'static str, path: String| {
+        let client = client.clone();
+        async move {
+            let r = client.get(gw, host, &path, &[]).await.unwrap();
+            r.echo_name()
+                .unwrap_or_else(|| format!("status {}", r.status))
+        }
+    };
+    // The same URI, ten times: one backend. Twenty URIs: both backends.
+    for (host, same, varied) in [
+        ("uri.test", "/item/7?v=1", "/item/"),
+        ("user.test", "/cart?user=ann", "/cart?user=u"),
+    ] {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            seen.insert(who(host, same.to_string()).await);
+        }
+        let sticky = seen.len() == 1;
+        let mut spread = std::collections::BTreeSet::new();
+        for i in 0..20 {
+            spread.insert(who(host, format!("{varied}{i}")).await);
+        }
+        let both = spread.len() == 2 && spread.iter().all(|n| n == "a" || n == "b");
+        conformance::record(
+            SUITE,
+            "upstream-hash-by",
+            &format!("{host}: one backend per key, keys spread over both"),
+            sticky && both,
+        );
+        assert!(
+            sticky && both,
+            "{host}: same key {seen:?}, varied keys {spread:?}"
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        seen.insert(who("ewma.test", format!("/{i}")).await);
+    }
+    let ok = seen.len() == 2;
+    conformance::record(SUITE, "load-balance", "ewma.test: both backends serve", ok);
+    assert!(ok, "{seen:?}");
+}

@@ -162,10 +162,7 @@ pub const FEATURES: &[Feature] = &[
     f(NGX, "session-cookie-max-age", "annotation"),
     f(NGX, "session-cookie-expires", "annotation"),
     f(NGX, "session-cookie-path", "annotation"),
-    partial(
-        f(NGX, "upstream-hash-by", "annotation"),
-        "`$remote_addr`, `$binary_remote_addr`, `$http_NAME` only; other nginx variables are reported as not supported",
-    ),
+    f(NGX, "upstream-hash-by", "annotation"),
     partial(
         f(NGX, "load-balance", "annotation"),
         "`ewma` is served by least-request balancing",

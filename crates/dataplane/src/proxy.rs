@@ -601,7 +601,7 @@ async fn forward<'r>(
     }
     let key = cluster
         .resilience
-        .request_key(ctx.client_ip.as_bytes(), &parts.headers);
+        .request_key(ctx.client_ip.as_bytes(), &parts.uri, &parts.headers);
     let Some((first, endpoint)) = cluster.pick_for(key.hash, Tried::NONE) else {
         cluster.stats.record_error(UpstreamErrorReason::NoEndpoints);
         let err = ProxyError::NoEndpoints {

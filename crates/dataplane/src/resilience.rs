@@ -270,11 +270,16 @@ impl ClusterPolicy {
         })
     }
 
-    /// The key a request from `client_ip` (textual) is balanced by.
+    /// The key a request from `client_ip` (textual) for `uri` is balanced by.
     #[inline]
-    pub fn request_key(&self, client_ip: &[u8], headers: &HeaderMap) -> RequestKey {
+    pub fn request_key(
+        &self,
+        client_ip: &[u8],
+        uri: &http::Uri,
+        headers: &HeaderMap,
+    ) -> RequestKey {
         match &self.hash {
-            Some(h) => h.key(client_ip, headers),
+            Some(h) => h.key(client_ip, uri, headers),
             None => RequestKey::random(),
         }
     }

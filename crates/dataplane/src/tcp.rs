@@ -397,7 +397,9 @@ async fn acquire(policy: &ClusterPolicy) -> Result<Option<Permit>, &'static str>
 fn balance_key(policy: &ClusterPolicy, ip: IpAddr) -> u64 {
     match &policy.hash {
         Some(HashPolicy::SourceIp) => lb::hash_bytes(ip.to_string().as_bytes()),
-        Some(HashPolicy::Header(_) | HashPolicy::Cookie(_)) | None => lb::random_u64(),
+        Some(HashPolicy::Header(_) | HashPolicy::Cookie(_) | HashPolicy::Template(_)) | None => {
+            lb::random_u64()
+        }
     }
 }
 

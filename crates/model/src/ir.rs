@@ -935,6 +935,32 @@ pub enum HashOn {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
     },
+    /// The concatenation of `parts` (nginx's `hash $host$request_uri`); a request for which it
+    /// is empty is spread at random. At least one part.
+    Template { parts: Vec<HashPart> },
+}
+
+/// One part of a [`HashOn::Template`]; a missing header, parameter or cookie is empty.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HashPart {
+    Literal(String),
+    /// The client's IP address.
+    ClientIp,
+    /// The request's host, without port, in lower case.
+    Host,
+    /// The path, without the query.
+    Path,
+    /// The path and the query, as the request line has them.
+    RequestUri,
+    /// The query string, without `?`.
+    Query,
+    /// A request header (name in lower case).
+    Header(String),
+    /// The value of a query parameter.
+    QueryParam(String),
+    /// The value of a cookie.
+    Cookie(String),
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -1076,8 +1076,54 @@ fn hash_on_to(h: &ir::HashOn) -> pb::LbHashOn {
                 ttl_seconds: *ttl_seconds,
                 path: path.clone().unwrap_or_default(),
             }),
+            ir::HashOn::Template { parts } => K::Template(pb::LbHashTemplate {
+                parts: parts.iter().map(hash_part_to).collect(),
+            }),
         }),
     }
+}
+
+fn hash_part_to(p: &ir::HashPart) -> pb::LbHashPart {
+    use pb::lb_hash_part::Part as P;
+    pb::LbHashPart {
+        part: Some(match p {
+            ir::HashPart::Literal(s) => P::Literal(s.clone()),
+            ir::HashPart::ClientIp => P::ClientIp(true),
+            ir::HashPart::Host => P::Host(true),
+            ir::HashPart::Path => P::Path(true),
+            ir::HashPart::RequestUri => P::RequestUri(true),
+            ir::HashPart::Query => P::Query(true),
+            ir::HashPart::Header(n) => P::Header(n.clone()),
+            ir::HashPart::QueryParam(n) => P::QueryParam(n.clone()),
+            ir::HashPart::Cookie(n) => P::Cookie(n.clone()),
+        }),
+    }
+}
+
+fn hash_part_from(cx: &Ctx, i: usize, p: pb::LbHashPart) -> Result<ir::HashPart, InvalidResource> {
+    use pb::lb_hash_part::Part as P;
+    let named = |kind: &str, n: String| {
+        if n.is_empty() {
+            Err(cx.err(
+                format!("hashOn.template.parts[{i}].{kind}"),
+                "name is empty",
+            ))
+        } else {
+            Ok(n)
+        }
+    };
+    Ok(match p.part {
+        Some(P::Literal(s)) => ir::HashPart::Literal(s),
+        Some(P::ClientIp(_)) => ir::HashPart::ClientIp,
+        Some(P::Host(_)) => ir::HashPart::Host,
+        Some(P::Path(_)) => ir::HashPart::Path,
+        Some(P::RequestUri(_)) => ir::HashPart::RequestUri,
+        Some(P::Query(_)) => ir::HashPart::Query,
+        Some(P::Header(n)) => ir::HashPart::Header(named("header", n)?),
+        Some(P::QueryParam(n)) => ir::HashPart::QueryParam(named("queryParam", n)?),
+        Some(P::Cookie(n)) => ir::HashPart::Cookie(named("cookie", n)?),
+        None => return Err(cx.err(format!("hashOn.template.parts[{i}]"), "empty part")),
+    })
 }
 
 fn hash_on_from(cx: &Ctx, h: pb::LbHashOn) -> Result<ir::HashOn, InvalidResource> {
@@ -1099,6 +1145,18 @@ fn hash_on_from(cx: &Ctx, h: pb::LbHashOn) -> Result<ir::HashOn, InvalidResource
                 ttl_seconds: c.ttl_seconds,
                 path: (!c.path.is_empty()).then_some(c.path),
             })
+        }
+        Some(K::Template(t)) => {
+            if t.parts.is_empty() {
+                return Err(cx.err("hashOn.template.parts", "no parts"));
+            }
+            let parts = t
+                .parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| hash_part_from(cx, i, p))
+                .collect::<Result<_, _>>()?;
+            Ok(ir::HashOn::Template { parts })
         }
         None => Err(cx.err("hashOn", "empty hash key")),
     }

@@ -6,8 +6,8 @@
 //! client's next requests carry it and hash to the same endpoint.
 
 use bowline_model::ir;
-use http::header::{COOKIE, HeaderName};
-use http::{HeaderMap, HeaderValue};
+use http::header::{COOKIE, HOST, HeaderName};
+use http::{HeaderMap, HeaderValue, Uri};
 
 use super::hash::{hash_bytes, random_u64};
 
@@ -17,6 +17,21 @@ pub enum HashPolicy {
     SourceIp,
     Header(HeaderName),
     Cookie(CookiePolicy),
+    Template(Box<[Part]>),
+}
+
+/// A compiled [`ir::HashPart`].
+#[derive(Debug)]
+pub enum Part {
+    Literal(Box<str>),
+    ClientIp,
+    Host,
+    Path,
+    RequestUri,
+    Query,
+    Header(HeaderName),
+    QueryParam(Box<str>),
+    Cookie(Box<str>),
 }
 
 #[derive(Debug)]
@@ -96,11 +111,40 @@ impl HashPolicy {
                     attributes: attributes.into(),
                 })
             }
+            ir::HashOn::Template { parts } => {
+                if parts.is_empty() {
+                    return Err(("hashOn.template.parts", "no parts".into()));
+                }
+                let compiled = parts
+                    .iter()
+                    .map(|p| {
+                        Ok(match p {
+                            ir::HashPart::Literal(s) => Part::Literal(s.as_str().into()),
+                            ir::HashPart::ClientIp => Part::ClientIp,
+                            ir::HashPart::Host => Part::Host,
+                            ir::HashPart::Path => Part::Path,
+                            ir::HashPart::RequestUri => Part::RequestUri,
+                            ir::HashPart::Query => Part::Query,
+                            ir::HashPart::Header(n) => Part::Header(
+                                HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+                                    (
+                                        "hashOn.template.parts",
+                                        format!("{n:?} is not a header name"),
+                                    )
+                                })?,
+                            ),
+                            ir::HashPart::QueryParam(n) => Part::QueryParam(n.as_str().into()),
+                            ir::HashPart::Cookie(n) => Part::Cookie(n.as_str().into()),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, (&'static str, String)>>()?;
+                HashPolicy::Template(compiled.into())
+            }
         })
     }
 
-    /// The key of a request from `client_ip` (its textual form) with `headers`.
-    pub fn key(&self, client_ip: &[u8], headers: &HeaderMap) -> RequestKey {
+    /// The key of a request from `client_ip` (its textual form) for `uri` with `headers`.
+    pub fn key(&self, client_ip: &[u8], uri: &Uri, headers: &HeaderMap) -> RequestKey {
         let hash = match self {
             HashPolicy::SourceIp => Some(hash_bytes(client_ip)),
             HashPolicy::Header(name) => headers.get(name).map(|v| hash_bytes(v.as_bytes())),
@@ -108,6 +152,10 @@ impl HashPolicy {
                 Some(v) => Some(hash_bytes(v.as_bytes())),
                 None => return c.fresh(),
             },
+            HashPolicy::Template(parts) => {
+                let value = template(parts, client_ip, uri, headers);
+                (!value.is_empty()).then(|| hash_bytes(&value))
+            }
         };
         match hash {
             Some(hash) => RequestKey {
@@ -131,6 +179,48 @@ impl CookiePolicy {
             set_cookie: Some(set_cookie),
         }
     }
+}
+
+/// The bytes a template hashes for one request.
+fn template(parts: &[Part], client_ip: &[u8], uri: &Uri, headers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    for p in parts {
+        match p {
+            Part::Literal(s) => out.extend_from_slice(s.as_bytes()),
+            Part::ClientIp => out.extend_from_slice(client_ip),
+            Part::Host => {
+                let host = uri
+                    .host()
+                    .or_else(|| headers.get(HOST).and_then(|h| h.to_str().ok()))
+                    .map(crate::router::strip_port)
+                    .unwrap_or_default();
+                out.extend(host.bytes().map(|b| b.to_ascii_lowercase()));
+            }
+            Part::Path => out.extend_from_slice(uri.path().as_bytes()),
+            Part::RequestUri => out.extend_from_slice(
+                uri.path_and_query()
+                    .map_or(uri.path(), |pq| pq.as_str())
+                    .as_bytes(),
+            ),
+            Part::Query => out.extend_from_slice(uri.query().unwrap_or_default().as_bytes()),
+            Part::Header(name) => {
+                if let Some(v) = headers.get(name) {
+                    out.extend_from_slice(v.as_bytes());
+                }
+            }
+            Part::QueryParam(name) => {
+                let value = uri.query().unwrap_or_default().split('&').find_map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    (k == &**name).then_some(v)
+                });
+                out.extend_from_slice(value.unwrap_or_default().as_bytes());
+            }
+            Part::Cookie(name) => {
+                out.extend_from_slice(cookie(headers, name).unwrap_or_default().as_bytes());
+            }
+        }
+    }
+    out
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

@@ -1,7 +1,7 @@
 //! Distribution and disruption of every policy, on fixed key sets: the statistics below are
 //! computed over the same keys on every run.
 
-use http::HeaderMap;
+use http::{HeaderMap, Uri};
 
 use super::*;
 
@@ -338,8 +338,14 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 fn source_ip_and_header_keys_are_stable() {
     let ip = HashPolicy::compile(&ir::HashOn::SourceIp).unwrap();
     let h = headers(&[]);
-    assert_eq!(ip.key(b"10.1.2.3", &h).hash, ip.key(b"10.1.2.3", &h).hash);
-    assert_ne!(ip.key(b"10.1.2.3", &h).hash, ip.key(b"10.1.2.4", &h).hash);
+    assert_eq!(
+        ip.key(b"10.1.2.3", &Uri::from_static("/"), &h).hash,
+        ip.key(b"10.1.2.3", &Uri::from_static("/"), &h).hash
+    );
+    assert_ne!(
+        ip.key(b"10.1.2.3", &Uri::from_static("/"), &h).hash,
+        ip.key(b"10.1.2.4", &Uri::from_static("/"), &h).hash
+    );
 
     let user = HashPolicy::compile(&ir::HashOn::Header {
         name: "x-user".into(),
@@ -347,12 +353,13 @@ fn source_ip_and_header_keys_are_stable() {
     .unwrap();
     let alice = headers(&[("x-user", "alice")]);
     assert_eq!(
-        user.key(b"1.1.1.1", &alice).hash,
-        user.key(b"2.2.2.2", &alice).hash
+        user.key(b"1.1.1.1", &Uri::from_static("/"), &alice).hash,
+        user.key(b"2.2.2.2", &Uri::from_static("/"), &alice).hash
     );
     // Without the header: a random key each time.
-    let seen: std::collections::HashSet<u64> =
-        (0..10).map(|_| user.key(b"1.1.1.1", &h).hash).collect();
+    let seen: std::collections::HashSet<u64> = (0..10)
+        .map(|_| user.key(b"1.1.1.1", &Uri::from_static("/"), &h).hash)
+        .collect();
     assert_eq!(seen.len(), 10);
 }
 
@@ -364,7 +371,7 @@ fn sticky_cookies_are_set_once_and_then_followed() {
         path: Some("/shop".into()),
     })
     .unwrap();
-    let first = policy.key(b"1.1.1.1", &headers(&[]));
+    let first = policy.key(b"1.1.1.1", &Uri::from_static("/"), &headers(&[]));
     let set = first.set_cookie.expect("a new session sets the cookie");
     let set = set.to_str().unwrap();
     let (pair, attributes) = set.split_once(';').unwrap();
@@ -374,7 +381,11 @@ fn sticky_cookies_are_set_once_and_then_followed() {
 
     // The next request carries it (among other cookies) and hashes as the first did.
     let cookie = format!("a=1; sticky={value}; b=2");
-    let next = policy.key(b"9.9.9.9", &headers(&[("cookie", &cookie)]));
+    let next = policy.key(
+        b"9.9.9.9",
+        &Uri::from_static("/"),
+        &headers(&[("cookie", &cookie)]),
+    );
     assert_eq!(next.hash, first.hash);
     assert!(next.set_cookie.is_none());
 
@@ -385,7 +396,10 @@ fn sticky_cookies_are_set_once_and_then_followed() {
         path: None,
     })
     .unwrap();
-    let set = session.key(b"1.1.1.1", &headers(&[])).set_cookie.unwrap();
+    let set = session
+        .key(b"1.1.1.1", &Uri::from_static("/"), &headers(&[]))
+        .set_cookie
+        .unwrap();
     assert!(set.to_str().unwrap().ends_with("; HttpOnly"));
     assert!(!set.to_str().unwrap().contains("Max-Age"));
 }
@@ -426,4 +440,59 @@ fn random_draws_are_uniform_enough() {
         buckets.iter().all(|&b| (8_000..12_000).contains(&b)),
         "{buckets:?}"
     );
+}
+
+#[test]
+fn template_keys_hash_the_parts_of_the_request() {
+    let host_uri = HashPolicy::compile(&ir::HashOn::Template {
+        parts: vec![ir::HashPart::Host, ir::HashPart::RequestUri],
+    })
+    .unwrap();
+    let key = |p: &HashPolicy, uri: &'static str, h: &[(&str, &str)]| {
+        p.key(b"1.1.1.1", &Uri::from_static(uri), &headers(h)).hash
+    };
+    let shop = [("host", "Shop.Example:8080")];
+    assert_eq!(
+        key(&host_uri, "/a?x=1", &shop),
+        key(&host_uri, "/a?x=1", &[("host", "shop.example")])
+    );
+    assert_ne!(
+        key(&host_uri, "/a?x=1", &shop),
+        key(&host_uri, "/a?x=2", &shop)
+    );
+    assert_ne!(
+        key(&host_uri, "/a", &shop),
+        key(&host_uri, "/a", &[("host", "other")])
+    );
+
+    let by_param = HashPolicy::compile(&ir::HashOn::Template {
+        parts: vec![
+            ir::HashPart::Literal("user:".into()),
+            ir::HashPart::QueryParam("user".into()),
+            ir::HashPart::Cookie("tenant".into()),
+        ],
+    })
+    .unwrap();
+    assert_eq!(
+        key(&by_param, "/x?user=ann&y=1", &[("cookie", "tenant=t1")]),
+        key(
+            &by_param,
+            "/other?y=2&user=ann",
+            &[("cookie", "a=b; tenant=t1")]
+        )
+    );
+    assert_ne!(
+        key(&by_param, "/x?user=ann", &[("cookie", "tenant=t1")]),
+        key(&by_param, "/x?user=bob", &[("cookie", "tenant=t1")])
+    );
+
+    // A template that is empty for a request spreads it at random.
+    let uri_only = HashPolicy::compile(&ir::HashOn::Template {
+        parts: vec![ir::HashPart::Header("x-user".into())],
+    })
+    .unwrap();
+    let spread: std::collections::HashSet<u64> =
+        (0..10).map(|_| key(&uri_only, "/", &[])).collect();
+    assert!(spread.len() > 1);
+    assert!(HashPolicy::compile(&ir::HashOn::Template { parts: vec![] }).is_err());
 }

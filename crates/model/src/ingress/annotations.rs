@@ -237,6 +237,8 @@ pub enum HashBy {
     ClientAddress,
     /// `$http_NAME`: the header (lower case, `_` read as `-`).
     Header(String),
+    /// Any other nginx value: variables and text (`$host$request_uri`, `user-$arg_id`).
+    Template(Vec<ir::HashPart>),
 }
 
 /// `load-balance`.
@@ -937,22 +939,77 @@ fn url(v: &str) -> Result<UrlRedirect, String> {
     })
 }
 
-/// `$remote_addr` → the client address, `$http_x_user` → the `x-user` header; braces allowed.
+/// An nginx value of variables (`$name` or `${name}`) and text: `$remote_addr` alone is the
+/// client address, `$http_x_user` alone the `x-user` header, anything else a template of
+/// `$remote_addr`, `$binary_remote_addr`, `$host`, `$http_NAME`, `$uri`, `$document_uri`,
+/// `$request_uri`, `$args`, `$query_string`, `$arg_NAME` and `$cookie_NAME` (`$http_host` is
+/// the Host header as sent).
 fn hash_by(v: &str) -> Result<HashBy, String> {
-    let var = v
-        .strip_prefix("${")
-        .and_then(|r| r.strip_suffix('}'))
-        .or_else(|| v.strip_prefix('$'))
-        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
-    match var {
-        Some("remote_addr" | "binary_remote_addr") => Ok(HashBy::ClientAddress),
-        Some(n) if n.starts_with("http_") && n.len() > 5 => {
-            Ok(HashBy::Header(n[5..].to_ascii_lowercase().replace('_', "-")))
+    let mut parts: Vec<ir::HashPart> = Vec::new();
+    let mut rest = v;
+    while !rest.is_empty() {
+        let Some(after) = rest.strip_prefix('$') else {
+            let end = rest.find('$').unwrap_or(rest.len());
+            match parts.last_mut() {
+                Some(ir::HashPart::Literal(l)) => l.push_str(&rest[..end]),
+                _ => parts.push(ir::HashPart::Literal(rest[..end].to_string())),
+            }
+            rest = &rest[end..];
+            continue;
+        };
+        let is_name = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        let (name, next) = match after.strip_prefix('{') {
+            Some(braced) => {
+                let end = braced.find('}').ok_or_else(|| {
+                    format!("is not an nginx value: \"${{\" without \"}}\" in {v:?}")
+                })?;
+                (&braced[..end], &braced[end + 1..])
+            }
+            None => {
+                let end = after
+                    .bytes()
+                    .position(|b| !is_name(b))
+                    .unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        if name.is_empty() || !name.bytes().all(is_name) {
+            return Err(format!(
+                "is not an nginx value: bad variable name after \"$\" in {v:?}"
+            ));
         }
-        _ => Err(
-            "is not supported: Bowline hashes on $remote_addr or one $http_NAME header (not on the URI, the host or combinations)"
-                .into(),
-        ),
+        let part = match name {
+            "remote_addr" | "binary_remote_addr" => ir::HashPart::ClientIp,
+            "host" => ir::HashPart::Host,
+            "uri" | "document_uri" => ir::HashPart::Path,
+            "request_uri" => ir::HashPart::RequestUri,
+            "args" | "query_string" => ir::HashPart::Query,
+            n if n.len() > 5 && n.starts_with("http_") => {
+                ir::HashPart::Header(n[5..].to_ascii_lowercase().replace('_', "-"))
+            }
+            n if n.len() > 4 && n.starts_with("arg_") => {
+                ir::HashPart::QueryParam(n[4..].to_string())
+            }
+            n if n.len() > 7 && n.starts_with("cookie_") => {
+                ir::HashPart::Cookie(n[7..].to_string())
+            }
+            other => {
+                return Err(format!(
+                    "is not supported: ${other} (Bowline hashes on $remote_addr, $host, $uri, $request_uri, $args, $http_NAME, $arg_NAME, $cookie_NAME and text)"
+                ));
+            }
+        };
+        parts.push(part);
+        rest = next;
+    }
+    match parts.as_slice() {
+        [] => Err("is empty".into()),
+        [ir::HashPart::ClientIp] => Ok(HashBy::ClientAddress),
+        [ir::HashPart::Header(h)] => Ok(HashBy::Header(h.clone())),
+        _ if parts.iter().all(|p| matches!(p, ir::HashPart::Literal(_))) => {
+            Err("has no variable: every request would go to the same backend".into())
+        }
+        _ => Ok(HashBy::Template(parts)),
     }
 }
 

@@ -63,6 +63,9 @@ impl Upstream {
             let on = match h {
                 HashBy::ClientAddress => ir::HashOn::SourceIp,
                 HashBy::Header(name) => ir::HashOn::Header { name: name.clone() },
+                HashBy::Template(parts) => ir::HashOn::Template {
+                    parts: parts.clone(),
+                },
             };
             (ir::LbPolicy::RingHash, Some(on))
         } else {

@@ -161,9 +161,10 @@ fn bad_values_are_reported_and_not_applied() {
         ("affinity", "ip", "\"ip\" is not \"cookie\""),
         (
             "upstream-hash-by",
-            "$request_uri",
-            "\"$request_uri\" is not supported",
+            "$scheme$request_uri",
+            "\"$scheme$request_uri\" is not supported: $scheme",
         ),
+        ("upstream-hash-by", "fixed", "\"fixed\" has no variable"),
         (
             "load-balance",
             "least_conn",
@@ -377,4 +378,37 @@ fn tls_backends_and_their_proxy_ssl_settings() {
             r#"metadata.annotations["nginx.ingress.kubernetes.io/proxy-ssl-verify"]: ignored: needs proxy-ssl-secret (a Secret with ca.crt) to verify against; the backend's requests are refused (answered 503) rather than sent unverified"#,
         ]
     );
+}
+
+#[test]
+fn upstream_hash_by_takes_nginx_values() {
+    let hash = |v: &str| of(&[(&nginx("upstream-hash-by"), v)]).0.hash_by;
+    assert_eq!(hash("$remote_addr"), Some(HashBy::ClientAddress));
+    assert_eq!(
+        hash("${http_x_user}"),
+        Some(HashBy::Header("x-user".into()))
+    );
+    assert_eq!(
+        hash("$host$request_uri"),
+        Some(HashBy::Template(vec![
+            ir::HashPart::Host,
+            ir::HashPart::RequestUri
+        ]))
+    );
+    assert_eq!(
+        hash("tenant-${arg_tenant}/$cookie_session:$uri"),
+        Some(HashBy::Template(vec![
+            ir::HashPart::Literal("tenant-".into()),
+            ir::HashPart::QueryParam("tenant".into()),
+            ir::HashPart::Literal("/".into()),
+            ir::HashPart::Cookie("session".into()),
+            ir::HashPart::Literal(":".into()),
+            ir::HashPart::Path,
+        ]))
+    );
+    assert_eq!(
+        hash("$request_uri"),
+        Some(HashBy::Template(vec![ir::HashPart::RequestUri]))
+    );
+    assert_eq!(hash("${host"), None);
 }
