@@ -520,6 +520,20 @@ async fn annotations_route_as_ingress_nginx_documents() {
         "sticky",
     );
     m += &ingress(
+        "sticky-attributes",
+        &[
+            (&nginx("affinity"), "cookie"),
+            (&nginx("session-cookie-expires"), "3600"),
+            (&nginx("session-cookie-path"), "/app"),
+            (&nginx("session-cookie-domain"), "attrs.test"),
+            (&nginx("session-cookie-secure"), "true"),
+            (&nginx("session-cookie-samesite"), "Strict"),
+        ],
+        "attrs.test",
+        "/",
+        "sticky",
+    );
+    m += &ingress(
         "cors",
         &[
             (&nginx("enable-cors"), "true"),
@@ -674,6 +688,26 @@ async fn annotations_route_as_ingress_nginx_documents() {
             r.echo_name() == Some(first.clone()),
         );
         assert_eq!(r.echo_name(), Some(first.clone()), "{cookie}: {r:?}");
+    }
+
+    // The cookie's other attributes: expires (as Max-Age), path, domain, secure, samesite.
+    let r = client.get(gw, "attrs.test", "/", &[]).await.unwrap();
+    let set = r
+        .headers
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let attributes: Vec<&str> = set.split(';').skip(1).map(str::trim).collect();
+    for (feature, attribute) in [
+        ("session-cookie-expires", "Max-Age=3600"),
+        ("session-cookie-path", "Path=/app"),
+        ("session-cookie-domain", "Domain=attrs.test"),
+        ("session-cookie-secure", "Secure"),
+        ("session-cookie-samesite", "SameSite=Strict"),
+    ] {
+        let ok = set.starts_with("INGRESSCOOKIE=") && attributes.contains(&attribute);
+        conformance::record(SUITE, feature, &format!("attrs.test/: {attribute}"), ok);
+        assert!(ok, "{attribute} in {set:?}");
     }
 
     // CORS preflight, answered by the gateway with ingress-nginx's defaults.

@@ -162,6 +162,9 @@ pub const FEATURES: &[Feature] = &[
     f(NGX, "session-cookie-max-age", "annotation"),
     f(NGX, "session-cookie-expires", "annotation"),
     f(NGX, "session-cookie-path", "annotation"),
+    f(NGX, "session-cookie-domain", "annotation"),
+    f(NGX, "session-cookie-secure", "annotation"),
+    f(NGX, "session-cookie-samesite", "annotation"),
     f(NGX, "upstream-hash-by", "annotation"),
     partial(
         f(NGX, "load-balance", "annotation"),

@@ -752,6 +752,9 @@ async fn sticky_cookies_keep_a_client_on_one_endpoint() {
         name: "sticky".into(),
         ttl_seconds: 60,
         path: Some("/".into()),
+        domain: None,
+        secure: false,
+        same_site: None,
     });
     let env = Env::start(vec![c], endpoints(&[a.port(), b.port()]), forward(None)).await;
     let mut seen = std::collections::BTreeSet::new();

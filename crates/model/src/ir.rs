@@ -934,6 +934,15 @@ pub enum HashOn {
         /// `Path` of the cookie set; none: the cookie has no `Path` attribute.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
+        /// `Domain` of the cookie set; none: no `Domain` attribute (the host only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        domain: Option<String>,
+        /// The cookie set is `Secure` (sent back over HTTPS only).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        secure: bool,
+        /// `SameSite` of the cookie set: `None`, `Lax` or `Strict`; none: no attribute.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        same_site: Option<String>,
     },
     /// The concatenation of `parts` (nginx's `hash $host$request_uri`); a request for which it
     /// is empty is spread at random. At least one part.

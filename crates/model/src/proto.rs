@@ -1071,10 +1071,16 @@ fn hash_on_to(h: &ir::HashOn) -> pb::LbHashOn {
                 name,
                 ttl_seconds,
                 path,
+                domain,
+                secure,
+                same_site,
             } => K::Cookie(pb::LbHashCookie {
                 name: name.clone(),
                 ttl_seconds: *ttl_seconds,
                 path: path.clone().unwrap_or_default(),
+                domain: domain.clone().unwrap_or_default(),
+                secure: *secure,
+                same_site: same_site.clone().unwrap_or_default(),
             }),
             ir::HashOn::Template { parts } => K::Template(pb::LbHashTemplate {
                 parts: parts.iter().map(hash_part_to).collect(),
@@ -1144,6 +1150,9 @@ fn hash_on_from(cx: &Ctx, h: pb::LbHashOn) -> Result<ir::HashOn, InvalidResource
                 name: c.name,
                 ttl_seconds: c.ttl_seconds,
                 path: (!c.path.is_empty()).then_some(c.path),
+                domain: (!c.domain.is_empty()).then_some(c.domain),
+                secure: c.secure,
+                same_site: (!c.same_site.is_empty()).then_some(c.same_site),
             })
         }
         Some(K::Template(t)) => {
@@ -1510,6 +1519,9 @@ mod tests {
                     name: "sticky".into(),
                     ttl_seconds: 3600,
                     path: Some("/".into()),
+                    domain: None,
+                    secure: false,
+                    same_site: None,
                 }),
                 health_check: Some(ir::HealthCheck {
                     protocol: ir::Protocol::Grpc,

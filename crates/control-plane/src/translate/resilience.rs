@@ -88,6 +88,9 @@ fn load_balancer(lb: &LoadBalancer) -> (ir::LbPolicy, Option<ir::HashOn>) {
                     .and_then(Duration::as_millis)
                     .map_or(0, |ms| ms.div_ceil(1000)),
                 path: c.path.clone(),
+                domain: None,
+                secure: false,
+                same_site: None,
             })
         }
     });

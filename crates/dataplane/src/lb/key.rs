@@ -2,7 +2,8 @@
 //! hash policies (random when the header or cookie is missing), a random draw otherwise.
 //!
 //! Sticky sessions: a request without the cookie is balanced by a fresh random value, which the
-//! response sets as the cookie (`Set-Cookie: name=value; Path=…; Max-Age=…; HttpOnly`); the
+//! response sets as the cookie (`Set-Cookie: name=value; Path=…; Domain=…; Max-Age=…;
+//! HttpOnly; Secure; SameSite=…`, the optional ones when asked); the
 //! client's next requests carry it and hash to the same endpoint.
 
 use bowline_model::ir;
@@ -77,16 +78,45 @@ impl HashPolicy {
                 name,
                 ttl_seconds,
                 path,
+                domain,
+                secure,
+                same_site,
             } => {
                 let mut attributes = String::new();
                 if let Some(p) = path {
                     attributes.push_str("; Path=");
                     attributes.push_str(p);
                 }
+                if let Some(d) = domain {
+                    let ok = !d.is_empty()
+                        && d.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+                    if !ok {
+                        return Err((
+                            "hashOn.cookie.domain",
+                            format!("{d:?} is not a cookie domain"),
+                        ));
+                    }
+                    attributes.push_str("; Domain=");
+                    attributes.push_str(d);
+                }
                 if *ttl_seconds > 0 {
                     attributes.push_str(&format!("; Max-Age={ttl_seconds}"));
                 }
                 attributes.push_str("; HttpOnly");
+                if *secure {
+                    attributes.push_str("; Secure");
+                }
+                if let Some(s) = same_site {
+                    if !matches!(s.as_str(), "None" | "Lax" | "Strict") {
+                        return Err((
+                            "hashOn.cookie.sameSite",
+                            format!("{s:?} is not None, Lax or Strict"),
+                        ));
+                    }
+                    attributes.push_str("; SameSite=");
+                    attributes.push_str(s);
+                }
                 let probe = format!("{name}=0000000000000000{attributes}");
                 let token = !name.is_empty()
                     && name

@@ -369,6 +369,9 @@ fn sticky_cookies_are_set_once_and_then_followed() {
         name: "sticky".into(),
         ttl_seconds: 3600,
         path: Some("/shop".into()),
+        domain: None,
+        secure: false,
+        same_site: None,
     })
     .unwrap();
     let first = policy.key(b"1.1.1.1", &Uri::from_static("/"), &headers(&[]));
@@ -394,6 +397,9 @@ fn sticky_cookies_are_set_once_and_then_followed() {
         name: "s".into(),
         ttl_seconds: 0,
         path: None,
+        domain: None,
+        secure: false,
+        same_site: None,
     })
     .unwrap();
     let set = session
@@ -415,6 +421,9 @@ fn invalid_hash_keys_name_the_field() {
         name: "a=b".into(),
         ttl_seconds: 0,
         path: None,
+        domain: None,
+        secure: false,
+        same_site: None,
     })
     .unwrap_err();
     assert_eq!(bad_cookie.0, "hashOn.cookie.name");
@@ -495,4 +504,40 @@ fn template_keys_hash_the_parts_of_the_request() {
         (0..10).map(|_| key(&uri_only, "/", &[])).collect();
     assert!(spread.len() > 1);
     assert!(HashPolicy::compile(&ir::HashOn::Template { parts: vec![] }).is_err());
+}
+
+#[test]
+fn sticky_cookie_attributes_domain_secure_and_same_site() {
+    let policy = HashPolicy::compile(&ir::HashOn::Cookie {
+        name: "route".into(),
+        ttl_seconds: 60,
+        path: Some("/".into()),
+        domain: Some(".shop.example".into()),
+        secure: true,
+        same_site: Some("None".into()),
+    })
+    .unwrap();
+    let set = policy
+        .key(b"1.1.1.1", &Uri::from_static("/"), &headers(&[]))
+        .set_cookie
+        .unwrap();
+    let (_, attributes) = set.to_str().unwrap().split_once(';').unwrap();
+    assert_eq!(
+        attributes,
+        " Path=/; Domain=.shop.example; Max-Age=60; HttpOnly; Secure; SameSite=None"
+    );
+    let bad = |domain: Option<&str>, same_site: Option<&str>| {
+        HashPolicy::compile(&ir::HashOn::Cookie {
+            name: "route".into(),
+            ttl_seconds: 0,
+            path: None,
+            domain: domain.map(Into::into),
+            secure: false,
+            same_site: same_site.map(Into::into),
+        })
+        .unwrap_err()
+        .0
+    };
+    assert_eq!(bad(Some("a;b"), None), "hashOn.cookie.domain");
+    assert_eq!(bad(None, Some("lax")), "hashOn.cookie.sameSite");
 }

@@ -76,9 +76,6 @@ const NOT_SUPPORTED: &[&str] = &[
     "satisfy",
     "server-alias",
     "service-upstream",
-    "session-cookie-secure",
-    "session-cookie-domain",
-    "session-cookie-samesite",
     "session-cookie-conditional-samesite-none",
     "session-cookie-change-on-failure",
     "session-cookie-hash",
@@ -228,6 +225,12 @@ pub struct Affinity {
     pub max_age_seconds: Option<u64>,
     /// `session-cookie-path`; `None`: the Ingress's path.
     pub path: Option<String>,
+    /// `session-cookie-domain`.
+    pub domain: Option<String>,
+    /// `session-cookie-secure`.
+    pub secure: bool,
+    /// `session-cookie-samesite`: `None`, `Lax` or `Strict`.
+    pub same_site: Option<String>,
 }
 
 /// `upstream-hash-by`.
@@ -601,10 +604,30 @@ fn upstream(f: &mut Found<'_>, a: &mut Annotations) {
             let path = f.parsed("session-cookie-path", |v| {
                 absolute_path(v).map(|_| v.to_string())
             });
+            let domain = f.parsed("session-cookie-domain", |v| {
+                let d = v.trim().to_ascii_lowercase();
+                if ir::is_dns_name(d.trim_start_matches('.')) {
+                    Ok(d)
+                } else {
+                    Err("is not a domain".into())
+                }
+            });
+            let secure = f.parsed("session-cookie-secure", boolean).unwrap_or(false);
+            let same_site = f.parsed("session-cookie-samesite", |v| {
+                match v.to_ascii_lowercase().as_str() {
+                    "none" => Ok("None".to_string()),
+                    "lax" => Ok("Lax".to_string()),
+                    "strict" => Ok("Strict".to_string()),
+                    _ => Err("is not None, Lax or Strict".into()),
+                }
+            });
             a.affinity = Some(Affinity {
                 cookie,
                 max_age_seconds: max_age.or(expires),
                 path,
+                domain,
+                secure,
+                same_site,
             });
         } else {
             f.bad(
@@ -618,6 +641,9 @@ fn upstream(f: &mut Found<'_>, a: &mut Annotations) {
         "session-cookie-max-age",
         "session-cookie-expires",
         "session-cookie-path",
+        "session-cookie-domain",
+        "session-cookie-secure",
+        "session-cookie-samesite",
     ] {
         if let Some((key, _)) = f.take(name) {
             f.note(key, "has no effect without affinity: \"cookie\"");

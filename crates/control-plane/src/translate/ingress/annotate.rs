@@ -57,6 +57,9 @@ impl Upstream {
                 name: a.cookie.clone(),
                 ttl_seconds: a.max_age_seconds.unwrap_or(0),
                 path: Some(a.path.clone().unwrap_or_else(|| cookie_path.to_string())),
+                domain: a.domain.clone(),
+                secure: a.secure,
+                same_site: a.same_site.clone(),
             };
             (ir::LbPolicy::RingHash, Some(cookie))
         } else if let Some(h) = &balancing.hash_by {

@@ -37,7 +37,10 @@ fn defaults_are_ingress_nginx_ones() {
         Some(Affinity {
             cookie: "INGRESSCOOKIE".into(),
             max_age_seconds: None,
-            path: None
+            path: None,
+            domain: None,
+            secure: false,
+            same_site: None,
         })
     );
 }
@@ -100,7 +103,10 @@ fn good_values_are_applied() {
         Some(Affinity {
             cookie: "route".into(),
             max_age_seconds: Some(172800),
-            path: None
+            path: None,
+            domain: None,
+            secure: false,
+            same_site: None,
         })
     );
     assert_eq!(a.hash_by, Some(HashBy::Header("x-user-id".into())));
@@ -411,4 +417,37 @@ fn upstream_hash_by_takes_nginx_values() {
         Some(HashBy::Template(vec![ir::HashPart::RequestUri]))
     );
     assert_eq!(hash("${host"), None);
+}
+
+#[test]
+fn affinity_cookie_attributes() {
+    let (a, problems) = of(&[
+        (&nginx("affinity"), "cookie"),
+        (&nginx("session-cookie-domain"), ".Shop.Example"),
+        (&nginx("session-cookie-secure"), "true"),
+        (&nginx("session-cookie-samesite"), "lax"),
+    ]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let a = a.affinity.unwrap();
+    assert_eq!(
+        (a.domain.as_deref(), a.secure, a.same_site.as_deref()),
+        (Some(".shop.example"), true, Some("Lax"))
+    );
+    let (_, problems) = of(&[
+        (&nginx("affinity"), "cookie"),
+        (&nginx("session-cookie-samesite"), "sometimes"),
+    ]);
+    assert_eq!(
+        problems,
+        [
+            r#"metadata.annotations["nginx.ingress.kubernetes.io/session-cookie-samesite"]: ignored: "sometimes" is not None, Lax or Strict; the annotation is not applied"#
+        ]
+    );
+    let (_, problems) = of(&[(&nginx("session-cookie-secure"), "true")]);
+    assert_eq!(
+        problems,
+        [
+            r#"metadata.annotations["nginx.ingress.kubernetes.io/session-cookie-secure"]: ignored: has no effect without affinity: "cookie""#
+        ]
+    );
 }
