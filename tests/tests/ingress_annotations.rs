@@ -1356,3 +1356,85 @@ async fn upstream_hash_by_and_load_balance() {
     conformance::record(SUITE, "load-balance", "ewma.test: both backends serve", ok);
     assert!(ok, "{seen:?}");
 }
+
+/// limit-rpm (with limit-burst-multiplier), limit-connections (requests at once per client) and
+/// proxy-read-timeout (504 past it), for a client on 127.0.0.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpm_connections_and_read_timeout() {
+    let web = Echo::start("web").unwrap();
+    let mut m = service("shop", "web", &[&web]);
+    for (name, annotations) in [
+        (
+            "rpm",
+            vec![("limit-rpm", "2"), ("limit-burst-multiplier", "1")],
+        ),
+        ("conns", vec![("limit-connections", "1")]),
+        ("slow", vec![("proxy-read-timeout", "1")]),
+        ("open", vec![]),
+    ] {
+        let annotations: Vec<(String, &str)> =
+            annotations.iter().map(|(k, v)| (nginx(k), *v)).collect();
+        let refs: Vec<(&str, &str)> = annotations.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        m += &ingress(name, &refs, &format!("{name}.test"), "/", "web");
+    }
+    let http_port = free_port();
+    let _stack = start(&[("ingress.yaml", m)], "bowline", http_port, free_port()).await;
+    let gw = addr(http_port);
+    let client = HttpClient::http1();
+    wait_for(&client, gw, "open.test", "web").await;
+
+    // 2 per minute with a burst of 2: of 10 quick requests, 1 to 3 pass (one more may have
+    // become due), the rest get 503.
+    let mut statuses = BTreeMap::new();
+    for _ in 0..10 {
+        let r = client.get(gw, "rpm.test", "/", &[]).await.unwrap();
+        *statuses.entry(r.status).or_insert(0) += 1;
+    }
+    let ok = statuses.get(&200).is_some_and(|n| (1..=3).contains(n))
+        && statuses.get(&503).is_some_and(|n| *n >= 7);
+    conformance::record(
+        SUITE,
+        "limit-rpm",
+        "rpm.test/: rpm 2, burst 2: 1 to 3 of 10 quick requests pass, the rest 503",
+        ok,
+    );
+    assert!(ok, "{statuses:?}");
+
+    // One request at a time per client: while one is held upstream, the next gets 503.
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.get(gw, "conns.test", "/__echo/hold", &[]).await }
+    });
+    eventually("the first request is held upstream", || async {
+        ensure!(web.stats().await?["held"].as_u64() == Some(1));
+        Ok(())
+    })
+    .await;
+    let second = client.get(gw, "conns.test", "/", &[]).await.unwrap();
+    web.release().await.unwrap();
+    let first = held.await.unwrap().unwrap();
+    let after = client.get(gw, "conns.test", "/", &[]).await.unwrap();
+    let ok = second.status == 503 && first.status == 200 && after.status == 200;
+    conformance::record(
+        SUITE,
+        "limit-connections",
+        "conns.test/: 1 at a time: a second concurrent request gets 503, then it passes again",
+        ok,
+    );
+    assert!(ok, "second {second:?}, first {first:?}, after {after:?}");
+
+    // proxy-read-timeout 1: an answer 2.5 s late is cut off with 504; a quick one passes.
+    let late = client
+        .get(gw, "slow.test", "/delay/2500", &[])
+        .await
+        .unwrap();
+    let quick = client.get(gw, "slow.test", "/delay/10", &[]).await.unwrap();
+    let ok = late.status == 504 && quick.status == 200;
+    conformance::record(
+        SUITE,
+        "proxy-read-timeout",
+        "slow.test/: 504 for an answer later than 1 s, 200 for a quick one",
+        ok,
+    );
+    assert!(ok, "late {late:?}, quick {quick:?}");
+}
