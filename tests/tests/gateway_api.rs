@@ -715,6 +715,50 @@ async fn conformance_tables() {
     assert!((20..=40).contains(&n("infra-backend-v2")), "{counts:?}");
     assert_eq!(n("infra-backend-v3"), 0, "{counts:?}");
 
+    // A rule whose backends are half unresolvable: their share answers 500 (the spec's
+    // "requests that would have been sent to an invalid backend receive 500").
+    stack.write_manifest(
+        "case.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: mixed-backends, namespace: gateway-conformance-infra}\nspec:\n  parentRefs: [{name: same-namespace}]\n  hostnames: [mixed.example.com]\n  rules:\n    - backendRefs:\n        - {name: infra-backend-v1, port: 8080, weight: 1}\n        - {name: does-not-exist, port: 8080, weight: 1}\n",
+    );
+    eventually("the mixed route is served", || async {
+        // The previous file's route (70/30 over v1 and v2) is gone once no v2 answers and
+        // some 500 does.
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            let r = client.get(gw, "mixed.example.com", "/", &[]).await?;
+            seen.insert(
+                r.echo_name()
+                    .filter(|_| r.status == 200)
+                    .unwrap_or(r.status.to_string()),
+            );
+        }
+        ensure!(
+            seen.contains("500") && !seen.contains("infra-backend-v2"),
+            "{seen:?}"
+        );
+        anyhow::Ok(())
+    })
+    .await;
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..100 {
+        let r = client.get(gw, "mixed.example.com", "/", &[]).await.unwrap();
+        let who = match r.echo_name() {
+            Some(name) if r.status == 200 => name,
+            _ => format!("status {}", r.status),
+        };
+        *counts.entry(who).or_default() += 1;
+    }
+    let n = |b: &str| counts.get(b).copied().unwrap_or(0);
+    let ok = (30..=70).contains(&n("status 500")) && n("status 500") + n("infra-backend-v1") == 100;
+    conformance::record(
+        SUITE,
+        "HTTPRoute",
+        "mixed.example.com: backendRefs 1:1 valid and unresolvable: about half answer 500",
+        ok,
+    );
+    assert!(ok, "{counts:?}");
+
     // GRPCRoute: exact service/method matches over h2c to h2c backends.
     let text = std::fs::read_to_string(dir.join("grpcroute-exact-method-matching.yaml")).unwrap();
     stack.write_manifest("case.yaml", &text);

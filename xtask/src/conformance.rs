@@ -86,10 +86,7 @@ const NGX: &str = "ingress-nginx";
 /// what is partial or missing.
 pub const FEATURES: &[Feature] = &[
     f(GW, "Gateway", "core"),
-    partial(
-        f(GW, "HTTPRoute", "core"),
-        "invalid backends among valid ones are left out of the weights instead of answering 500 for their share",
-    ),
+    f(GW, "HTTPRoute", "core"),
     f(GW, "ReferenceGrant", "core"),
     f(GW, "GRPCRoute", "core"),
     f(GW, "GatewayHTTPListenerIsolation", "extended"),
@@ -499,7 +496,7 @@ mod tests {
         assert!(q.contains("| partial | 1/2 | failed: b |"), "{q}");
         assert!(row(&md, "GRPCRoute").contains("| not supported | 0/1 |"));
         let h = row(&md, "HTTPRoute");
-        assert!(h.contains("| partial | 1/1 | invalid backends"), "{h}");
+        assert!(h.contains("| supported | 1/1 |"), "{h}");
         let b = row(&md, "HTTPRouteBackendRequestHeaderModification");
         assert!(
             b.contains("| partial, not measured | 0/0 | per-backend"),

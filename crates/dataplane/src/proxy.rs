@@ -590,6 +590,12 @@ async fn forward<'r>(
         }
         RoutedAction::Forward(f) => f,
     };
+    if fwd.draws_unresolved() {
+        let err = ProxyError::UnresolvedBackend {
+            route: routed.route.name.to_string(),
+        };
+        return (stats, Err(err));
+    }
     let cluster = fwd.pick();
     // HTTP/1.1 Upgrade (WebSocket…): only an HTTP/1.1 upstream can switch protocols.
     let upgrade = upgrade::requested(parts.version, &parts.headers);

@@ -179,6 +179,8 @@ pub struct Forward {
     pub retry: Option<crate::retry::RetryPolicy>,
     /// Stream idle timeout.
     pub idle_timeout: Option<Duration>,
+    /// (unresolved weight, total weight) when a share of the requests answers 500.
+    unresolved: Option<(u32, u32)>,
 }
 
 /// A direct response.
@@ -652,6 +654,13 @@ fn compile_table(
                             .idle_timeout_ms
                             .filter(|&ms| ms > 0)
                             .map(Duration::from_millis),
+                        unresolved: (f.unresolved_weight > 0).then(|| {
+                            let total = weights.iter().copied().fold(0u32, u32::saturating_add);
+                            (
+                                f.unresolved_weight,
+                                total.saturating_add(f.unresolved_weight),
+                            )
+                        }),
                     })
                 }
                 ir::RouteAction::Delegate(d) => Action::Delegate {
@@ -821,6 +830,14 @@ impl Forward {
     #[inline]
     pub fn pick(&self) -> &Arc<Cluster> {
         &self.clusters[self.schedule.next()]
+    }
+
+    /// Whether this request falls in the share of unresolved backends (answered 500): a random
+    /// draw by weight, only for routes that have such a share.
+    #[inline]
+    pub fn draws_unresolved(&self) -> bool {
+        self.unresolved
+            .is_some_and(|(u, total)| crate::lb::random_u64() % u64::from(total) < u64::from(u))
     }
 }
 

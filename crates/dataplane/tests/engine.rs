@@ -300,6 +300,7 @@ fn fwd(clusters: &[(&str, u32)], rewrite: ir::Rewrite, timeout_ms: Option<u64>) 
         timeout_ms,
         retry: None,
         idle_timeout_ms: None,
+        unresolved_weight: 0,
     })
 }
 

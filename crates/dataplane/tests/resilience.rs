@@ -354,6 +354,7 @@ fn forward(retry: Option<ir::RetryPolicy>) -> ir::ForwardAction {
         timeout_ms: Some(8000),
         retry,
         idle_timeout_ms: None,
+        unresolved_weight: 0,
     }
 }
 

@@ -308,6 +308,15 @@ pub struct ForwardAction {
     /// the response headers after the request was sent, and between two response body frames.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
+    /// A share of the requests, weighed with `clusters`, answered 500 instead: the weight of
+    /// backends that cannot be resolved (Gateway API: requests that would have gone to an
+    /// invalid backendRef get 500). 0: none.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub unresolved_weight: u32,
+}
+
+fn is_zero_u32(v: &u32) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -359,6 +359,7 @@ impl From<&ir::Route> for pb::Route {
                     timeout_ms: f.timeout_ms.unwrap_or(0),
                     retry: f.retry.as_ref().map(retry_to),
                     idle_timeout_ms: f.idle_timeout_ms.unwrap_or(0),
+                    unresolved_weight: f.unresolved_weight,
                 }),
                 ir::RouteAction::Delegate(d) => route::Action::Delegate(pb::DelegateAction {
                     route_table: d.route_table.clone(),
@@ -639,6 +640,7 @@ fn route_from(cx: &Ctx, path: &str, r: pb::Route) -> Result<ir::Route, InvalidRe
                     .map(|r| retry_from(cx, &format!("{path}.forward.retry"), r))
                     .transpose()?,
                 idle_timeout_ms: (f.idle_timeout_ms != 0).then_some(f.idle_timeout_ms),
+                unresolved_weight: f.unresolved_weight,
             })
         }
         Some(route::Action::Delegate(d)) => ir::RouteAction::Delegate(ir::DelegateAction {
@@ -1449,6 +1451,7 @@ mod tests {
                                     ],
                                 }),
                                 idle_timeout_ms: Some(30_000),
+                                unresolved_weight: 3,
                             }),
                             request_headers: ir::HeaderMods {
                                 add: vec![ir::HeaderPair {

@@ -1018,6 +1018,7 @@ impl<'a> Cx<'a> {
                         timeout_ms: super::resilience::per_request_ms(timeout.as_ref()),
                         retry: None,
                         idle_timeout_ms: None,
+                        unresolved_weight: 0,
                     }),
                 };
                 let filters = self.route_filters(
@@ -1063,6 +1064,7 @@ impl<'a> Cx<'a> {
                     timeout_ms: super::resilience::per_request_ms(timeout.as_ref()),
                     retry: None,
                     idle_timeout_ms: None,
+                    unresolved_weight: 0,
                 });
                 (matcher, action, Filters::default())
             }
@@ -1371,6 +1373,7 @@ impl Action {
                 timeout_ms: None,
                 retry: None,
                 idle_timeout_ms: None,
+                unresolved_weight: 0,
             }),
         }
     }

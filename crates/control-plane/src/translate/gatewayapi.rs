@@ -503,6 +503,8 @@ struct RuleAction {
     redirect: Option<gatewayapi::RequestRedirect>,
     rewrite: Option<gatewayapi::UrlRewrite>,
     clusters: Vec<ir::WeightedCluster>,
+    /// The weight of backendRefs that cannot be resolved: their share answers 500.
+    unresolved_weight: u32,
     request_headers: ir::HeaderMods,
     response_headers: ir::HeaderMods,
     mirrors: Vec<ir::Mirror>,
@@ -790,6 +792,7 @@ impl Cx<'_> {
             timeout_ms: a.timeout_ms,
             retry: None,
             idle_timeout_ms: None,
+            unresolved_weight: a.unresolved_weight,
         })
     }
 
@@ -806,6 +809,7 @@ impl Cx<'_> {
             redirect: None,
             rewrite: None,
             clusters: Vec::new(),
+            unresolved_weight: 0,
             request_headers: ir::HeaderMods::default(),
             response_headers: ir::HeaderMods::default(),
             mirrors: Vec::new(),
@@ -835,10 +839,12 @@ impl Cx<'_> {
         }
         for (j, b) in backends.iter().enumerate() {
             let bat = format!("{at}.backendRefs[{j}]");
+            let weight = u32::try_from(b.weight()).unwrap_or(0);
             let Some(cluster) = self.backend(route, &bat, &b.object_ref(), grpc) else {
+                // The spec: requests that would have gone to an invalid backend get 500.
+                a.unresolved_weight = a.unresolved_weight.saturating_add(weight);
                 continue;
             };
-            let weight = u32::try_from(b.weight()).unwrap_or(0);
             if weight == 0 {
                 continue;
             }

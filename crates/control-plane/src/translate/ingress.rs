@@ -973,6 +973,7 @@ impl Cx<'_> {
             timeout_ms: None,
             retry: None,
             idle_timeout_ms: None,
+            unresolved_weight: 0,
         })
     }
 

@@ -63,6 +63,7 @@ fn snapshot(cluster_of_route: &str, port: u16) -> ir::Snapshot {
                         timeout_ms: None,
                         retry: None,
                         idle_timeout_ms: None,
+                        unresolved_weight: 0,
                     }),
                 )],
             }],

@@ -52,6 +52,10 @@ pub enum ProxyError {
     InvalidRewrite { path: String },
     #[error("cluster {cluster:?} has no endpoints")]
     NoEndpoints { cluster: String },
+    #[error(
+        "route {route:?}: this share of its requests goes to a backend that cannot be resolved"
+    )]
+    UnresolvedBackend { route: String },
     #[error("cluster {cluster:?}: {source}")]
     Upstream {
         cluster: String,
@@ -90,6 +94,9 @@ impl ProxyError {
             Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route"),
             Self::Delegation(_) => (StatusCode::INTERNAL_SERVER_ERROR, "delegation_depth"),
             Self::InvalidRewrite { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "invalid_rewrite"),
+            Self::UnresolvedBackend { .. } => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "unresolved_backend")
+            }
             Self::NoEndpoints { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamErrorReason::NoEndpoints.as_str(),

@@ -529,6 +529,7 @@ fn regex_rewrites_through_routing() {
             timeout_ms: None,
             retry: None,
             idle_timeout_ms: None,
+            unresolved_weight: 0,
         })
     };
     let s = snapshot(

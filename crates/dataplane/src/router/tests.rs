@@ -15,6 +15,7 @@ pub(super) fn forward(cluster: &str) -> ir::RouteAction {
         timeout_ms: None,
         retry: None,
         idle_timeout_ms: None,
+        unresolved_weight: 0,
     })
 }
 
@@ -508,6 +509,7 @@ fn rewrite_route(p: &str, rw: ir::Rewrite) -> ir::Route {
             timeout_ms: None,
             retry: None,
             idle_timeout_ms: None,
+            unresolved_weight: 0,
         }),
     )
 }
@@ -597,6 +599,7 @@ fn delegation_rewrites_then_routes_in_the_other_table() {
                         timeout_ms: None,
                         retry: None,
                         idle_timeout_ms: None,
+                        unresolved_weight: 0,
                     }),
                 ),
                 route("rest", prefix("/"), forward("a")),
@@ -729,6 +732,7 @@ fn weighted_clusters_split_exactly() {
                     timeout_ms: None,
                     retry: None,
                     idle_timeout_ms: None,
+                    unresolved_weight: 0,
                 }),
             )],
         )],
@@ -893,6 +897,7 @@ fn compile_errors_name_the_resource_and_field() {
             timeout_ms: None,
             retry: None,
             idle_timeout_ms: None,
+            unresolved_weight: 0,
         }),
     );
     cases.push((
@@ -922,6 +927,7 @@ fn compile_errors_name_the_resource_and_field() {
             timeout_ms: None,
             retry: None,
             idle_timeout_ms: None,
+            unresolved_weight: 0,
         }),
     );
     cases.push((
@@ -1047,6 +1053,7 @@ fn unchanged_splits_continue_across_compiles() {
                         timeout_ms: None,
                         retry: None,
                         idle_timeout_ms: None,
+                        unresolved_weight: 0,
                     }),
                 )],
             )],

@@ -586,6 +586,7 @@ fn http_routes_cannot_mirror_to_a_tcp_cluster() {
             timeout_ms: None,
             retry: None,
             idle_timeout_ms: None,
+            unresolved_weight: 0,
         }),
     );
     route.mirrors.push(ir::Mirror {

@@ -177,6 +177,7 @@ impl<'a> Cx<'a> {
                                 timeout_ms: None,
                                 retry: None,
                                 idle_timeout_ms: None,
+                                unresolved_weight: 0,
                             }),
                         )],
                     }],

@@ -60,6 +60,7 @@ impl Cx<'_> {
             timeout_ms: None,
             retry: None,
             idle_timeout_ms: resilience::tcp_idle_ms(r.timeout.as_ref()).or(router_idle),
+            unresolved_weight: 0,
         });
         Some(GatewayRouteIr {
             family: Family::Tcp,

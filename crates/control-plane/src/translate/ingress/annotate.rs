@@ -349,6 +349,7 @@ mod tests {
             timeout_ms: None,
             retry: None,
             idle_timeout_ms: None,
+            unresolved_weight: 0,
         };
         let w = |a: ir::ForwardAction| -> Vec<(String, u32)> {
             a.clusters
