@@ -759,6 +759,26 @@ async fn conformance_tables() {
     );
     assert!(ok, "{counts:?}");
 
+    // HTTPRouteBackendProtocolH2C: the Service port's appProtocol kubernetes.io/h2c makes the
+    // backend speak HTTP/2 without TLS.
+    let text = std::fs::read_to_string(dir.join("httproute-backend-protocol-h2c.yaml")).unwrap();
+    stack.write_manifest("case.yaml", &text);
+    let got = try_eventually(|| async {
+        let r = client.get(gw, "example.com", "/", &[]).await?;
+        ensure!(
+            r.echo_name().as_deref() == Some("infra-backend-v1")
+                && r.echo_field("version").as_deref() == Some("HTTP/2.0"),
+            "{r:?}"
+        );
+        anyhow::Ok(())
+    })
+    .await;
+    checked(
+        "HTTPRouteBackendProtocolH2C",
+        "httproute-backend-protocol-h2c.yaml: / reaches infra-backend-v1 over h2c",
+        got,
+    );
+
     // GRPCRoute: exact service/method matches over h2c to h2c backends.
     let text = std::fs::read_to_string(dir.join("grpcroute-exact-method-matching.yaml")).unwrap();
     stack.write_manifest("case.yaml", &text);
