@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use anyhow::ensure;
 use bowline_tests::{
     Echo, HttpClient, Stack, TestPki, TlsConn, TlsOptions, conformance, eventually, free_port,
+    try_eventually,
 };
 
 fn addr(port: u16) -> SocketAddr {
@@ -1437,4 +1438,57 @@ async fn rpm_connections_and_read_timeout() {
         ok,
     );
     assert!(ok, "late {late:?}, quick {quick:?}");
+}
+
+/// proxy-connect-timeout: a backend whose accept queue is full drops new connection attempts
+/// (Linux drops the SYN), so the connect times out after the annotation's 2 s (Bowline's default
+/// is 1 s) and the request answers 503 connect_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_connect_timeout_bounds_the_connect() {
+    // A listener with a backlog of one that never accepts, its queue filled.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let full = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Ok(Ok(c)) =
+            tokio::time::timeout(std::time::Duration::from_millis(300), s.connect(full)).await
+        {
+            fillers.push(c);
+        }
+    }
+    let m = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: full, namespace: shop}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: full-1\n  namespace: shop\n  labels: {{kubernetes.io/service-name: full}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n  - addresses: [\"127.0.0.1\"]\n",
+        full.port()
+    ) + &ingress(
+        "patient",
+        &[(&nginx("proxy-connect-timeout"), "2")],
+        "patient.test",
+        "/",
+        "full",
+    );
+    let http_port = free_port();
+    let _stack = start(&[("ingress.yaml", m)], "bowline", http_port, free_port()).await;
+    let gw = addr(http_port);
+    let client = HttpClient::http1();
+    let r = try_eventually(|| async {
+        let started = std::time::Instant::now();
+        let r = client.get(gw, "patient.test", "/", &[]).await?;
+        ensure!(r.status == 503 && r.body.contains("timed out"), "{r:?}");
+        anyhow::Ok((r, started.elapsed()))
+    })
+    .await;
+    let ok = r.as_ref().is_ok_and(|(r, took)| {
+        r.body.contains("after 2s") && *took >= std::time::Duration::from_secs(2)
+    });
+    conformance::record(
+        SUITE,
+        "proxy-connect-timeout",
+        "patient.test/: a connect that hangs fails with 503 after 2 s",
+        ok,
+    );
+    assert!(ok, "{r:?}");
+    drop(listener);
 }
