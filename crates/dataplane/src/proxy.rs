@@ -134,6 +134,9 @@ struct ConnCtx {
     peer: SocketAddr,
     /// `https` when the connection is TLS, otherwise `http`.
     scheme: &'static str,
+    /// The TLS server name the client asked for (SNI), kept only where the listener detects
+    /// misdirected requests.
+    sni: Option<Box<str>>,
 }
 
 /// What forwarding a request chose, for the access log.
@@ -399,6 +402,11 @@ async fn serve_connection(
     let Some(stream) = tls::accept(listener_tls.as_deref(), stream).await else {
         return;
     };
+    let sni = listener_tls
+        .as_deref()
+        .filter(|t| t.detects_misdirected())
+        .and_then(|_| stream.server_name())
+        .map(Box::from);
     let ctx = Arc::new(ConnCtx {
         port,
         client_ip: HeaderValue::from_str(&peer.ip().to_string())
@@ -406,6 +414,7 @@ async fn serve_connection(
         trusted: shared.edge.trusts(peer.ip()),
         peer,
         scheme: if stream.is_tls() { "https" } else { "http" },
+        sni,
     });
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -531,6 +540,18 @@ async fn forward<'r>(
         port: listener.port,
         scheme: ctx.scheme,
     };
+    // A TLS connection reused for a host another certificate entry serves: 421, so that the
+    // client opens a connection of its own for that host.
+    if ctx.scheme == "https"
+        && let Some(tls) = &listener.tls
+        && tls.misdirected(ctx.sni.as_deref(), host)
+    {
+        let err = ProxyError::Misdirected {
+            host: host.to_string(),
+            sni: ctx.sni.as_deref().map(str::to_string),
+        };
+        return (no_route, Err(err));
+    }
     let routed = match router.route(listener, host, &head) {
         Ok(r) => r,
         Err(RouteError::NoRoute) => {
@@ -596,7 +617,7 @@ async fn forward<'r>(
         };
         return (stats, Err(err));
     }
-    let cluster = fwd.pick();
+    let (cluster, backend_headers) = fwd.pick_with_headers();
     // HTTP/1.1 Upgrade (WebSocket…): only an HTTP/1.1 upstream can switch protocols.
     let upgrade = upgrade::requested(parts.version, &parts.headers);
     if upgrade.is_some() && cluster.protocol != UpstreamProtocol::Http1 {
@@ -686,6 +707,9 @@ async fn forward<'r>(
         original_host.as_ref(),
     );
     routed.filters.on_request(&mut parts.headers);
+    if let Some(h) = backend_headers {
+        h.on_request(&mut parts.headers);
+    }
 
     let body = routed.filters.mirror(&parts, body);
     // Retries, circuit breakers, timeouts and outlier detection wrap the upstream send.
@@ -708,6 +732,9 @@ async fn forward<'r>(
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             routed.filters.on_response(&mut parts.headers, cors);
+            if let Some(h) = backend_headers {
+                h.on_response(&mut parts.headers);
+            }
             if let Some(cookie) = key.set_cookie {
                 parts.headers.append(SET_COOKIE, cookie);
             }

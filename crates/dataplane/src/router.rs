@@ -47,7 +47,7 @@ use hyper::body::Incoming;
 pub use self::client::{ClientSlot, Refusal, client_address};
 use self::client::{Zone, Zones};
 pub use self::cors::CorsPolicy;
-pub use self::filters::{CorsOrigin, FilterChain, RouteFilters};
+pub use self::filters::{BackendHeaders, CorsOrigin, FilterChain, RouteFilters};
 use self::host::HostMap;
 pub use self::host::strip_port;
 use self::index::RouteIndex;
@@ -171,6 +171,8 @@ enum Action {
 #[derive(Debug)]
 pub struct Forward {
     clusters: Box<[Arc<Cluster>]>,
+    /// Header changes of each cluster (by index), when any cluster has some.
+    backend_headers: Option<Box<[Option<BackendHeaders>]>>,
     schedule: Arc<Schedule>,
     rewrite: Rewrite,
     /// From request start to response headers.
@@ -625,7 +627,13 @@ fn compile_table(
                 ir::RouteAction::Forward(f) => {
                     let mut picked = Vec::with_capacity(f.clusters.len());
                     let mut weights = Vec::with_capacity(f.clusters.len());
+                    let mut backend_headers = Vec::with_capacity(f.clusters.len());
                     for (k, wc) in f.clusters.iter().enumerate() {
+                        backend_headers.push(BackendHeaders::compile(
+                            wc,
+                            &format!("forward.clusters[{k}]"),
+                            &err,
+                        )?);
                         let c = clusters.get(&wc.cluster).ok_or_else(|| {
                             err(
                                 &format!("forward.clusters[{k}].cluster"),
@@ -646,6 +654,10 @@ fn compile_table(
                     })?;
                     Action::Forward(Forward {
                         clusters: picked.into(),
+                        backend_headers: backend_headers
+                            .iter()
+                            .any(Option::is_some)
+                            .then(|| backend_headers.into()),
                         schedule,
                         rewrite: Rewrite::compile(&f.rewrite, &matcher, "forward.rewrite", &err)?,
                         timeout: f.timeout_ms.filter(|&ms| ms > 0).map(Duration::from_millis),
@@ -829,7 +841,15 @@ impl Forward {
     /// The next cluster by weight.
     #[inline]
     pub fn pick(&self) -> &Arc<Cluster> {
-        &self.clusters[self.schedule.next()]
+        self.pick_with_headers().0
+    }
+
+    /// The next cluster by weight, with its own header changes if it has any.
+    #[inline]
+    pub fn pick_with_headers(&self) -> (&Arc<Cluster>, Option<&BackendHeaders>) {
+        let i = self.schedule.next();
+        let headers = self.backend_headers.as_ref().and_then(|h| h[i].as_ref());
+        (&self.clusters[i], headers)
     }
 
     /// Whether this request falls in the share of unresolved backends (answered 500): a random

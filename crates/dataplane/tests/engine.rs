@@ -291,10 +291,7 @@ fn fwd(clusters: &[(&str, u32)], rewrite: ir::Rewrite, timeout_ms: Option<u64>) 
     ir::RouteAction::Forward(ir::ForwardAction {
         clusters: clusters
             .iter()
-            .map(|(c, w)| ir::WeightedCluster {
-                cluster: (*c).into(),
-                weight: *w,
-            })
+            .map(|(c, w)| ir::WeightedCluster::new((*c).into(), *w))
             .collect(),
         rewrite,
         timeout_ms,

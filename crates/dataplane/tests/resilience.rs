@@ -346,10 +346,7 @@ fn endpoints(ports: &[u16]) -> Vec<ir::ClusterEndpoints> {
 
 fn forward(retry: Option<ir::RetryPolicy>) -> ir::ForwardAction {
     ir::ForwardAction {
-        clusters: vec![ir::WeightedCluster {
-            cluster: "c".into(),
-            weight: 1,
-        }],
+        clusters: vec![ir::WeightedCluster::new("c".into(), 1)],
         rewrite: ir::Rewrite::default(),
         timeout_ms: Some(8000),
         retry,

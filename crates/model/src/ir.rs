@@ -289,6 +289,25 @@ pub enum RouteAction {
 pub struct WeightedCluster {
     pub cluster: String,
     pub weight: u32,
+    /// Changes to the request headers when this cluster is chosen, after the route's (Gateway
+    /// API filters of one backendRef among several).
+    #[serde(default, skip_serializing_if = "HeaderMods::is_empty")]
+    pub request_headers: HeaderMods,
+    /// Changes to the response headers when this cluster was chosen, after the route's.
+    #[serde(default, skip_serializing_if = "HeaderMods::is_empty")]
+    pub response_headers: HeaderMods,
+}
+
+impl WeightedCluster {
+    /// A cluster and its weight, without header changes of its own.
+    pub fn new(cluster: String, weight: u32) -> Self {
+        WeightedCluster {
+            cluster,
+            weight,
+            request_headers: HeaderMods::default(),
+            response_headers: HeaderMods::default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -505,6 +524,13 @@ pub struct ListenerTls {
     /// required; in `permissive` mode it is verified when presented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_validation: Option<TlsValidation>,
+    /// Answer 421 (Misdirected Request) to a request whose host selects another entry of
+    /// `certificates` than the connection's SNI did (or the default entry, without SNI): the
+    /// client reused a connection for a host that another listener serves (HTTP/2 connection
+    /// coalescing, or a client that sends a Host unlike its SNI). Gateway API HTTPS listeners
+    /// sharing a port set it; each has its own entry, even when they share a certificate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub detect_misdirected: bool,
 }
 
 /// A certificate chain and its private key, as PEM files, and the SNI names it serves.

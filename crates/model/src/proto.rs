@@ -628,11 +628,24 @@ fn route_from(cx: &Ctx, path: &str, r: pb::Route) -> Result<ir::Route, InvalidRe
                 clusters: f
                     .clusters
                     .into_iter()
-                    .map(|c| ir::WeightedCluster {
-                        cluster: c.cluster,
-                        weight: c.weight,
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let at = format!("{path}.forward.clusters[{i}]");
+                        Ok(ir::WeightedCluster {
+                            request_headers: header_mods_from(
+                                cx,
+                                &format!("{at}.requestHeaders"),
+                                c.request_headers,
+                            )?,
+                            response_headers: header_mods_from(
+                                cx,
+                                &format!("{at}.responseHeaders"),
+                                c.response_headers,
+                            )?,
+                            ..ir::WeightedCluster::new(c.cluster, c.weight)
+                        })
                     })
-                    .collect(),
+                    .collect::<Result<_, InvalidResource>>()?,
                 rewrite: rewrite_from(cx, &format!("{path}.forward.rewrite"), f.rewrite)?,
                 timeout_ms: (f.timeout_ms != 0).then_some(f.timeout_ms),
                 retry: f
@@ -977,6 +990,7 @@ fn tls_listener_to(t: &ir::ListenerTls) -> pb::TlsListener {
             trust_chain: v.trust_chain.clone(),
             subject_alternative_names: v.subject_alternative_names.clone(),
         }),
+        detect_misdirected: t.detect_misdirected,
     }
 }
 
@@ -1018,6 +1032,7 @@ fn tls_listener_from(cx: &Ctx, t: pb::TlsListener) -> Result<ir::ListenerTls, In
             trust_chain: v.trust_chain,
             subject_alternative_names: v.subject_alternative_names,
         }),
+        detect_misdirected: t.detect_misdirected,
     };
     tls.check()
         .map_err(|e| cx.err(format!("tls.{}", e.path), e.reason))?;
@@ -1348,6 +1363,8 @@ fn weighted_to(clusters: &[ir::WeightedCluster]) -> Vec<pb::WeightedCluster> {
         .map(|c| pb::WeightedCluster {
             cluster: c.cluster.clone(),
             weight: c.weight,
+            request_headers: header_mods_to(&c.request_headers),
+            response_headers: header_mods_to(&c.response_headers),
         })
         .collect()
 }
@@ -1372,10 +1389,7 @@ fn tcp_proxy_from(cx: &Ctx, t: pb::TcpProxy) -> Result<ir::TcpProxy, InvalidReso
                 "cluster is empty",
             ));
         }
-        clusters.push(ir::WeightedCluster {
-            cluster: c.cluster,
-            weight: c.weight,
-        });
+        clusters.push(ir::WeightedCluster::new(c.cluster, c.weight));
     }
     Ok(ir::TcpProxy {
         name: t.name,
@@ -1431,8 +1445,18 @@ mod tests {
                             },
                             action: ir::RouteAction::Forward(ir::ForwardAction {
                                 clusters: vec![ir::WeightedCluster {
-                                    cluster: "c".into(),
-                                    weight: 1,
+                                    request_headers: ir::HeaderMods {
+                                        set: vec![ir::HeaderPair {
+                                            name: "backend".into(),
+                                            value: "c".into(),
+                                        }],
+                                        ..Default::default()
+                                    },
+                                    response_headers: ir::HeaderMods {
+                                        remove: vec!["server".into()],
+                                        ..Default::default()
+                                    },
+                                    ..ir::WeightedCluster::new("c".into(), 1)
                                 }],
                                 rewrite: ir::Rewrite {
                                     regex: Some(ir::RegexRewrite {
@@ -1750,6 +1774,7 @@ mod tests {
                 trust_chain: "/certs/clients.pem".into(),
                 subject_alternative_names: vec!["spiffe://example/ns/a/sa/b".into()],
             }),
+            detect_misdirected: true,
         });
         s.clusters[0].tls = Some(ir::UpstreamTls {
             server_name: "c.shop.svc.cluster.local".into(),
@@ -1867,14 +1892,8 @@ mod tests {
             tcp_proxy: Some(ir::TcpProxy {
                 name: "gatewayroute/shop/db".into(),
                 clusters: vec![
-                    ir::WeightedCluster {
-                        cluster: "c".into(),
-                        weight: 3,
-                    },
-                    ir::WeightedCluster {
-                        cluster: "d".into(),
-                        weight: 1,
-                    },
+                    ir::WeightedCluster::new("c".into(), 3),
+                    ir::WeightedCluster::new("d".into(), 1),
                 ],
                 // 0 (disabled) must survive the round trip, unlike an unset value.
                 idle_timeout_ms: Some(0),

@@ -1135,7 +1135,7 @@ impl<'a> Cx<'a> {
                     0
                 }
             };
-            out.push(ir::WeightedCluster { cluster, weight });
+            out.push(ir::WeightedCluster::new(cluster, weight));
         }
         if out.is_empty() {
             self.diag_at(
@@ -1368,7 +1368,7 @@ impl Action {
                 rewrite,
             }),
             Action::Forward(cluster) => ir::RouteAction::Forward(ir::ForwardAction {
-                clusters: vec![ir::WeightedCluster { cluster, weight: 1 }],
+                clusters: vec![ir::WeightedCluster::new(cluster, 1)],
                 rewrite,
                 timeout_ms: None,
                 retry: None,

@@ -617,6 +617,9 @@ impl Cx<'_> {
             mode: ir::TlsMode::Strict,
             certificates,
             client_validation: None,
+            // Each HTTPS listener has its own entry: a request for another listener's
+            // hostname on this connection gets 421.
+            detect_misdirected: true,
         })
     }
 
@@ -826,19 +829,30 @@ impl Cx<'_> {
                 &mut a,
                 grpc,
             );
-        } else {
-            for (j, b) in backends.iter().enumerate() {
-                if !b.filters.is_empty() {
-                    self.on_route(
-                        route,
-                        format!("{at}.backendRefs[{j}].filters"),
-                        "filters of one backend among several are not supported; they are not applied",
-                    );
-                }
-            }
         }
         for (j, b) in backends.iter().enumerate() {
             let bat = format!("{at}.backendRefs[{j}]");
+            // Filters of one backend among several: its header changes apply when it is
+            // chosen; the other filter types cannot be split by backend.
+            let mut own = ir::WeightedCluster::new(String::new(), 0);
+            if backends.len() > 1 {
+                for (k, f) in b.filters.iter().enumerate() {
+                    if let Some(m) = &f.request_header_modifier {
+                        extend_mods(&mut own.request_headers, header_mods(m));
+                    } else if let Some(m) = &f.response_header_modifier {
+                        extend_mods(&mut own.response_headers, header_mods(m));
+                    } else {
+                        self.on_route(
+                            route,
+                            format!("{bat}.filters[{k}]"),
+                            format!(
+                                "filter type {} on one backend among several is not supported (only RequestHeaderModifier and ResponseHeaderModifier are); it is not applied",
+                                f.type_
+                            ),
+                        );
+                    }
+                }
+            }
             let weight = u32::try_from(b.weight()).unwrap_or(0);
             let Some(cluster) = self.backend(route, &bat, &b.object_ref(), grpc) else {
                 // The spec: requests that would have gone to an invalid backend get 500.
@@ -848,7 +862,11 @@ impl Cx<'_> {
             if weight == 0 {
                 continue;
             }
-            a.clusters.push(ir::WeightedCluster { cluster, weight });
+            a.clusters.push(ir::WeightedCluster {
+                cluster,
+                weight,
+                ..own
+            });
         }
         if a.redirect.is_none() && a.clusters.is_empty() && !a.unsupported {
             self.on_route(

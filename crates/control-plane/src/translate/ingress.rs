@@ -218,6 +218,7 @@ pub fn ingress(inputs: &Inputs<'_>, target: &IngressTarget, tls_dir: &Path) -> I
                     mode: ir::TlsMode::Strict,
                     certificates,
                     client_validation: None,
+                    detect_misdirected: false,
                 }),
             ));
         }
@@ -968,7 +969,7 @@ impl Cx<'_> {
             );
         }
         ir::RouteAction::Forward(ir::ForwardAction {
-            clusters: vec![ir::WeightedCluster { cluster, weight: 1 }],
+            clusters: vec![ir::WeightedCluster::new(cluster, 1)],
             rewrite: ir::Rewrite::default(),
             timeout_ms: None,
             retry: None,

@@ -55,10 +55,7 @@ fn snapshot(cluster_of_route: &str, port: u16) -> ir::Snapshot {
                     "r",
                     ir::RouteMatch::default(),
                     ir::RouteAction::Forward(ir::ForwardAction {
-                        clusters: vec![ir::WeightedCluster {
-                            cluster: cluster_of_route.into(),
-                            weight: 1,
-                        }],
+                        clusters: vec![ir::WeightedCluster::new(cluster_of_route.into(), 1)],
                         rewrite: ir::Rewrite::default(),
                         timeout_ms: None,
                         retry: None,

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | 404 | `no_route` | no virtual host or route matches |
 //! | 404 | `no_listener` | the listener was removed while the connection drains |
+//! | 421 | `misdirected` | the host is served by another certificate entry of the listener than the connection's SNI chose (listeners that detect misdirected requests) |
 //! | 400 | `request_body` | the client's body could not be read (a retryable request's, read first) |
 //! | 500 | `delegation_depth` | more than 4 delegations |
 //! | 500 | `invalid_rewrite` | a rewrite produced an invalid path |
@@ -46,6 +47,10 @@ pub enum ProxyError {
     NoListener { port: u16 },
     #[error("no route for host {host:?} path {path:?}")]
     NoRoute { host: String, path: String },
+    #[error(
+        "host {host:?} is not served on this connection (TLS server name {sni:?}): open a new connection for it"
+    )]
+    Misdirected { host: String, sni: Option<String> },
     #[error("{0}")]
     Delegation(RouteError),
     #[error("rewritten path {path:?} is not a valid path")]
@@ -92,6 +97,7 @@ impl ProxyError {
         match self {
             Self::NoListener { .. } => (StatusCode::NOT_FOUND, "no_listener"),
             Self::NoRoute { .. } => (StatusCode::NOT_FOUND, "no_route"),
+            Self::Misdirected { .. } => (StatusCode::MISDIRECTED_REQUEST, "misdirected"),
             Self::Delegation(_) => (StatusCode::INTERNAL_SERVER_ERROR, "delegation_depth"),
             Self::InvalidRewrite { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "invalid_rewrite"),
             Self::UnresolvedBackend { .. } => {

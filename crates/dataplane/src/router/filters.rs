@@ -47,6 +47,14 @@ pub struct RouteFilters {
     client: Option<ClientPolicy>,
 }
 
+/// The header changes of one weighted cluster of a forward route (Gateway API filters of one
+/// backendRef among several), applied after the route's when that cluster is chosen.
+#[derive(Debug)]
+pub struct BackendHeaders {
+    request: Option<HeaderMods>,
+    response: Option<HeaderMods>,
+}
+
 /// Compiled header changes.
 #[derive(Debug)]
 struct HeaderMods {
@@ -132,6 +140,40 @@ impl RouteFilters {
 
     pub(super) fn has_cors(&self) -> bool {
         self.cors.is_some()
+    }
+}
+
+// === impl BackendHeaders ===
+
+impl BackendHeaders {
+    /// The header changes of a weighted cluster (`at` is its path), or `None` when it has none.
+    pub(super) fn compile(
+        wc: &ir::WeightedCluster,
+        at: &str,
+        err: &dyn Fn(&str, String) -> CompileError,
+    ) -> Result<Option<BackendHeaders>, CompileError> {
+        let request =
+            HeaderMods::compile(&wc.request_headers, &format!("{at}.requestHeaders"), err)?;
+        let response =
+            HeaderMods::compile(&wc.response_headers, &format!("{at}.responseHeaders"), err)?;
+        Ok((request.is_some() || response.is_some())
+            .then_some(BackendHeaders { request, response }))
+    }
+
+    /// Applies the request header changes (after the route's).
+    #[inline]
+    pub fn on_request(&self, headers: &mut HeaderMap) {
+        if let Some(m) = &self.request {
+            m.apply(headers);
+        }
+    }
+
+    /// Applies the response header changes (after the route's).
+    #[inline]
+    pub fn on_response(&self, headers: &mut HeaderMap) {
+        if let Some(m) = &self.response {
+            m.apply(headers);
+        }
     }
 }
 

@@ -515,10 +515,7 @@ fn redirects_compute_their_path() {
 fn regex_rewrites_through_routing() {
     let rw = |pattern: &str, substitution: &str| {
         ir::RouteAction::Forward(ir::ForwardAction {
-            clusters: vec![ir::WeightedCluster {
-                cluster: "a".into(),
-                weight: 1,
-            }],
+            clusters: vec![ir::WeightedCluster::new("a".into(), 1)],
             rewrite: ir::Rewrite {
                 regex: Some(ir::RegexRewrite {
                     pattern: pattern.into(),

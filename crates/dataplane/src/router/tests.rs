@@ -7,10 +7,7 @@ fn cx_parts() -> (Upstreams, ProxyMetrics) {
 
 pub(super) fn forward(cluster: &str) -> ir::RouteAction {
     ir::RouteAction::Forward(ir::ForwardAction {
-        clusters: vec![ir::WeightedCluster {
-            cluster: cluster.into(),
-            weight: 1,
-        }],
+        clusters: vec![ir::WeightedCluster::new(cluster.into(), 1)],
         rewrite: ir::Rewrite::default(),
         timeout_ms: None,
         retry: None,
@@ -501,10 +498,7 @@ fn rewrite_route(p: &str, rw: ir::Rewrite) -> ir::Route {
         p,
         prefix(p),
         ir::RouteAction::Forward(ir::ForwardAction {
-            clusters: vec![ir::WeightedCluster {
-                cluster: "a".into(),
-                weight: 1,
-            }],
+            clusters: vec![ir::WeightedCluster::new("a".into(), 1)],
             rewrite: rw,
             timeout_ms: None,
             retry: None,
@@ -588,10 +582,7 @@ fn delegation_rewrites_then_routes_in_the_other_table() {
                     "shades",
                     prefix("/shades"),
                     ir::RouteAction::Forward(ir::ForwardAction {
-                        clusters: vec![ir::WeightedCluster {
-                            cluster: "b".into(),
-                            weight: 1,
-                        }],
+                        clusters: vec![ir::WeightedCluster::new("b".into(), 1)],
                         rewrite: ir::Rewrite {
                             prefix: Some("/s".into()),
                             ..Default::default()
@@ -715,18 +706,9 @@ fn weighted_clusters_split_exactly() {
                 prefix("/"),
                 ir::RouteAction::Forward(ir::ForwardAction {
                     clusters: vec![
-                        ir::WeightedCluster {
-                            cluster: "a".into(),
-                            weight: 75,
-                        },
-                        ir::WeightedCluster {
-                            cluster: "b".into(),
-                            weight: 25,
-                        },
-                        ir::WeightedCluster {
-                            cluster: "c".into(),
-                            weight: 0,
-                        },
+                        ir::WeightedCluster::new("a".into(), 75),
+                        ir::WeightedCluster::new("b".into(), 25),
+                        ir::WeightedCluster::new("c".into(), 0),
                     ],
                     rewrite: ir::Rewrite::default(),
                     timeout_ms: None,
@@ -884,14 +866,8 @@ fn compile_errors_name_the_resource_and_field() {
         &mut s,
         ir::RouteAction::Forward(ir::ForwardAction {
             clusters: vec![
-                ir::WeightedCluster {
-                    cluster: "a".into(),
-                    weight: 0,
-                },
-                ir::WeightedCluster {
-                    cluster: "b".into(),
-                    weight: 0,
-                },
+                ir::WeightedCluster::new("a".into(), 0),
+                ir::WeightedCluster::new("b".into(), 0),
             ],
             rewrite: ir::Rewrite::default(),
             timeout_ms: None,
@@ -916,10 +892,7 @@ fn compile_errors_name_the_resource_and_field() {
     set_action(
         &mut s,
         ir::RouteAction::Forward(ir::ForwardAction {
-            clusters: vec![ir::WeightedCluster {
-                cluster: "a".into(),
-                weight: 1,
-            }],
+            clusters: vec![ir::WeightedCluster::new("a".into(), 1)],
             rewrite: ir::Rewrite {
                 prefix: Some("/".into()),
                 ..Default::default()
@@ -1040,14 +1013,8 @@ fn unchanged_splits_continue_across_compiles() {
                     prefix("/"),
                     ir::RouteAction::Forward(ir::ForwardAction {
                         clusters: vec![
-                            ir::WeightedCluster {
-                                cluster: "a".into(),
-                                weight: a,
-                            },
-                            ir::WeightedCluster {
-                                cluster: "b".into(),
-                                weight: b,
-                            },
+                            ir::WeightedCluster::new("a".into(), a),
+                            ir::WeightedCluster::new("b".into(), b),
                         ],
                         rewrite: ir::Rewrite::default(),
                         timeout_ms: None,

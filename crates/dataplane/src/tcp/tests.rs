@@ -259,10 +259,7 @@ fn snapshot(port: u16, clusters: &[(&str, u32, &[u16])]) -> ir::Snapshot {
                 name: "gatewayroute/test/tcp".into(),
                 clusters: clusters
                     .iter()
-                    .map(|(name, weight, _)| ir::WeightedCluster {
-                        cluster: name.to_string(),
-                        weight: *weight,
-                    })
+                    .map(|(name, weight, _)| ir::WeightedCluster::new(name.to_string(), *weight))
                     .collect(),
                 idle_timeout_ms: None,
             }),
@@ -578,10 +575,7 @@ fn http_routes_cannot_mirror_to_a_tcp_cluster() {
         "r",
         ir::RouteMatch::default(),
         ir::RouteAction::Forward(ir::ForwardAction {
-            clusters: vec![ir::WeightedCluster {
-                cluster: "h".into(),
-                weight: 1,
-            }],
+            clusters: vec![ir::WeightedCluster::new("h".into(), 1)],
             rewrite: ir::Rewrite::default(),
             timeout_ms: None,
             retry: None,

@@ -39,6 +39,8 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 pub struct ServerTls {
     /// Plaintext is accepted too (App Mesh `PERMISSIVE`).
     permissive: bool,
+    /// Requests whose host selects another certificate entry than the connection's SNI get 421.
+    detect_misdirected: bool,
     config: Arc<ServerConfig>,
     resolver: Arc<SniResolver>,
 }
@@ -80,7 +82,7 @@ impl ServerTls {
                     TlsError::load(format!("{at}.{field}"), e)
                 })?;
             resolver
-                .add(&c.server_names, cert)
+                .add(&c.server_names, cert, i)
                 .map_err(|(j, reason)| match j {
                     Some(j) => TlsError::new(format!("{at}.serverNames[{j}]"), reason),
                     None => TlsError::new(at.clone(), reason),
@@ -115,6 +117,7 @@ impl ServerTls {
         config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP1.to_vec()];
         let server = Arc::new(ServerTls {
             permissive,
+            detect_misdirected: tls.detect_misdirected,
             config: Arc::new(config),
             resolver,
         });
@@ -135,6 +138,7 @@ impl ServerTls {
         config.alpn_protocols.clear();
         ServerTls {
             permissive: self.permissive,
+            detect_misdirected: self.detect_misdirected,
             config: Arc::new(config),
             resolver: self.resolver.clone(),
         }
@@ -142,6 +146,30 @@ impl ServerTls {
 
     pub fn resolver(&self) -> &SniResolver {
         &self.resolver
+    }
+
+    /// Whether requests are checked with [`ServerTls::misdirected`].
+    pub fn detects_misdirected(&self) -> bool {
+        self.detect_misdirected
+    }
+
+    /// Whether a request for `host` on a connection whose ClientHello named `sni` is
+    /// misdirected: the listener detects misdirected requests, and the host selects a
+    /// certificate entry other than the one the SNI selected. A host no entry serves is not
+    /// misdirected (routing answers it). `host` is compared case-insensitively.
+    pub fn misdirected(&self, sni: Option<&str>, host: &str) -> bool {
+        if !self.detect_misdirected {
+            return false;
+        }
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        let by_host = self.resolver.entry(Some(host));
+        by_host.is_some() && by_host != self.resolver.entry(sni)
     }
 
     /// Completes the TLS handshake of an accepted connection, within [`HANDSHAKE_TIMEOUT`]. In
@@ -175,10 +203,18 @@ impl ServerTls {
 /// validated lower case.
 #[derive(Debug, Default)]
 pub struct SniResolver {
-    exact: HashMap<Box<str>, Arc<Watched<CertifiedKey>>>,
+    exact: HashMap<Box<str>, Entry>,
     /// By the name without its `*.`.
-    wildcard: HashMap<Box<str>, Arc<Watched<CertifiedKey>>>,
-    default: Option<Arc<Watched<CertifiedKey>>>,
+    wildcard: HashMap<Box<str>, Entry>,
+    default: Option<Entry>,
+}
+
+/// A certificate and the index of the listener's certificate entry it came from (entries can
+/// share a certificate).
+#[derive(Debug)]
+struct Entry {
+    cert: Arc<Watched<CertifiedKey>>,
+    index: usize,
 }
 
 impl SniResolver {
@@ -188,19 +224,24 @@ impl SniResolver {
         &mut self,
         names: &[String],
         cert: Arc<Watched<CertifiedKey>>,
+        index: usize,
     ) -> Result<(), (Option<usize>, String)> {
         if names.is_empty() {
             if self.default.is_some() {
                 return Err((None, "there is already a default certificate".into()));
             }
-            self.default = Some(cert);
+            self.default = Some(Entry { cert, index });
             return Ok(());
         }
         for (j, name) in names.iter().enumerate() {
             let name = name.to_ascii_lowercase();
+            let entry = Entry {
+                cert: cert.clone(),
+                index,
+            };
             let taken = match name.strip_prefix("*.") {
-                Some(base) => self.wildcard.insert(base.into(), cert.clone()),
-                None => self.exact.insert(name.as_str().into(), cert.clone()),
+                Some(base) => self.wildcard.insert(base.into(), entry),
+                None => self.exact.insert(name.as_str().into(), entry),
             };
             if taken.is_some() {
                 return Err((
@@ -218,6 +259,15 @@ impl SniResolver {
 
     /// The certificate for a handshake with this SNI.
     pub fn pick(&self, sni: Option<&str>) -> Option<&Arc<Watched<CertifiedKey>>> {
+        self.find(sni).map(|e| &e.cert)
+    }
+
+    /// The index of the certificate entry a handshake with this SNI (lower case) gets.
+    pub fn entry(&self, sni: Option<&str>) -> Option<usize> {
+        self.find(sni).map(|e| e.index)
+    }
+
+    fn find(&self, sni: Option<&str>) -> Option<&Entry> {
         let Some(name) = sni else {
             return self.default.as_ref();
         };
@@ -321,6 +371,14 @@ pub enum ServerIo {
 impl ServerIo {
     pub fn is_tls(&self) -> bool {
         matches!(self, ServerIo::Tls(_))
+    }
+
+    /// The server name the client's ClientHello asked for (SNI), if any.
+    pub fn server_name(&self) -> Option<&str> {
+        match self {
+            ServerIo::Plain(_) => None,
+            ServerIo::Tls(s) => s.get_ref().1.server_name(),
+        }
     }
 
     /// The protocol negotiated by ALPN, if any.

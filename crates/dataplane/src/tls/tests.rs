@@ -122,6 +122,7 @@ fn sni_picks_exact_then_wildcard_then_default() {
             tls_cert(&api, &["api.example.com", "api.example.org"]),
         ],
         client_validation: None,
+        detect_misdirected: false,
     };
     let server = ServerTls::compile(Some(&tls), &files).unwrap().unwrap();
     let r = server.resolver();
@@ -144,6 +145,7 @@ fn without_a_default_an_unknown_name_gets_no_certificate() {
     r.add(
         &["api.example.com".into()],
         files.certificate(&api.chain, &api.key).unwrap(),
+        0,
     )
     .unwrap();
     assert!(r.pick(Some("api.example.com")).is_some());
@@ -153,9 +155,76 @@ fn without_a_default_an_unknown_name_gets_no_certificate() {
         .add(
             &["x.example.com".into(), "api.example.com".into()],
             files.certificate(&api.chain, &api.key).unwrap(),
+            1,
         )
         .unwrap_err();
     assert_eq!(err.0, Some(1));
+}
+
+/// The listeners of the Gateway API conformance test HTTPRouteHTTPSListenerDetectMisdirectedRequests:
+/// four entries of one port sharing one certificate, and the (SNI, host) pairs it sends.
+#[test]
+fn a_host_of_another_entry_than_the_sni_is_misdirected() {
+    let pki = Pki::new();
+    let files = TlsFiles::default();
+    let cert = pki.issue("shared", &["example.org"], &[]);
+    let mut tls = ir::ListenerTls {
+        mode: ir::TlsMode::Strict,
+        certificates: vec![
+            tls_cert(&cert, &[]),
+            tls_cert(&cert, &["second-example.org"]),
+            tls_cert(&cert, &["*.wildcard.org"]),
+            tls_cert(&cert, &["fourth-example.wildcard.org"]),
+        ],
+        client_validation: None,
+        detect_misdirected: true,
+    };
+    let server = ServerTls::compile(Some(&tls), &files).unwrap().unwrap();
+    assert!(server.detects_misdirected());
+    for (sni, host, misdirected) in [
+        ("example.org", "example.org", false),
+        ("example.org", "second-example.org", true),
+        ("example.org", "unknown-example.org", false),
+        ("second-example.org", "second-example.org", false),
+        ("second-example.org", "Second-Example.org", false),
+        ("second-example.org", "example.org", true),
+        ("second-example.org", "unknown-example.org", true),
+        (
+            "third-example.wildcard.org",
+            "fith-example.wildcard.org",
+            false,
+        ),
+        (
+            "third-example.wildcard.org",
+            "fourth-example.wildcard.org",
+            true,
+        ),
+        ("third-example.wildcard.org", "second-example.org", true),
+        (
+            "fourth-example.wildcard.org",
+            "fith-example.wildcard.org",
+            true,
+        ),
+        ("unknown-example.org", "example.org", false),
+    ] {
+        assert_eq!(
+            server.misdirected(Some(sni), host),
+            misdirected,
+            "SNI {sni}, host {host}"
+        );
+    }
+    assert!(
+        server.misdirected(None, "second-example.org"),
+        "no SNI: the default entry"
+    );
+    // Without a default entry, a host no entry serves is left to routing.
+    tls.certificates.remove(0);
+    let server = ServerTls::compile(Some(&tls), &files).unwrap().unwrap();
+    assert!(!server.misdirected(Some("second-example.org"), "nowhere.example"));
+    // Off unless asked for.
+    tls.detect_misdirected = false;
+    let server = ServerTls::compile(Some(&tls), &files).unwrap().unwrap();
+    assert!(!server.misdirected(Some("second-example.org"), "fourth-example.wildcard.org"));
 }
 
 // === loading ===
@@ -216,6 +285,7 @@ fn compile_errors_name_the_field_and_file() {
         mode: ir::TlsMode::Strict,
         certificates: vec![tls_cert(&good, &[]), tls_cert(&good, &["x.test"])],
         client_validation: None,
+        detect_misdirected: false,
     };
     tls.certificates[1].private_key = pki.path("gone.key").display().to_string();
     let err = ServerTls::compile(Some(&tls), &files).unwrap_err();
@@ -306,6 +376,7 @@ fn equal_settings_reuse_the_compiled_listener() {
         mode: ir::TlsMode::Strict,
         certificates: vec![tls_cert(&leaf, &[])],
         client_validation: None,
+        detect_misdirected: false,
     };
     let first = ServerTls::compile(Some(&tls), &files).unwrap().unwrap();
     let again = ServerTls::compile(Some(&tls), &files).unwrap().unwrap();
@@ -441,6 +512,7 @@ fn mtls_listener(pki: &Pki, server: &Leaf, mode: ir::TlsMode, sans: &[&str]) -> 
             trust_chain: pki.ca_path().display().to_string(),
             subject_alternative_names: sans.iter().map(|s| s.to_string()).collect(),
         }),
+        detect_misdirected: false,
     }
 }
 
@@ -516,6 +588,7 @@ async fn origination_verifies_the_name_or_the_subject_alternative_names() {
         mode: ir::TlsMode::Strict,
         certificates: vec![tls_cert(&upstream, &[])],
         client_validation: None,
+        detect_misdirected: false,
     };
     let addr = serve(ServerTls::compile(Some(&tls), &files).unwrap().unwrap()).await;
     let connect = |server_name: &str, sans: &[&str]| {
@@ -610,6 +683,7 @@ async fn origination_without_verification_accepts_any_certificate() {
         mode: ir::TlsMode::Strict,
         certificates: vec![tls_cert(&upstream, &[])],
         client_validation: None,
+        detect_misdirected: false,
     };
     let addr = serve(ServerTls::compile(Some(&tls), &files).unwrap().unwrap()).await;
     let up = ir::UpstreamTls {

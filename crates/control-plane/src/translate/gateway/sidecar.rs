@@ -146,10 +146,7 @@ impl<'a> Cx<'a> {
                     weight: 1,
                 }],
             });
-            let forward = vec![ir::WeightedCluster {
-                cluster: cluster.clone(),
-                weight: 1,
-            }];
+            let forward = vec![ir::WeightedCluster::new(cluster.clone(), 1)];
             let (route_table, tcp_proxy) = if l.port_mapping.protocol == PortProtocol::Tcp {
                 (
                     String::new(),

@@ -89,7 +89,7 @@ impl Cx<'_> {
                     target.port,
                     Traffic::Tcp,
                 )?;
-                Some((vec![ir::WeightedCluster { cluster, weight: 1 }], None))
+                Some((vec![ir::WeightedCluster::new(cluster, 1)], None))
             }
             ProviderKind::Router { namespace, name } => {
                 self.router_tcp_route(vs_at, &referrer, namespace, name, target.port)

@@ -100,6 +100,7 @@ impl Cx<'_> {
             mode,
             certificates,
             client_validation,
+            detect_misdirected: false,
         };
         if let Err(e) = out.check() {
             let sub = listener_field(&e.path, cert.file.is_some());

@@ -100,18 +100,19 @@ metadata: {name: a, namespace: default}
 spec: {ports: [{port: 80}]}
 "#;
 
-fn routes_of(extra: &str) -> Vec<(String, ir::RouteMatch, ir::RouteAction)> {
+/// The translation of Gateway `default/gw` of [`BASE`] with `extra` documents.
+fn translate_with(extra: &str) -> GatewayApiTranslation {
     let world = world_from("t.yaml", &format!("{BASE}---\n{extra}"));
     let dns = DnsTable::default();
-    let t = gateway_api(
-        &Inputs {
-            world: &world,
-            dns: &dns,
-        },
-        "default",
-        "gw",
-        Path::new(TLS_DIR),
-    );
+    let inputs = Inputs {
+        world: &world,
+        dns: &dns,
+    };
+    gateway_api(&inputs, "default", "gw", Path::new(TLS_DIR))
+}
+
+fn routes_of(extra: &str) -> Vec<(String, ir::RouteMatch, ir::RouteAction)> {
+    let t = translate_with(extra);
     let table = &t.translation.snapshot.route_tables[0];
     table.virtual_hosts[0]
         .routes
@@ -203,9 +204,78 @@ spec:
     };
     assert_eq!(
         f.clusters,
-        [ir::WeightedCluster {
-            cluster: "gatewayapi/default/a/80".into(),
-            weight: 2
+        [ir::WeightedCluster::new(
+            "gatewayapi/default/a/80".into(),
+            2
+        )]
+    );
+}
+
+#[test]
+fn header_filters_of_one_backend_among_several_apply_to_that_backend() {
+    let extra = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: b, namespace: default}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: route, value: "yes"}]}
+    backendRefs:
+    - name: a
+      port: 80
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: backend, value: a}]}
+      - type: ResponseHeaderModifier
+        responseHeaderModifier: {remove: [server]}
+      - type: URLRewrite
+        urlRewrite: {hostname: elsewhere.example}
+    - name: b
+      port: 80
+"#;
+    let t = translate_with(extra);
+    let route = &t.translation.snapshot.route_tables[0].virtual_hosts[0].routes[0];
+    assert_eq!(route.request_headers.set[0].name, "route", "the rule's own");
+    let ir::RouteAction::Forward(f) = &route.action else {
+        panic!("the rule forwards");
+    };
+    let a = &f.clusters[0];
+    assert_eq!(a.cluster, "gatewayapi/default/a/80");
+    assert_eq!(
+        a.request_headers.set,
+        [ir::HeaderPair {
+            name: "backend".into(),
+            value: "a".into()
         }]
+    );
+    assert_eq!(a.response_headers.remove, ["server"]);
+    assert_eq!(
+        f.clusters[1],
+        ir::WeightedCluster::new("gatewayapi/default/b/80".into(), 1)
+    );
+    assert!(
+        f.rewrite.is_empty(),
+        "one backend's rewrite is not the rule's"
+    );
+    let diagnostics: Vec<String> = t
+        .translation
+        .diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        diagnostics
+            .iter()
+            .any(|d| d.contains("spec.rules[0].backendRefs[0].filters[2]")
+                && d.contains("URLRewrite on one backend among several is not supported")),
+        "{diagnostics:#?}"
     );
 }

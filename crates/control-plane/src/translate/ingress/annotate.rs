@@ -282,18 +282,18 @@ pub(super) fn weighted(
     let rest = total - weight.min(total);
     for c in &main.clusters {
         if rest > 0 {
-            clusters.push(ir::WeightedCluster {
-                cluster: c.cluster.clone(),
-                weight: c.weight.saturating_mul(rest),
-            });
+            clusters.push(ir::WeightedCluster::new(
+                c.cluster.clone(),
+                c.weight.saturating_mul(rest),
+            ));
         }
     }
     for c in &canary.clusters {
         if weight > 0 {
-            clusters.push(ir::WeightedCluster {
-                cluster: c.cluster.clone(),
-                weight: c.weight.saturating_mul(weight),
-            });
+            clusters.push(ir::WeightedCluster::new(
+                c.cluster.clone(),
+                c.weight.saturating_mul(weight),
+            ));
         }
     }
     ir::ForwardAction {
@@ -341,10 +341,7 @@ mod tests {
     #[test]
     fn weights_split_between_main_and_canary() {
         let fwd = |c: &str| ir::ForwardAction {
-            clusters: vec![ir::WeightedCluster {
-                cluster: c.into(),
-                weight: 1,
-            }],
+            clusters: vec![ir::WeightedCluster::new(c.into(), 1)],
             rewrite: ir::Rewrite::default(),
             timeout_ms: None,
             retry: None,
