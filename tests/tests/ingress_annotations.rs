@@ -1459,16 +1459,14 @@ async fn proxy_connect_timeout_bounds_the_connect() {
             fillers.push(c);
         }
     }
-    let m = format!(
-        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: full, namespace: shop}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: full-1\n  namespace: shop\n  labels: {{kubernetes.io/service-name: full}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n  - addresses: [\"127.0.0.1\"]\n",
-        full.port()
-    ) + &ingress(
-        "patient",
-        &[(&nginx("proxy-connect-timeout"), "2")],
-        "patient.test",
-        "/",
-        "full",
-    );
+    let m = service_at("full", full.port())
+        + &ingress(
+            "patient",
+            &[(&nginx("proxy-connect-timeout"), "2")],
+            "patient.test",
+            "/",
+            "full",
+        );
     let http_port = free_port();
     let _stack = start(&[("ingress.yaml", m)], "bowline", http_port, free_port()).await;
     let gw = addr(http_port);
@@ -1491,4 +1489,90 @@ async fn proxy_connect_timeout_bounds_the_connect() {
     );
     assert!(ok, "{r:?}");
     drop(listener);
+}
+
+/// A Service of namespace `shop` whose one endpoint is 127.0.0.1:`port` (a test's own socket).
+fn service_at(name: &str, port: u16) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  ports: [{{name: http, port: 80}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: shop\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints:\n  - addresses: [\"127.0.0.1\"]\n"
+    )
+}
+
+/// proxy-send-timeout: a backend that accepts the connection and never reads leaves the
+/// gateway's write of a large request body blocked; after the annotation's 1 s the request
+/// answers 504 send_timeout (nginx: "upstream timed out while sending request to upstream",
+/// 504).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_send_timeout_bounds_a_blocked_write() {
+    let deaf = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let deaf_port = deaf.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = deaf.accept().await {
+            conns.push(c);
+        }
+    });
+    let m = service_at("deaf", deaf_port)
+        + &ingress(
+            "impatient",
+            &[(&nginx("proxy-send-timeout"), "1")],
+            "impatient.test",
+            "/",
+            "deaf",
+        );
+    let http_port = free_port();
+    let _stack = start(&[("ingress.yaml", m)], "bowline", http_port, free_port()).await;
+    let gw = addr(http_port);
+    let r = try_eventually(|| async {
+        let (head, took) = post_unread_body(gw, "impatient.test", 64 << 20).await?;
+        ensure!(head.starts_with("http/1.1 504"), "{head}");
+        anyhow::Ok((head, took))
+    })
+    .await;
+    let ok = r.as_ref().is_ok_and(|(head, took)| {
+        head.contains("x-bowline-error: send_timeout") && *took >= std::time::Duration::from_secs(1)
+    });
+    conformance::record(
+        SUITE,
+        "proxy-send-timeout",
+        "impatient.test/upload: a write the backend never reads fails with 504 after 1 s",
+        ok,
+    );
+    assert!(ok, "{r:?}");
+    held.abort();
+}
+
+/// Sends a POST with a body of `len` bytes to `host` through the gateway at `gw` from a task of
+/// its own (the gateway may stop reading it), and returns the response head, lower case, and
+/// how long it took to come.
+async fn post_unread_body(
+    gw: SocketAddr,
+    host: &str,
+    len: usize,
+) -> anyhow::Result<(String, std::time::Duration)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(gw).await?;
+    let (mut rd, mut wr) = tcp.into_split();
+    let head = format!("POST /upload HTTP/1.1\r\nhost: {host}\r\ncontent-length: {len}\r\n\r\n");
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..len.div_ceil(1 << 20) {
+            wr.write_all(&chunk).await?;
+        }
+        std::io::Result::Ok(())
+    });
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = rd.read(&mut buf).await?;
+        ensure!(n > 0, "the connection closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    writer.abort();
+    Ok((
+        String::from_utf8_lossy(&answer).to_lowercase(),
+        started.elapsed(),
+    ))
 }

@@ -169,10 +169,7 @@ pub const FEATURES: &[Feature] = &[
     ),
     f(NGX, "proxy-connect-timeout", "annotation"),
     f(NGX, "proxy-read-timeout", "annotation"),
-    not(
-        f(NGX, "proxy-send-timeout", "annotation"),
-        "the engine has no timeout between two writes to the backend",
-    ),
+    f(NGX, "proxy-send-timeout", "annotation"),
     f(NGX, "enable-cors", "annotation"),
     f(NGX, "whitelist-source-range", "annotation"),
     f(NGX, "denylist-source-range", "annotation"),

@@ -227,6 +227,7 @@ mod tests {
                     idle_timeout_ms: None,
                     request_timeout_ms: None,
                     tcp_idle_timeout_ms: None,
+                    send_timeout_ms: None,
                 }],
                 ..Default::default()
             },

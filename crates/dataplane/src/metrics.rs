@@ -234,10 +234,11 @@ pub enum UpstreamErrorReason {
     ConnectFailed,
     Timeout,
     Reset,
+    SendTimeout,
 }
 
 impl UpstreamErrorReason {
-    const ALL: usize = 6;
+    const ALL: usize = 7;
 
     /// The label value, also sent as the `x-bowline-error` response header.
     pub fn as_str(self) -> &'static str {
@@ -248,6 +249,7 @@ impl UpstreamErrorReason {
             Self::ConnectFailed => "connect_failed",
             Self::Timeout => "upstream_timeout",
             Self::Reset => "upstream_reset",
+            Self::SendTimeout => "send_timeout",
         }
     }
 

@@ -138,6 +138,7 @@ impl RetryPolicy {
                 UpstreamError::Reset { .. } => {
                     no_response || (self.has(StreamError) && refused_stream(&e.error))
                 }
+                UpstreamError::SendTimeout { .. } => no_response,
             },
         }
     }

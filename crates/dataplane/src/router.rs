@@ -61,7 +61,8 @@ use crate::accesslog::AccessLogger;
 use crate::metrics::{ClusterStats, NO_ROUTE, ProxyMetrics, RouteStats};
 use crate::tls::{ClientTls, ServerTls, TlsError};
 use crate::upstream::{
-    H1Endpoint, H2Endpoint, PooledConn, SendError, UpstreamBody, UpstreamError, Upstreams,
+    ConnTimeouts, H1Endpoint, H2Endpoint, PooledConn, SendError, UpstreamBody, UpstreamError,
+    Upstreams,
 };
 
 /// Delegations one request may go through; one more answers 500.
@@ -525,6 +526,13 @@ fn compile_clusters(
             0 => DEFAULT_CONNECT_TIMEOUT,
             ms => Duration::from_millis(ms),
         };
+        let timeouts = ConnTimeouts {
+            connect: connect_timeout,
+            send: c
+                .send_timeout_ms
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis),
+        };
         let tls = match &c.tls {
             None => None,
             Some(t) => Some(Arc::new(
@@ -567,9 +575,9 @@ fn compile_clusters(
                 authority: Authority::from_maybe_shared(Bytes::from(addr.to_string()))
                     .expect("a socket address is an authority"),
                 h1: (protocol == UpstreamProtocol::Http1)
-                    .then(|| cx.upstreams.h1(addr, connect_timeout, tls.as_ref())),
+                    .then(|| cx.upstreams.h1(addr, timeouts, tls.as_ref())),
                 h2: (protocol == UpstreamProtocol::Http2)
-                    .then(|| cx.upstreams.h2_tls(addr, connect_timeout, tls.as_ref())),
+                    .then(|| cx.upstreams.h2_tls(addr, timeouts, tls.as_ref())),
                 state: cx.upstreams.resilience().endpoint(&c.name, addr),
             });
             // An unset weight (0) counts as 1: endpoints are drained by removing them.

@@ -7,7 +7,10 @@
 //!   connection goes to the endpoint picked by the load balancer.
 //! * Clusters with TLS: the same over TLS ([`ClientTls`]): [`dial`] runs the handshake after TCP,
 //!   before the HTTP/1.1 or HTTP/2 handshake. Connections are shared by clusters with equal
-//!   endpoint, connect timeout and TLS settings.
+//!   endpoint, timeouts ([`ConnTimeouts`]) and TLS settings.
+//! * A send timeout (ingress-nginx `proxy-send-timeout`) bounds how long one write to the
+//!   upstream may stay blocked: a connection whose writes make no progress for that long fails
+//!   the request with [`UpstreamError::SendTimeout`] (504).
 //!
 //! [`Upstreams`] outlives config updates: compiling a new config reuses the clients and
 //! connections of the previous one, so a route or endpoint change does not drop warm
@@ -45,6 +48,8 @@ const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// A request that got no response from the upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
+    #[error("upstream {addr} accepted no data for {timeout:?} while the request was sent")]
+    SendTimeout { addr: SocketAddr, timeout: Duration },
     #[error("connection refused by {addr}")]
     ConnectRefused { addr: SocketAddr },
     #[error("connect to {addr} timed out after {timeout:?}")]
@@ -99,6 +104,23 @@ impl UpstreamError {
             Self::ConnectTimeout { .. } => UpstreamErrorReason::ConnectTimeout,
             Self::Connect { .. } => UpstreamErrorReason::ConnectFailed,
             Self::Reset { .. } => UpstreamErrorReason::Reset,
+            Self::SendTimeout { .. } => UpstreamErrorReason::SendTimeout,
+        }
+    }
+
+    /// A failed exchange on an established connection: a send timeout when a write stayed
+    /// blocked past the connection's send timeout, otherwise a reset.
+    pub(crate) fn from_exchange(addr: SocketAddr, err: hyper::Error) -> Self {
+        let stalled = find_io_error(&err)
+            .and_then(|io| io.get_ref())
+            .and_then(|e| e.downcast_ref::<SendStalled>())
+            .map(|s| s.0);
+        match stalled {
+            Some(timeout) => Self::SendTimeout { addr, timeout },
+            None => Self::Reset {
+                addr,
+                source: Box::new(err),
+            },
         }
     }
 
@@ -155,18 +177,38 @@ pub struct Upstreams {
 #[derive(Debug, Default)]
 struct Inner {
     h1: HashMap<EndpointKey, Arc<H1Endpoint>>,
-    h2: HashMap<(SocketAddr, Duration), Arc<H2Endpoint>>,
+    h2: HashMap<(SocketAddr, ConnTimeouts), Arc<H2Endpoint>>,
     tls: TlsPools,
 }
 
-/// An endpoint's connections are shared by clusters with the same address, connect timeout and
-/// TLS settings (their key; `None`: plaintext).
-type EndpointKey = (SocketAddr, Duration, Option<Arc<str>>);
+/// An endpoint's connections are shared by clusters with the same address, timeouts and TLS
+/// settings (their key; `None`: plaintext).
+type EndpointKey = (SocketAddr, ConnTimeouts, Option<Arc<str>>);
 
-/// The HTTP/2 connections of clusters with TLS, by endpoint, connect timeout and TLS key.
+/// The HTTP/2 connections of clusters with TLS, by endpoint, timeouts and TLS key.
 #[derive(Debug, Default)]
 struct TlsPools {
-    h2: HashMap<(SocketAddr, Duration, Arc<str>), Arc<H2Endpoint>>,
+    h2: HashMap<(SocketAddr, ConnTimeouts, Arc<str>), Arc<H2Endpoint>>,
+}
+
+/// The timeouts of a cluster's connections to one endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnTimeouts {
+    /// TCP connect and TLS handshake together.
+    pub connect: Duration,
+    /// The longest a write to the endpoint may stay blocked (the endpoint reads nothing);
+    /// `None`: no limit.
+    pub send: Option<Duration>,
+}
+
+impl ConnTimeouts {
+    /// Only a connect timeout.
+    pub fn connect(connect: Duration) -> Self {
+        ConnTimeouts {
+            connect,
+            send: None,
+        }
+    }
 }
 
 impl Upstreams {
@@ -175,24 +217,24 @@ impl Upstreams {
     pub fn h1(
         &self,
         addr: SocketAddr,
-        connect_timeout: Duration,
+        timeouts: ConnTimeouts,
         tls: Option<&Arc<ClientTls>>,
     ) -> Arc<H1Endpoint> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner
             .h1
-            .entry((addr, connect_timeout, tls.map(|t| t.key().clone())))
-            .or_insert_with(|| Arc::new(H1Endpoint::new(addr, connect_timeout, tls.cloned())))
+            .entry((addr, timeouts, tls.map(|t| t.key().clone())))
+            .or_insert_with(|| Arc::new(H1Endpoint::new(addr, timeouts, tls.cloned())))
             .clone()
     }
 
     /// The HTTP/2 connection slot of one endpoint.
-    pub fn h2(&self, addr: SocketAddr, connect_timeout: Duration) -> Arc<H2Endpoint> {
+    pub fn h2(&self, addr: SocketAddr, timeouts: ConnTimeouts) -> Arc<H2Endpoint> {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner
             .h2
-            .entry((addr, connect_timeout))
-            .or_insert_with(|| Arc::new(H2Endpoint::new(addr, connect_timeout)))
+            .entry((addr, timeouts))
+            .or_insert_with(|| Arc::new(H2Endpoint::new(addr, timeouts)))
             .clone()
     }
 
@@ -231,19 +273,19 @@ impl Upstreams {
     pub fn h2_tls(
         &self,
         addr: SocketAddr,
-        connect_timeout: Duration,
+        timeouts: ConnTimeouts,
         tls: Option<&Arc<ClientTls>>,
     ) -> Arc<H2Endpoint> {
         let Some(tls) = tls else {
-            return self.h2(addr, connect_timeout);
+            return self.h2(addr, timeouts);
         };
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner
             .tls
             .h2
-            .entry((addr, connect_timeout, tls.key().clone()))
+            .entry((addr, timeouts, tls.key().clone()))
             .or_insert_with(|| {
-                let mut ep = H2Endpoint::new(addr, connect_timeout);
+                let mut ep = H2Endpoint::new(addr, timeouts);
                 ep.tls = Some(tls.clone());
                 Arc::new(ep)
             })
@@ -287,23 +329,89 @@ pub(crate) async fn connect_stream(
         .unwrap_or(Err(UpstreamError::ConnectTimeout { addr, timeout }))
 }
 
-/// [`connect_stream`], as hyper I/O for the HTTP/1.1 and HTTP/2 handshakes.
+/// [`connect_stream`], as hyper I/O for the HTTP/1.1 and HTTP/2 handshakes, with the send
+/// timeout watching its writes.
 pub(crate) async fn dial(
     addr: SocketAddr,
-    connect_timeout: Duration,
+    timeouts: ConnTimeouts,
     tls: Option<&Arc<ClientTls>>,
 ) -> Result<Conn, UpstreamError> {
-    Ok(match connect_stream(addr, connect_timeout, tls).await? {
-        Stream::Plain(s) => Conn::Plain(TokioIo::new(s)),
-        Stream::Tls(s) => Conn::Tls(Box::new(TokioIo::new(*s))),
+    let io = match connect_stream(addr, timeouts.connect, tls).await? {
+        Stream::Plain(s) => ConnIo::Plain(TokioIo::new(s)),
+        Stream::Tls(s) => ConnIo::Tls(Box::new(TokioIo::new(*s))),
+    };
+    Ok(Conn {
+        io,
+        send_deadline: timeouts.send.map(|timeout| {
+            Box::new(SendDeadline {
+                timeout,
+                sleep: Box::pin(tokio::time::sleep(timeout)),
+                armed: false,
+            })
+        }),
     })
 }
 
-/// A connection to an endpoint, plain or TLS.
+/// A connection to an endpoint, plain or TLS, and its send timeout.
 #[derive(Debug)]
-pub enum Conn {
+pub struct Conn {
+    io: ConnIo,
+    /// Boxed: only clusters with a send timeout pay for it.
+    send_deadline: Option<Box<SendDeadline>>,
+}
+
+#[derive(Debug)]
+enum ConnIo {
     Plain(TokioIo<TcpStream>),
     Tls(Box<TokioIo<ClientTlsStream>>),
+}
+
+/// The send timeout of a connection: armed when a write finds the socket full, disarmed by
+/// the next write that makes progress (nginx's `proxy_send_timeout`: "between two successive
+/// write operations, not for the transmission of the whole request").
+#[derive(Debug)]
+struct SendDeadline {
+    timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+}
+
+/// The I/O error of a write that stayed blocked past the send timeout; found again in hyper's
+/// error by [`UpstreamError::from_exchange`].
+#[derive(Debug, thiserror::Error)]
+#[error("no write progress for {0:?}")]
+struct SendStalled(Duration);
+
+impl Conn {
+    /// Passes a write's outcome through, arming the send timeout while writes are blocked and
+    /// failing the write once it expires.
+    #[inline]
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        let Some(d) = self.send_deadline.as_deref_mut() else {
+            return r;
+        };
+        if r.is_ready() {
+            d.armed = false;
+            return r;
+        }
+        if !d.armed {
+            d.armed = true;
+            d.sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + d.timeout);
+        }
+        match d.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                SendStalled(d.timeout),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl hyper::rt::Read for Conn {
@@ -313,9 +421,9 @@ impl hyper::rt::Read for Conn {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -327,10 +435,12 @@ impl hyper::rt::Write for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        let this = self.get_mut();
+        let r = match &mut this.io {
+            ConnIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        };
+        this.watch(cx, r)
     }
 
     #[inline]
@@ -339,33 +449,37 @@ impl hyper::rt::Write for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        let this = self.get_mut();
+        let r = match &mut this.io {
+            ConnIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        };
+        this.watch(cx, r)
     }
 
     #[inline]
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => hyper::rt::Write::is_write_vectored(s),
-            Conn::Tls(s) => hyper::rt::Write::is_write_vectored(s.as_ref()),
+        match &self.io {
+            ConnIo::Plain(s) => hyper::rt::Write::is_write_vectored(s),
+            ConnIo::Tls(s) => hyper::rt::Write::is_write_vectored(s.as_ref()),
         }
     }
 
     #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        let this = self.get_mut();
+        let r = match &mut this.io {
+            ConnIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        };
+        this.watch(cx, r)
     }
 
     #[inline]
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -379,7 +493,7 @@ impl hyper::rt::Write for Conn {
 #[derive(Debug)]
 pub struct H2Endpoint {
     addr: SocketAddr,
-    connect_timeout: Duration,
+    timeouts: ConnTimeouts,
     /// TLS before HTTP/2 (`None`: h2c).
     tls: Option<Arc<ClientTls>>,
     current: ArcSwapOption<http2::SendRequest<UpstreamBody>>,
@@ -396,10 +510,10 @@ struct ConnectFailure {
 }
 
 impl H2Endpoint {
-    fn new(addr: SocketAddr, connect_timeout: Duration) -> Self {
+    fn new(addr: SocketAddr, timeouts: ConnTimeouts) -> Self {
         Self {
             addr,
-            connect_timeout,
+            timeouts,
             tls: None,
             current: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(None),
@@ -453,7 +567,7 @@ impl H2Endpoint {
             UpstreamErrorReason::ConnectRefused => UpstreamError::ConnectRefused { addr },
             UpstreamErrorReason::ConnectTimeout => UpstreamError::ConnectTimeout {
                 addr,
-                timeout: self.connect_timeout,
+                timeout: self.timeouts.connect,
             },
             _ => UpstreamError::Connect {
                 addr,
@@ -463,7 +577,7 @@ impl H2Endpoint {
     }
 
     async fn connect(&self) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
-        let io = dial(self.addr, self.connect_timeout, self.tls.as_ref()).await?;
+        let io = dial(self.addr, self.timeouts, self.tls.as_ref()).await?;
         let sender = h2_handshake(self.addr, io).await?;
         self.current.store(Some(Arc::new(sender.clone())));
         Ok(sender)
@@ -489,7 +603,10 @@ impl H2Endpoint {
         if let Err(e) = sender.ready().await {
             return Err(SendError::unsent(reset(e), req));
         }
-        sender.send_request(req).await.map_err(|e| reset(e).into())
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| UpstreamError::from_exchange(addr, e).into())
     }
 }
 
@@ -542,7 +659,10 @@ mod tests {
                 });
             }
         });
-        let ep = Arc::new(H2Endpoint::new(addr, Duration::from_secs(1)));
+        let ep = Arc::new(H2Endpoint::new(
+            addr,
+            ConnTimeouts::connect(Duration::from_secs(1)),
+        ));
         let tasks: Vec<_> = (0..20)
             .map(|_| {
                 let ep = ep.clone();
@@ -561,7 +681,10 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let ep = Arc::new(H2Endpoint::new(addr, Duration::from_secs(1)));
+        let ep = Arc::new(H2Endpoint::new(
+            addr,
+            ConnTimeouts::connect(Duration::from_secs(1)),
+        ));
         let tasks: Vec<_> = (0..10)
             .map(|_| {
                 let ep = ep.clone();
@@ -582,7 +705,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let ep = H2Endpoint::new(addr, Duration::from_secs(1));
+        let ep = H2Endpoint::new(addr, ConnTimeouts::connect(Duration::from_secs(1)));
         let req = Request::post("http://svc.example/pkg.Svc/Call")
             .body(UpstreamBody::full(bytes::Bytes::from_static(b"not read")))
             .unwrap();

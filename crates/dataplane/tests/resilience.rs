@@ -326,6 +326,7 @@ fn cluster(protocol: ir::Protocol) -> ir::Cluster {
         idle_timeout_ms: None,
         request_timeout_ms: None,
         tcp_idle_timeout_ms: None,
+        send_timeout_ms: None,
         tls: None,
     }
 }

@@ -414,6 +414,12 @@ pub struct Cluster {
     /// node listener's `timeout.tcp.idle`), used when the proxy sets none; 0 disables it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_idle_timeout_ms: Option<u64>,
+    /// Send timeout in milliseconds of HTTP connections to the endpoints (ingress-nginx
+    /// `proxy-send-timeout`): the longest one write of a request may stay blocked because the
+    /// endpoint reads nothing; beyond it the request fails with 504. Not a limit on sending the
+    /// whole request. `None` or 0: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_timeout_ms: Option<u64>,
 }
 
 impl Cluster {
@@ -433,6 +439,7 @@ impl Cluster {
             idle_timeout_ms: None,
             request_timeout_ms: None,
             tcp_idle_timeout_ms: None,
+            send_timeout_ms: None,
         }
     }
 }

@@ -409,6 +409,7 @@ impl From<&ir::Cluster> for pb::Cluster {
             idle_timeout_ms: c.idle_timeout_ms.unwrap_or(0),
             request_timeout_ms: c.request_timeout_ms.unwrap_or(0),
             tcp_idle_timeout_ms: c.tcp_idle_timeout_ms,
+            send_timeout_ms: c.send_timeout_ms.unwrap_or(0),
         }
     }
 }
@@ -765,6 +766,7 @@ impl TryFrom<pb::Cluster> for ir::Cluster {
             idle_timeout_ms: (c.idle_timeout_ms != 0).then_some(c.idle_timeout_ms),
             request_timeout_ms: (c.request_timeout_ms != 0).then_some(c.request_timeout_ms),
             tcp_idle_timeout_ms: c.tcp_idle_timeout_ms,
+            send_timeout_ms: (c.send_timeout_ms != 0).then_some(c.send_timeout_ms),
             name: c.name,
             tls,
         })
@@ -1573,6 +1575,7 @@ mod tests {
                 idle_timeout_ms: Some(60_000),
                 request_timeout_ms: Some(15_000),
                 tcp_idle_timeout_ms: None,
+                send_timeout_ms: Some(30_000),
             }],
             endpoints: vec![ir::ClusterEndpoints {
                 cluster: "c".into(),

@@ -997,20 +997,7 @@ impl Cx<'_> {
             self.clusters.insert(
                 name.clone(),
                 (
-                    ir::Cluster {
-                        name: name.clone(),
-                        protocol,
-                        lb_policy: ir::LbPolicy::RoundRobin,
-                        connect_timeout_ms: CONNECT_TIMEOUT_MS,
-                        tls: None,
-                        hash_on: None,
-                        health_check: None,
-                        outlier_detection: None,
-                        circuit_breakers: None,
-                        idle_timeout_ms: None,
-                        request_timeout_ms: None,
-                        tcp_idle_timeout_ms: None,
-                    },
+                    ir::Cluster::new(name.clone(), protocol, CONNECT_TIMEOUT_MS),
                     ir::ClusterEndpoints {
                         cluster: name.clone(),
                         endpoints: found.endpoints,

@@ -959,6 +959,7 @@ impl Cx<'_> {
                         lb_policy: up.lb_policy,
                         tls: tls.ok().flatten(),
                         hash_on: up.hash_on.clone(),
+                        send_timeout_ms: up.send_timeout_ms,
                         ..ir::Cluster::new(cluster.clone(), up.protocol, up.connect_timeout_ms)
                     },
                     ir::ClusterEndpoints {

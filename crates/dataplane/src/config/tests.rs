@@ -78,6 +78,7 @@ fn snapshot(cluster_of_route: &str, port: u16) -> ir::Snapshot {
             idle_timeout_ms: None,
             request_timeout_ms: None,
             tcp_idle_timeout_ms: None,
+            send_timeout_ms: None,
         }],
         endpoints: vec![ir::ClusterEndpoints {
             cluster: "web".into(),

@@ -14,6 +14,7 @@
 //! | 503 | `no_endpoints` | the cluster has no endpoints |
 //! | 503 | `connect_refused`, `connect_timeout`, `connect_failed` | no connection to the endpoint |
 //! | 504 | `upstream_timeout` | no response headers within the route's timeout |
+//! | 504 | `send_timeout` | a write of the request to the upstream stayed blocked past the cluster's send timeout |
 //! | 502 | `upgrade_unsupported` | an Upgrade request routed to an HTTP/2 cluster |
 //! | 413 | `body_too_large` | the request's `Content-Length` exceeds the limit |
 //! | 414 | `uri_too_long` | the request target exceeds the limit |
@@ -109,10 +110,10 @@ impl ProxyError {
             ),
             Self::Upstream { source, .. } => {
                 let reason = source.reason();
-                let status = if reason == UpstreamErrorReason::Reset {
-                    StatusCode::BAD_GATEWAY
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
+                let status = match reason {
+                    UpstreamErrorReason::Reset => StatusCode::BAD_GATEWAY,
+                    UpstreamErrorReason::SendTimeout => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
                 };
                 (status, reason.as_str())
             }

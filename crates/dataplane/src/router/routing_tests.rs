@@ -52,6 +52,7 @@ fn snapshot(vhosts: Vec<ir::VirtualHost>, extra: Vec<ir::RouteTable>) -> ir::Sna
                 idle_timeout_ms: None,
                 request_timeout_ms: None,
                 tcp_idle_timeout_ms: None,
+                send_timeout_ms: None,
             })
             .collect(),
         endpoints: clusters

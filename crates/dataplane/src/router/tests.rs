@@ -41,6 +41,7 @@ fn cluster(name: &str) -> ir::Cluster {
         idle_timeout_ms: None,
         request_timeout_ms: None,
         tcp_idle_timeout_ms: None,
+        send_timeout_ms: None,
     }
 }
 

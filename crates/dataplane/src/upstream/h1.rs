@@ -21,7 +21,7 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
-use super::{SendError, UpstreamBody, UpstreamError, dial};
+use super::{ConnTimeouts, SendError, UpstreamBody, UpstreamError, dial};
 use crate::tls::ClientTls;
 
 /// How long a connection may sit idle before it is closed instead of reused. Below the common
@@ -30,11 +30,11 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per endpoint; more are closed as their responses end.
 const MAX_IDLE: usize = 1024;
 
-/// The HTTP/1.1 connections of one endpoint (one connect timeout and TLS setting).
+/// The HTTP/1.1 connections of one endpoint (one setting of timeouts and TLS).
 #[derive(Debug)]
 pub struct H1Endpoint {
     addr: SocketAddr,
-    connect_timeout: Duration,
+    timeouts: ConnTimeouts,
     tls: Option<Arc<ClientTls>>,
     /// Idle connections, the most recently used last.
     idle: Mutex<Vec<Idle>>,
@@ -63,10 +63,10 @@ impl Drop for PooledConn {
 }
 
 impl H1Endpoint {
-    pub fn new(addr: SocketAddr, connect_timeout: Duration, tls: Option<Arc<ClientTls>>) -> Self {
+    pub fn new(addr: SocketAddr, timeouts: ConnTimeouts, tls: Option<Arc<ClientTls>>) -> Self {
         Self {
             addr,
-            connect_timeout,
+            timeouts,
             tls,
             idle: Mutex::new(Vec::new()),
         }
@@ -127,10 +127,7 @@ impl H1Endpoint {
     }
 
     fn reset(&self, e: hyper::Error) -> UpstreamError {
-        UpstreamError::Reset {
-            addr: self.addr,
-            source: Box::new(e),
-        }
+        UpstreamError::from_exchange(self.addr, e)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
@@ -178,7 +175,7 @@ impl H1Endpoint {
     /// Dials the endpoint and runs the HTTP/1.1 connection (upgrades allowed) in its own task.
     async fn connect(&self) -> Result<http1::SendRequest<UpstreamBody>, UpstreamError> {
         let addr = self.addr;
-        let io = dial(addr, self.connect_timeout, self.tls.as_ref()).await?;
+        let io = dial(addr, self.timeouts, self.tls.as_ref()).await?;
         let (sender, conn) =
             http1::Builder::new()
                 .handshake(io)
@@ -252,7 +249,11 @@ mod tests {
     #[tokio::test]
     async fn sequential_requests_reuse_one_connection() {
         let (addr, conns) = upstream(true).await;
-        let ep = Arc::new(H1Endpoint::new(addr, Duration::from_secs(1), None));
+        let ep = Arc::new(H1Endpoint::new(
+            addr,
+            ConnTimeouts::connect(Duration::from_secs(1)),
+            None,
+        ));
         for _ in 0..5 {
             assert_eq!(get(&ep, addr).await, "hi");
         }
@@ -263,7 +264,11 @@ mod tests {
     #[tokio::test]
     async fn concurrent_requests_open_one_connection_each() {
         let (addr, conns) = upstream(true).await;
-        let ep = Arc::new(H1Endpoint::new(addr, Duration::from_secs(1), None));
+        let ep = Arc::new(H1Endpoint::new(
+            addr,
+            ConnTimeouts::connect(Duration::from_secs(1)),
+            None,
+        ));
         let (a, ca) = ep.send(request(addr)).await.unwrap();
         let (b, cb) = ep.send(request(addr)).await.unwrap();
         assert_eq!(conns.load(Ordering::SeqCst), 2);
@@ -277,11 +282,94 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_reused() {
         let (addr, conns) = upstream(false).await;
-        let ep = Arc::new(H1Endpoint::new(addr, Duration::from_secs(1), None));
+        let ep = Arc::new(H1Endpoint::new(
+            addr,
+            ConnTimeouts::connect(Duration::from_secs(1)),
+            None,
+        ));
         for _ in 0..3 {
             assert_eq!(get(&ep, addr).await, "hi");
         }
         assert_eq!(conns.load(Ordering::SeqCst), 3);
+    }
+
+    /// A POST of `len` bytes held by the proxy, to `addr`.
+    fn post(addr: SocketAddr, len: usize) -> Request<UpstreamBody> {
+        let mut req = request(addr);
+        *req.method_mut() = http::Method::POST;
+        *req.body_mut() = UpstreamBody::full(Bytes::from(vec![b'x'; len]));
+        req
+    }
+
+    const BIG: usize = 32 << 20;
+
+    #[tokio::test]
+    async fn a_write_blocked_past_the_send_timeout_fails_the_request() {
+        // The upstream accepts and never reads: once the socket buffers are full, the write
+        // stays blocked.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            std::future::pending::<()>().await;
+            drop(tcp);
+        });
+        let timeouts = ConnTimeouts {
+            connect: Duration::from_secs(1),
+            send: Some(Duration::from_millis(200)),
+        };
+        let ep = Arc::new(H1Endpoint::new(addr, timeouts, None));
+        let err = ep.send(post(addr, BIG)).await.unwrap_err();
+        match err.error {
+            UpstreamError::SendTimeout { timeout, .. } => {
+                assert_eq!(timeout, Duration::from_millis(200));
+            }
+            other => panic!("expected a send timeout, got {other}"),
+        }
+        held.abort();
+    }
+
+    #[tokio::test]
+    async fn the_send_timeout_bounds_each_write_not_the_whole_request() {
+        // The upstream reads 1 MiB every 20 ms: sending 32 MiB takes far longer than the
+        // timeout, but no single write waits anywhere near it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut seen = Vec::new();
+            let body_start = loop {
+                let n = tcp.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+                if let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let mut left = BIG - (seen.len() - body_start);
+            while left > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                left -= tcp.read(&mut buf[..left.min(1 << 20)]).await.unwrap();
+            }
+            tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            std::future::pending::<()>().await;
+        });
+        let timeouts = ConnTimeouts {
+            connect: Duration::from_secs(1),
+            send: Some(Duration::from_millis(500)),
+        };
+        let ep = Arc::new(H1Endpoint::new(addr, timeouts, None));
+        let started = std::time::Instant::now();
+        let (resp, _conn) = ep.send(post(addr, BIG)).await.unwrap();
+        assert!(
+            started.elapsed() > Duration::from_millis(500),
+            "the whole send outlasts the timeout"
+        );
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
     }
 
     #[tokio::test]
@@ -289,7 +377,11 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let ep = Arc::new(H1Endpoint::new(addr, Duration::from_secs(1), None));
+        let ep = Arc::new(H1Endpoint::new(
+            addr,
+            ConnTimeouts::connect(Duration::from_secs(1)),
+            None,
+        ));
         let err = ep.send(request(addr)).await.unwrap_err();
         assert!(
             matches!(err.error, UpstreamError::ConnectRefused { .. }),
@@ -303,7 +395,11 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        let ep = Arc::new(H1Endpoint::new(addr, Duration::from_secs(1), None));
+        let ep = Arc::new(H1Endpoint::new(
+            addr,
+            ConnTimeouts::connect(Duration::from_secs(1)),
+            None,
+        ));
         let mut req = request(addr);
         *req.method_mut() = http::Method::POST;
         *req.body_mut() = UpstreamBody::full(Bytes::from_static(b"not read"));

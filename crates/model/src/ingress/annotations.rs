@@ -287,6 +287,8 @@ pub struct Annotations {
     pub load_balance: Option<LoadBalance>,
     pub connect_timeout_seconds: Option<u64>,
     pub read_timeout_seconds: Option<u64>,
+    /// `proxy-send-timeout`: the longest one write to the backend may stay blocked.
+    pub send_timeout_seconds: Option<u64>,
     pub cors: Option<ir::Cors>,
     /// `whitelist-source-range`.
     pub allow_sources: Vec<String>,
@@ -314,6 +316,7 @@ impl Default for Annotations {
             load_balance: None,
             connect_timeout_seconds: None,
             read_timeout_seconds: None,
+            send_timeout_seconds: None,
             cors: None,
             allow_sources: Vec::new(),
             deny_sources: Vec::new(),
@@ -657,15 +660,7 @@ fn upstream(f: &mut Found<'_>, a: &mut Annotations) {
     });
     a.connect_timeout_seconds = f.parsed("proxy-connect-timeout", seconds);
     a.read_timeout_seconds = f.parsed("proxy-read-timeout", seconds);
-    if let Some((key, value)) = f.take("proxy-send-timeout") {
-        match seconds(value) {
-            Ok(_) => f.note(
-                key,
-                "not supported: the engine has no timeout between two writes to the backend; the Ingress is served without it",
-            ),
-            Err(why) => f.bad(key, format!("{value:?} {why}")),
-        }
-    }
+    a.send_timeout_seconds = f.parsed("proxy-send-timeout", seconds);
 }
 
 fn canary(f: &mut Found<'_>, a: &mut Annotations) {

@@ -15,6 +15,8 @@ pub(super) struct Upstream {
     pub lb_policy: ir::LbPolicy,
     pub hash_on: Option<ir::HashOn>,
     pub connect_timeout_ms: u64,
+    /// `proxy-send-timeout`.
+    pub send_timeout_ms: Option<u64>,
     /// TLS to the backend (`backend-protocol: HTTPS` or `GRPCS`), with the `proxy-ssl-*`
     /// settings.
     pub tls: Option<ProxySsl>,
@@ -27,6 +29,7 @@ impl Default for Upstream {
             lb_policy: ir::LbPolicy::RoundRobin,
             hash_on: None,
             connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            send_timeout_ms: None,
             tls: None,
         }
     }
@@ -35,7 +38,7 @@ impl Default for Upstream {
 // === impl Upstream ===
 
 impl Upstream {
-    /// The settings of `routing` (protocol, connect timeout) with the balancing of `balancing`
+    /// The settings of `routing` (protocol, connect and send timeouts) with the balancing of `balancing`
     /// (the same Ingress, or a canary's: ingress-nginx applies a canary's own load-balance,
     /// upstream-hash-by and affinity). `cookie_path` is the path of the affinity cookie when
     /// `session-cookie-path` is not set.
@@ -82,6 +85,7 @@ impl Upstream {
             lb_policy,
             hash_on,
             connect_timeout_ms,
+            send_timeout_ms: routing.send_timeout_seconds.map(|s| s.saturating_mul(1000)),
             tls,
         }
     }

@@ -67,6 +67,7 @@ fn good_values_are_applied() {
         (&nginx("load-balance"), "ewma"),
         (&nginx("proxy-connect-timeout"), "3"),
         (&nginx("proxy-read-timeout"), "120"),
+        (&nginx("proxy-send-timeout"), "30"),
         (&nginx("enable-cors"), "true"),
         (
             &nginx("cors-allow-origin"),
@@ -112,8 +113,12 @@ fn good_values_are_applied() {
     assert_eq!(a.hash_by, Some(HashBy::Header("x-user-id".into())));
     assert_eq!(a.load_balance, Some(LoadBalance::Ewma));
     assert_eq!(
-        (a.connect_timeout_seconds, a.read_timeout_seconds),
-        (Some(3), Some(120))
+        (
+            a.connect_timeout_seconds,
+            a.read_timeout_seconds,
+            a.send_timeout_seconds
+        ),
+        (Some(3), Some(120), Some(30))
     );
     let cors = a.cors.unwrap();
     assert_eq!(
@@ -247,7 +252,6 @@ fn unsupported_refused_unknown_and_twins_are_reported() {
         (&nginx("server-snippet"), "return 403;"),
         (&nginx("auth-url"), "http://auth"),
         (&nginx("no-such-thing"), "x"),
-        (&nginx("proxy-send-timeout"), "30"),
         ("bowline.io/use-regex", "true"),
         (&nginx("use-regex"), "false"),
         ("bowline.io/app-root", "/b"),
@@ -270,14 +274,10 @@ fn unsupported_refused_unknown_and_twins_are_reported() {
     assert!(has(&nginx("auth-url"), "not supported by Bowline"));
     assert!(has(&nginx("no-such-thing"), "unknown annotation"));
     assert!(has(
-        &nginx("proxy-send-timeout"),
-        "no timeout between two writes"
-    ));
-    assert!(has(
         &nginx("use-regex"),
         "\"bowline.io/use-regex\" is also set and takes precedence"
     ));
-    assert_eq!(problems.len(), 6, "{problems:#?}");
+    assert_eq!(problems.len(), 5, "{problems:#?}");
 }
 
 #[test]
