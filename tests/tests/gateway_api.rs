@@ -591,7 +591,16 @@ async fn conformance_tables() {
     let client = HttpClient::http1();
     for (feature, file, requests) in CASES {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        // Once the gateway's config version changes, no request can be answered by the
+        // previous file's routes.
+        let before = stack.gateway_version().await.unwrap();
         stack.write_manifest("case.yaml", &text);
+        eventually(&format!("the gateway takes up {file}"), || async {
+            let now = stack.gateway_version().await?;
+            ensure!(now != before, "still version {now}");
+            anyhow::Ok(())
+        })
+        .await;
         for r in *requests {
             let what = format!("{file}: {} {}", r.method, r.path);
             checked(
