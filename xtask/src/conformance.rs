@@ -121,7 +121,10 @@ pub const FEATURES: &[Feature] = &[
         f(GW, "HTTPRouteBackendRequestHeaderModification", "extended"),
         "per-backend filters apply only when the rule has a single backendRef",
     ),
-    f(GW, "HTTPRouteCORS", "extended"),
+    partial(
+        f(GW, "HTTPRouteCORS", "extended"),
+        "preflight answers carry no `Access-Control-Expose-Headers`; `allowOrigins: [\"*\"]` without credentials answers `*` to a request with `Authorization`",
+    ),
     f(GW, "GRPCRouteNamedRouteRule", "extended"),
     f(GW, "GRPCRouteRequestHeaderModifier", "extended"),
     not(
