@@ -98,6 +98,11 @@ pub const FEATURES: &[Feature] = &[
     f(GW, "HTTPRoutePathRedirect", "extended"),
     f(GW, "HTTPRoutePortRedirect", "extended"),
     f(GW, "HTTPRouteSchemeRedirect", "extended"),
+    f(GW, "HTTPRoute303RedirectStatusCode", "extended"),
+    f(GW, "HTTPRoute307RedirectStatusCode", "extended"),
+    f(GW, "HTTPRoute308RedirectStatusCode", "extended"),
+    f(GW, "HTTPRouteParentRefPort", "extended"),
+    f(GW, "HTTPRouteNamedRouteRule", "extended"),
     f(GW, "HTTPRouteRequestMirror", "extended"),
     f(GW, "HTTPRouteRequestMultipleMirrors", "extended"),
     f(GW, "HTTPRouteRequestPercentageMirror", "extended"),
@@ -105,9 +110,23 @@ pub const FEATURES: &[Feature] = &[
     f(GW, "HTTPRouteBackendTimeout", "extended"),
     f(GW, "HTTPRouteBackendProtocolH2C", "extended"),
     partial(
+        f(GW, "HTTPRouteBackendRequestRedirect", "extended"),
+        "per-backend filters apply only when the rule has a single backendRef",
+    ),
+    partial(
+        f(GW, "HTTPRouteBackendURLRewrite", "extended"),
+        "per-backend filters apply only when the rule has a single backendRef",
+    ),
+    partial(
         f(GW, "HTTPRouteBackendRequestHeaderModification", "extended"),
         "per-backend filters apply only when the rule has a single backendRef",
     ),
+    partial(
+        f(GW, "HTTPRouteCORS", "extended"),
+        "preflight answers carry no `Access-Control-Expose-Headers`; `allowOrigins: [\"*\"]` without credentials answers `*` to a request with `Authorization`",
+    ),
+    f(GW, "GRPCRouteNamedRouteRule", "extended"),
+    f(GW, "GRPCRouteRequestHeaderModifier", "extended"),
     not(
         f(GW, "TLSRoute", "extended"),
         "TLS Passthrough and TLS/TCP/UDP listeners are not supported",

@@ -20,7 +20,9 @@
 //! gRPC terms: the message echoed back, length-prefixed, with `grpc-status: 0` in the trailers.
 //! With `--grpc-unavailable N`, the first N calls instead get a trailers-only `grpc-status: 14`
 //! (UNAVAILABLE); a malformed message gets 13 (INTERNAL). Every gRPC answer carries
-//! `x-echo-attempt`, the call's `x-bowline-attempt` (1 when absent).
+//! `x-echo-attempt`, the call's `x-bowline-attempt` (1 when absent), `x-echo-path`, the call's
+//! path (`/package.Service/Method`), and `x-echo-headers`, the call's request headers as the JSON
+//! object of `"headers"` above.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -229,7 +231,9 @@ async fn answer(
         .get("content-type")
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     if grpc {
-        return Ok(grpc_answer(body, name, attempt).await.map(Either::Right));
+        return Ok(grpc_answer(&parts, body, name, attempt)
+            .await
+            .map(Either::Right));
     }
     let mut status = if STATS.faulty.load(Ordering::SeqCst) {
         500
@@ -258,13 +262,7 @@ async fn answer(
         .await
         .map(|b| b.to_bytes().len())
         .unwrap_or(0);
-    let mut headers = BTreeMap::new();
-    for (k, v) in &parts.headers {
-        headers
-            .entry(k.as_str().to_string())
-            .or_insert_with(Vec::new)
-            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
-    }
+    let headers = header_map(&parts.headers);
     let host = parts
         .uri
         .authority()
@@ -330,8 +328,24 @@ fn grpc_message(body: &[u8]) -> Option<&[u8]> {
     (head[0] == 0 && usize::try_from(len).ok()? == message.len()).then_some(message)
 }
 
+/// Request headers by name, each with its values in order.
+fn header_map(headers: &http::HeaderMap) -> BTreeMap<String, Vec<String>> {
+    let mut map = BTreeMap::new();
+    for (k, v) in headers {
+        map.entry(k.as_str().to_string())
+            .or_insert_with(Vec::new)
+            .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    map
+}
+
 /// Answers a unary gRPC call (see the module documentation).
-async fn grpc_answer(body: Incoming, name: &'static str, attempt: u64) -> Response<GrpcBody> {
+async fn grpc_answer(
+    parts: &http::request::Parts,
+    body: Incoming,
+    name: &'static str,
+    attempt: u64,
+) -> Response<GrpcBody> {
     let call = STATS.grpc_calls.fetch_add(1, Ordering::SeqCst);
     let body = body
         .collect()
@@ -341,7 +355,12 @@ async fn grpc_answer(body: Incoming, name: &'static str, attempt: u64) -> Respon
     let resp = Response::builder()
         .header("content-type", "application/grpc")
         .header("x-echo-name", name)
-        .header("x-echo-attempt", attempt);
+        .header("x-echo-attempt", attempt)
+        .header("x-echo-path", parts.uri.path())
+        .header(
+            "x-echo-headers",
+            serde_json::to_string(&header_map(&parts.headers)).unwrap_or_default(),
+        );
     let answer = match grpc_message(&body) {
         None => Err(("13", "malformed gRPC message")),
         Some(_) if call < STATS.grpc_unavailable.load(Ordering::SeqCst) => {
