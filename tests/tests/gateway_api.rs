@@ -242,6 +242,57 @@ const fn preflight(path: &'static str) -> Req {
     }
 }
 
+/// A preflight to `/cors-1` of `httproute-cors.yaml` from an allowed origin (a literal), and
+/// every header the suite expects of its answer.
+macro_rules! cors_1_preflight {
+    ($origin:literal) => {
+        Req {
+            headers: &[
+                ("Origin", $origin),
+                ("access-control-request-method", "GET"),
+                ("access-control-request-headers", "x-header-1, x-header-2"),
+            ],
+            or_status: &[204],
+            response_headers: &[
+                ("access-control-allow-origin", $origin),
+                ("access-control-max-age", "3600"),
+                ("access-control-allow-credentials", "true"),
+            ],
+            response_header_options: &[
+                (
+                    "access-control-allow-methods",
+                    &["GET, OPTIONS", "OPTIONS, GET"],
+                ),
+                (
+                    "access-control-allow-headers",
+                    &["x-header-1, x-header-2", "x-header-2, x-header-1"],
+                ),
+                (
+                    "access-control-expose-headers",
+                    &["x-header-3, x-header-4", "x-header-4, x-header-3"],
+                ),
+            ],
+            ..preflight("/cors-1")
+        }
+    };
+}
+
+/// A GET to `/detect-misdirected-requests` over TLS with SNI `sni` and Host `host`.
+const fn misdirected(sni: &'static str, host: &'static str, code: u16) -> Req {
+    Req {
+        host,
+        ..tls_status(sni, "/detect-misdirected-requests", code)
+    }
+}
+
+/// The same, answered by `backend`.
+const fn directed(sni: &'static str, host: &'static str, backend: &'static str) -> Req {
+    Req {
+        host,
+        ..tls(sni, "/detect-misdirected-requests", backend)
+    }
+}
+
 /// A GET over TLS with SNI and Host `host` that answers `code`.
 const fn tls_status(host: &'static str, path: &'static str, code: u16) -> Req {
     Req {
@@ -533,6 +584,55 @@ const OWN_GATEWAY_CASES: &[(&str, &str, &str, &[Req])] = &[
             tls("example.org", "/", "infra-backend-v1"),
             tls_status("unknown-example.org", "/", 404),
             tls("second-example.org", "/", "infra-backend-v2"),
+        ],
+    ),
+    (
+        // Four HTTPS listeners on one port sharing one certificate: a Host that belongs to
+        // another listener than the SNI chose answers 421; a Host no listener serves is routed
+        // (404) on the listener without a hostname.
+        "GatewayHTTPSListenerDetectMisdirectedRequests",
+        "httproute-https-listener-detect-misdirected-requests.yaml",
+        "gateway-conformance-infra/same-namespace-with-https-listener",
+        &[
+            directed("example.org", "example.org", "infra-backend-v1"),
+            misdirected("example.org", "second-example.org", 421),
+            misdirected("example.org", "unknown-example.org", 404),
+            directed(
+                "second-example.org",
+                "second-example.org",
+                "infra-backend-v2",
+            ),
+            misdirected("second-example.org", "example.org", 421),
+            misdirected("second-example.org", "unknown-example.org", 421),
+            directed(
+                "third-example.wildcard.org",
+                "third-example.wildcard.org",
+                "infra-backend-v3",
+            ),
+            directed(
+                "third-example.wildcard.org",
+                "fith-example.wildcard.org",
+                "infra-backend-v3",
+            ),
+            misdirected(
+                "third-example.wildcard.org",
+                "fourth-example.wildcard.org",
+                421,
+            ),
+            misdirected("third-example.wildcard.org", "second-example.org", 421),
+            misdirected("third-example.wildcard.org", "unknown-example.org", 421),
+            directed(
+                "fourth-example.wildcard.org",
+                "fourth-example.wildcard.org",
+                "infra-backend-v1",
+            ),
+            misdirected(
+                "fourth-example.wildcard.org",
+                "fith-example.wildcard.org",
+                421,
+            ),
+            directed("unknown-example.org", "example.org", "infra-backend-v1"),
+            misdirected("unknown-example.org", "unknown-example.org", 404),
         ],
     ),
     (
@@ -1052,16 +1152,14 @@ const CASES: &[(&str, &str, &[Req])] = &[
         &[status("/v2", 500), get("/", "app-backend-v1")],
     ),
     (
-        // Left out, as the engine answers otherwise (see HTTPRouteCORS in
-        // xtask/src/conformance.rs): the suite's three preflights to /cors-1 from an allowed
-        // origin (https://www.foo.com, https://www.bar.com, https://xpto.www.bar.com) also
-        // expect `access-control-expose-headers: x-header-3, x-header-4`, which Bowline sends
-        // on actual responses only; and its GET to /cors-wildcard-methods-headers-unauth from
-        // https://other.foo.com with `Authorization` expects that origin echoed, where Bowline
-        // answers `*` (allowOrigins `*` without allowCredentials).
         "HTTPRouteCORS",
         "httproute-cors.yaml",
         &[
+            // Preflights from allowed origins: exact, wildcard, and a wildcard matching several
+            // labels.
+            cors_1_preflight!("https://www.foo.com"),
+            cors_1_preflight!("https://www.bar.com"),
+            cors_1_preflight!("https://xpto.www.bar.com"),
             // A preflight from another origin is not allowed.
             Req {
                 headers: &[
@@ -1218,6 +1316,19 @@ const CASES: &[(&str, &str, &[Req])] = &[
                     ("access-control-allow-credentials", "true"),
                 ],
                 ..get("/cors-wildcard-methods-headers", "infra-backend-v1")
+            },
+            // Credentials on a route that does not allow them: the origin echoed (not `*`),
+            // without allow-credentials.
+            Req {
+                headers: &[
+                    ("Origin", "https://other.foo.com"),
+                    ("Authorization", "Bearer test"),
+                ],
+                response_headers: &[
+                    ("access-control-allow-origin", "https://other.foo.com"),
+                    ("access-control-allow-credentials", ""),
+                ],
+                ..get("/cors-wildcard-methods-headers-unauth", "infra-backend-v1")
             },
         ],
     ),
@@ -1721,6 +1832,49 @@ async fn conformance_tables() {
     assert!((60..=80).contains(&n("infra-backend-v1")), "{counts:?}");
     assert!((20..=40).contains(&n("infra-backend-v2")), "{counts:?}");
     assert_eq!(n("infra-backend-v3"), 0, "{counts:?}");
+
+    // Header changes of each backendRef among several: the `Backend` header names the backend
+    // that answers, for each of 100 requests.
+    let text =
+        std::fs::read_to_string(dir.join("httproute-request-header-modifier-backend-weights.yaml"))
+            .unwrap();
+    stack.write_manifest("case.yaml", &text);
+    let tagged_by_its_backend = |r: &bowline_tests::Reply| -> anyhow::Result<String> {
+        let name = r.echo_name().unwrap_or_default();
+        let tag = header_values(&r.json().unwrap_or_default()["headers"], "backend");
+        ensure!(
+            r.status == 200 && tag == name,
+            "Backend {tag:?} at {name:?}: {r:?}"
+        );
+        Ok(name)
+    };
+    eventually(
+        "both backends answer with their own Backend header",
+        || async {
+            // The previous file's route is gone once requests carry the header.
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..10 {
+                let r = client.get(gw, "example.com", "/", &[]).await?;
+                seen.insert(tagged_by_its_backend(&r)?);
+            }
+            ensure!(seen.len() == 2, "{seen:?}");
+            anyhow::Ok(())
+        },
+    )
+    .await;
+    let mut tagged = Ok(());
+    for _ in 0..100 {
+        let r = client.get(gw, "example.com", "/", &[]).await.unwrap();
+        if let Err(e) = tagged_by_its_backend(&r) {
+            tagged = Err(e);
+            break;
+        }
+    }
+    checked(
+        "HTTPRouteBackendRequestHeaderModification",
+        "httproute-request-header-modifier-backend-weights.yaml: each of 100 requests carries its backend's Backend header",
+        tagged,
+    );
 
     // A rule whose backends are half unresolvable: their share answers 500 (the spec's
     // "requests that would have been sent to an invalid backend receive 500").

@@ -111,19 +111,18 @@ pub const FEATURES: &[Feature] = &[
     f(GW, "HTTPRouteBackendProtocolH2C", "extended"),
     partial(
         f(GW, "HTTPRouteBackendRequestRedirect", "extended"),
-        "per-backend filters apply only when the rule has a single backendRef",
+        "applies when the rule has a single backendRef; not on one backendRef among several",
     ),
     partial(
         f(GW, "HTTPRouteBackendURLRewrite", "extended"),
-        "per-backend filters apply only when the rule has a single backendRef",
+        "applies when the rule has a single backendRef; not on one backendRef among several",
     ),
-    partial(
-        f(GW, "HTTPRouteBackendRequestHeaderModification", "extended"),
-        "per-backend filters apply only when the rule has a single backendRef",
-    ),
-    partial(
-        f(GW, "HTTPRouteCORS", "extended"),
-        "preflight answers carry no `Access-Control-Expose-Headers`; `allowOrigins: [\"*\"]` without credentials answers `*` to a request with `Authorization`",
+    f(GW, "HTTPRouteBackendRequestHeaderModification", "extended"),
+    f(GW, "HTTPRouteCORS", "extended"),
+    f(
+        GW,
+        "GatewayHTTPSListenerDetectMisdirectedRequests",
+        "extended",
     ),
     f(GW, "GRPCRouteNamedRouteRule", "extended"),
     f(GW, "GRPCRouteRequestHeaderModifier", "extended"),
@@ -513,9 +512,9 @@ mod tests {
         assert!(row(&md, "GRPCRoute").contains("| not supported | 0/1 |"));
         let h = row(&md, "HTTPRoute");
         assert!(h.contains("| supported | 1/1 |"), "{h}");
-        let b = row(&md, "HTTPRouteBackendRequestHeaderModification");
+        let b = row(&md, "HTTPRouteBackendURLRewrite");
         assert!(
-            b.contains("| partial, not measured | 0/0 | per-backend"),
+            b.contains("| partial, not measured | 0/0 | applies when"),
             "{b}"
         );
         assert!(row(&md, "TLSRoute").contains("| not supported | 0/0 | TLS Passthrough"));

@@ -3,14 +3,16 @@
 //! * A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) to a route with a
 //!   policy is answered `200` without reaching the upstream. When the origin is allowed, the
 //!   answer carries `Access-Control-Allow-Origin`, `-Allow-Methods`, `-Allow-Headers`,
-//!   `-Max-Age` and `-Allow-Credentials`; otherwise it carries none, and the browser refuses the
-//!   request.
+//!   `-Expose-Headers`, `-Max-Age` and `-Allow-Credentials`; otherwise it carries none, and the
+//!   browser refuses the request.
 //! * Any other request with an allowed `Origin` is forwarded, and the response gets
 //!   `Access-Control-Allow-Origin`, `-Allow-Credentials` and `-Expose-Headers` (replacing the
 //!   upstream's own).
 //!
-//! `Access-Control-Allow-Origin` is `*` when any origin is allowed and credentials are not;
-//! otherwise it echoes the request's origin, with `Vary: Origin`. `*` in the allowed methods or
+//! `Access-Control-Allow-Origin` is `*` when any origin is allowed, credentials are not, and the
+//! request carries none (no `Authorization`, no `Cookie`); otherwise it echoes the request's
+//! origin, with `Vary: Origin` (what the Gateway API conformance suite expects; to a browser both
+//! answers refuse a credentialed request without `Access-Control-Allow-Credentials`). `*` in the allowed methods or
 //! headers echoes what the preflight asks for (browsers do not honour `*` with credentials).
 //! Every header value is built when the config is compiled.
 
@@ -18,7 +20,8 @@ use bowline_model::ir;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, CONTENT_LENGTH, ORIGIN, VARY,
+    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, AUTHORIZATION, CONTENT_LENGTH,
+    COOKIE, ORIGIN, VARY,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 
@@ -170,10 +173,21 @@ impl CorsPolicy {
         })
     }
 
-    /// The request's `Origin` when it is allowed.
+    /// The `Access-Control-Allow-Origin` to answer when the request's `Origin` is allowed: `*`
+    /// or the origin itself.
     pub fn allowed_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
         let origin = headers.get(ORIGIN)?;
-        self.allows(origin.as_bytes()).then(|| origin.clone())
+        if !self.allows(origin.as_bytes()) {
+            return None;
+        }
+        let credentialed = headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE);
+        Some(
+            if self.any_origin && !self.allow_credentials && !credentialed {
+                STAR.clone()
+            } else {
+                origin.clone()
+            },
+        )
     }
 
     /// Whether a request is a CORS preflight.
@@ -214,6 +228,9 @@ impl CorsPolicy {
             }
             (None, false) => {}
         }
+        if let Some(v) = &self.expose_headers {
+            out.insert(ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
+        }
         if let Some(age) = &self.max_age {
             out.insert(ACCESS_CONTROL_MAX_AGE, age.clone());
         }
@@ -233,11 +250,11 @@ impl CorsPolicy {
         }
     }
 
+    /// Sets `Access-Control-Allow-Origin` to what [`CorsPolicy::allowed_origin`] chose.
     fn set_origin(&self, out: &mut HeaderMap, origin: HeaderValue) {
-        if self.any_origin && !self.allow_credentials {
-            out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, STAR.clone());
-        } else {
-            out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        let echoed = origin != STAR;
+        out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        if echoed {
             out.append(VARY, ORIGIN_VARY.clone());
         }
         if self.allow_credentials {
@@ -335,6 +352,7 @@ mod tests {
         let p = compile(ir::Cors {
             allow_methods: vec!["GET".into(), "PUT".into()],
             allow_headers: vec!["x-token".into(), "content-type".into()],
+            expose_headers: vec!["x-trace".into()],
             max_age_seconds: Some(600),
             allow_credentials: true,
             ..cors(&["https://app.example"])
@@ -352,6 +370,7 @@ mod tests {
         assert_eq!(h[ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
         assert_eq!(h[ACCESS_CONTROL_ALLOW_METHODS], "GET, PUT");
         assert_eq!(h[ACCESS_CONTROL_ALLOW_HEADERS], "x-token, content-type");
+        assert_eq!(h[ACCESS_CONTROL_EXPOSE_HEADERS], "x-trace");
         assert_eq!(h[ACCESS_CONTROL_MAX_AGE], "600");
         assert_eq!(h[ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         assert_eq!(h[VARY], "origin");
@@ -419,5 +438,21 @@ mod tests {
                 .is_none()
         );
         assert!(p.allowed_origin(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn any_origin_echoes_the_origin_of_a_credentialed_request() {
+        let p = compile(cors(&["*"])).unwrap();
+        let plain = headers(&[("origin", "https://a.example")]);
+        assert_eq!(p.allowed_origin(&plain).unwrap(), "*");
+        for credential in [("authorization", "Bearer t"), ("cookie", "s=1")] {
+            let req = headers(&[("origin", "https://a.example"), credential]);
+            let origin = p.allowed_origin(&req).unwrap();
+            assert_eq!(origin, "https://a.example", "{credential:?}");
+            let mut out = HeaderMap::new();
+            p.apply(&mut out, origin);
+            assert_eq!(out[VARY], "origin");
+            assert!(!out.contains_key(ACCESS_CONTROL_ALLOW_CREDENTIALS));
+        }
     }
 }
