@@ -1358,6 +1358,55 @@ async fn upstream_hash_by_and_load_balance() {
     assert!(ok, "{seen:?}");
 }
 
+/// load-balance ewma: of a fast pod and one that takes 40 ms to answer, the fast one serves
+/// most requests once both are measured (round robin would give each half). The slow one is
+/// chosen only when both random draws land on it (1 in 8) until its estimate decays, some 35 s
+/// later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balance_ewma_prefers_the_faster_pod() {
+    let fast = Echo::start("fast").unwrap();
+    let slow = Echo::start_with("slow", &["--delay-ms", "40"]).unwrap();
+    let m = service("shop", "mixed", &[&fast, &slow])
+        + &ingress(
+            "ewma",
+            &[(&nginx("load-balance"), "ewma")],
+            "ewma.test",
+            "/",
+            "mixed",
+        );
+    let http_port = free_port();
+    let _stack = start(&[("ingress.yaml", m)], "bowline", http_port, free_port()).await;
+    let gw = addr(http_port);
+    let client = HttpClient::http1();
+    // Both pods answer (and so are measured) before counting.
+    eventually("both pods answer", || async {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..10 {
+            let r = client.get(gw, "ewma.test", "/", &[]).await?;
+            ensure!(r.status == 200, "{r:?}");
+            seen.insert(r.echo_name().unwrap_or_default());
+        }
+        ensure!(seen.len() == 2, "{seen:?}");
+        anyhow::Ok(())
+    })
+    .await;
+    let mut fast_answers = 0;
+    for _ in 0..50 {
+        let r = client.get(gw, "ewma.test", "/", &[]).await.unwrap();
+        if r.echo_name().as_deref() == Some("fast") {
+            fast_answers += 1;
+        }
+    }
+    let ok = fast_answers >= 35;
+    conformance::record(
+        SUITE,
+        "load-balance",
+        "ewma.test: a pod 40 ms slower serves few of 50 requests",
+        ok,
+    );
+    assert!(ok, "the fast pod answered {fast_answers} of 50");
+}
+
 /// limit-rpm (with limit-burst-multiplier), limit-connections (requests at once per client) and
 /// proxy-read-timeout (504 past it), for a client on 127.0.0.1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,10 +181,7 @@ pub const FEATURES: &[Feature] = &[
     f(NGX, "session-cookie-secure", "annotation"),
     f(NGX, "session-cookie-samesite", "annotation"),
     f(NGX, "upstream-hash-by", "annotation"),
-    partial(
-        f(NGX, "load-balance", "annotation"),
-        "`ewma` is served by least-request balancing",
-    ),
+    f(NGX, "load-balance", "annotation"),
     f(NGX, "proxy-connect-timeout", "annotation"),
     f(NGX, "proxy-read-timeout", "annotation"),
     f(NGX, "proxy-send-timeout", "annotation"),

@@ -58,8 +58,10 @@ pub struct EndpointState {
     /// When the last ejection ended.
     pub(crate) ejection_end: AtomicU64,
     pub(crate) consecutive_errors: AtomicU32,
-    /// Attempts in flight (least request).
+    /// Attempts in flight (least request, peak EWMA).
     pub(crate) in_flight: AtomicUsize,
+    /// Latency estimate (peak EWMA).
+    pub(crate) rtt: lb::RttEstimate,
     /// The health-check task that owns [`Self::healthy`] (a newer one supersedes an older).
     pub(crate) check_generation: AtomicU64,
 }
@@ -73,6 +75,7 @@ impl Default for EndpointState {
             ejection_end: AtomicU64::new(0),
             consecutive_errors: AtomicU32::new(0),
             in_flight: AtomicUsize::new(0),
+            rtt: lb::RttEstimate::default(),
             check_generation: AtomicU64::new(0),
         }
     }
@@ -154,6 +157,11 @@ impl lb::Endpoints for [Endpoint] {
     #[inline]
     fn in_flight(&self, i: usize) -> usize {
         self[i].state.in_flight.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn rtt_estimate(&self, i: usize, now_ms: u64) -> f64 {
+        self[i].state.rtt.estimate(now_ms)
     }
 }
 
@@ -294,12 +302,18 @@ impl ClusterPolicy {
         }
     }
 
-    /// Takes the breaker permits of one attempt.
     /// Whether the cluster has connection-pool limits (circuit breakers).
     pub fn has_limits(&self) -> bool {
         self.limits.is_some()
     }
 
+    /// Whether the balancer needs each attempt's latency (peak EWMA).
+    #[inline]
+    pub fn tracks_latency(&self) -> bool {
+        self.balancer.as_ref().is_some_and(Balancer::tracks_latency)
+    }
+
+    /// Takes the breaker permits of one attempt.
     pub async fn acquire(&self) -> Result<Option<Permit>, crate::breaker::Overflow> {
         match &self.limits {
             None => Ok(None),

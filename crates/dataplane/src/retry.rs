@@ -610,13 +610,33 @@ async fn attempt_once(
     };
     let in_flight = endpoint.state.start();
     let try_limit = shortest(per_try, idle);
+    // Peak EWMA balancing learns each attempt's time to response headers; failures count as
+    // slow. Other policies skip the clock.
+    let sent = policy.tracks_latency().then(Instant::now);
+    let observe = |failed: bool| {
+        if let Some(sent) = sent {
+            let (rtt, now) = (sent.elapsed(), crate::resilience::now_ms());
+            if failed {
+                endpoint.state.rtt.observe_failure(rtt, now);
+            } else {
+                endpoint.state.rtt.observe(rtt, now);
+            }
+        }
+    };
     let try_deadline = try_limit.map(|t| Instant::now() + t);
     let at = earliest(try_deadline, deadline);
     let result = match bounded(at, cluster.send(endpoint, req)).await {
         Ok(r) => r,
-        Err(_) if at == deadline => return Err(Failure::Deadline),
-        Err(_) => return Err(Failure::TryTimeout(try_limit.unwrap_or_default())),
+        Err(_) if at == deadline => {
+            observe(true);
+            return Err(Failure::Deadline);
+        }
+        Err(_) => {
+            observe(true);
+            return Err(Failure::TryTimeout(try_limit.unwrap_or_default()));
+        }
     };
+    observe(result.is_err());
     match result {
         Ok((resp, conn)) => Ok((
             resp,

@@ -1472,6 +1472,9 @@ pub enum LoadBalancerPolicy {
     RingHash,
     /// Maglev consistent hashing; requires hashOn.
     Maglev,
+    /// Power of two choices by latency (peak EWMA of the time to response headers, decaying
+    /// over 10 s) × requests in flight.
+    PeakEwma,
 }
 
 /// A load-balancing policy for the endpoints of a VirtualNode listener.

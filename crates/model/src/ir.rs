@@ -373,6 +373,12 @@ pub enum LbPolicy {
     /// Maglev consistent hashing (lookup table of prime size, filled in proportion to weight);
     /// needs [`Cluster::hash_on`].
     Maglev,
+    /// Peak EWMA (ingress-nginx `load-balance: ewma`, Linkerd's balancer): power of two
+    /// choices by latency. Each endpoint keeps a moving average of its time to response
+    /// headers that jumps to a slower observation at once and decays over 10 s; of two
+    /// endpoints drawn by weight, the one with the lower (average + 0.1 ms) × (requests in
+    /// flight + 1) wins. Failed attempts count as slow ones (1 s at least).
+    PeakEwma,
 }
 
 /// A named group of interchangeable endpoints (one virtual node, one port).

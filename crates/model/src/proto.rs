@@ -1066,6 +1066,7 @@ fn lb_policy_to(p: ir::LbPolicy) -> i32 {
         ir::LbPolicy::Random => pb::LbPolicy::Random,
         ir::LbPolicy::RingHash => pb::LbPolicy::RingHash,
         ir::LbPolicy::Maglev => pb::LbPolicy::Maglev,
+        ir::LbPolicy::PeakEwma => pb::LbPolicy::PeakEwma,
     }) as i32
 }
 
@@ -1076,6 +1077,7 @@ fn lb_policy_from(cx: &Ctx, p: i32) -> Result<ir::LbPolicy, InvalidResource> {
         Ok(pb::LbPolicy::Random) => Ok(ir::LbPolicy::Random),
         Ok(pb::LbPolicy::RingHash) => Ok(ir::LbPolicy::RingHash),
         Ok(pb::LbPolicy::Maglev) => Ok(ir::LbPolicy::Maglev),
+        Ok(pb::LbPolicy::PeakEwma) => Ok(ir::LbPolicy::PeakEwma),
         Err(_) => Err(cx.err("lbPolicy", format!("unknown policy {p}"))),
     }
 }
@@ -1665,6 +1667,7 @@ mod tests {
             (ir::LbPolicy::RoundRobin, None),
             (ir::LbPolicy::LeastRequest, None),
             (ir::LbPolicy::Random, None),
+            (ir::LbPolicy::PeakEwma, None),
             (ir::LbPolicy::RingHash, Some(ir::HashOn::SourceIp)),
             (
                 ir::LbPolicy::Maglev,

@@ -2299,6 +2299,7 @@ fn lb_policy_name(p: LoadBalancerPolicy) -> &'static str {
         LoadBalancerPolicy::Random => "RANDOM",
         LoadBalancerPolicy::RingHash => "RING_HASH",
         LoadBalancerPolicy::Maglev => "MAGLEV",
+        LoadBalancerPolicy::PeakEwma => "PEAK_EWMA",
     }
 }
 

@@ -8,6 +8,7 @@
 //! With `--tls-cert` and `--tls-key` (PEM files) it serves TLS instead (TLS 1.2 and 1.3, ALPN
 //! `h2` and `http/1.1`), and the answer also carries `"tls": {"sni": ..., "alpn": ...}`
 //! (`"tls": null` in plaintext).
+//! With `--delay-ms MS` every answer waits MS milliseconds (a slow pod).
 //! For resilience tests, path segments choose the answer: `/delay/MS` waits MS milliseconds and
 //! `/status/N` answers status N (they combine: `/delay/300/status/503`). Paths under `/__echo/`
 //! are its own and are not counted: `/__echo/health` answers 200; `/__echo/hold` waits until
@@ -59,6 +60,8 @@ struct Stats {
     faulty: std::sync::atomic::AtomicBool,
     /// `--grpc-unavailable`.
     grpc_unavailable: AtomicU64,
+    /// `--delay-ms`.
+    delay_ms: AtomicU64,
 }
 
 static STATS: std::sync::LazyLock<Stats> = std::sync::LazyLock::new(Stats::default);
@@ -103,6 +106,9 @@ struct Args {
     /// Answer the first N gRPC calls with a trailers-only UNAVAILABLE (grpc-status 14).
     #[arg(long, env = "ECHO_GRPC_UNAVAILABLE", default_value_t = 0)]
     grpc_unavailable: u64,
+    /// Wait this many milliseconds before every answer (a slow pod; `/delay/MS` adds to it).
+    #[arg(long, env = "ECHO_DELAY_MS", default_value_t = 0)]
+    delay_ms: u64,
 }
 
 /// What the answer reports about the connection's TLS.
@@ -136,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
     STATS
         .grpc_unavailable
         .store(args.grpc_unavailable, Ordering::SeqCst);
+    STATS.delay_ms.store(args.delay_ms, Ordering::SeqCst);
     let name: &'static str = Box::leak(args.name.into_boxed_str());
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
@@ -217,6 +224,10 @@ async fn answer(
         return Ok(own_answer(own, name).await.map(Either::Left));
     }
     STATS.requests.fetch_add(1, Ordering::SeqCst);
+    let slow = STATS.delay_ms.load(Ordering::SeqCst);
+    if slow > 0 {
+        tokio::time::sleep(Duration::from_millis(slow)).await;
+    }
     let attempt: u64 = parts
         .headers
         .get("x-bowline-attempt")

@@ -66,6 +66,7 @@ fn load_balancer(lb: &LoadBalancer) -> (ir::LbPolicy, Option<ir::HashOn>) {
         LoadBalancerPolicy::LeastRequest => ir::LbPolicy::LeastRequest,
         LoadBalancerPolicy::Random => ir::LbPolicy::Random,
         LoadBalancerPolicy::RingHash => ir::LbPolicy::RingHash,
+        LoadBalancerPolicy::PeakEwma => ir::LbPolicy::PeakEwma,
         LoadBalancerPolicy::Maglev => ir::LbPolicy::Maglev,
     };
     if !matches!(policy, ir::LbPolicy::RingHash | ir::LbPolicy::Maglev) {

@@ -7,6 +7,7 @@
 //! | random | drawn by weight |
 //! | ring hash | consistent hashing on a ring ([`ring`]) |
 //! | Maglev | consistent hashing with a lookup table ([`maglev`]) |
+//! | peak EWMA | power of two choices: the lower latency estimate ([`ewma`]) × (requests in flight + 1) |
 //!
 //! Every policy skips endpoints that cannot take the request: unhealthy (active health checks),
 //! ejected (outlier detection) or, for a retry, already tried. A hash policy first walks to the
@@ -15,6 +16,7 @@
 //! the endpoints that can. When no endpoint is available at all, every endpoint is used again
 //! ("panic mode": failing every request is never better than trying).
 
+pub mod ewma;
 mod hash;
 mod key;
 pub mod maglev;
@@ -26,6 +28,7 @@ use std::sync::Arc;
 
 use bowline_model::ir;
 
+pub use self::ewma::RttEstimate;
 pub use self::hash::{below, hash_bytes, mix, random_u64};
 pub use self::key::{HashPolicy, RequestKey, cookie};
 use self::maglev::Maglev;
@@ -43,8 +46,10 @@ pub trait Endpoints {
     fn count(&self) -> usize;
     /// Healthy and not ejected.
     fn available(&self, i: usize) -> bool;
-    /// Requests in flight (least request).
+    /// Requests in flight (least request, peak EWMA).
     fn in_flight(&self, i: usize) -> usize;
+    /// The latency estimate in nanoseconds at `now_ms` (peak EWMA; see [`RttEstimate`]).
+    fn rtt_estimate(&self, i: usize, now_ms: u64) -> f64;
 }
 
 /// Endpoints a request already tried (bit `i % 64`; a collision only makes a retry avoid one
@@ -150,6 +155,7 @@ enum Policy {
     Random,
     RingHash(Ring),
     Maglev(Maglev),
+    PeakEwma,
 }
 
 /// The compiled load balancer of one cluster.
@@ -180,6 +186,7 @@ impl Balancer {
             ir::LbPolicy::Random => Policy::Random,
             ir::LbPolicy::RingHash => Policy::RingHash(Ring::new(ids, weights)?),
             ir::LbPolicy::Maglev => Policy::Maglev(Maglev::new(ids, weights)?),
+            ir::LbPolicy::PeakEwma => Policy::PeakEwma,
         };
         Some(Balancer {
             policy,
@@ -190,6 +197,11 @@ impl Balancer {
     /// Whether the policy hashes the request key (otherwise any random key will do).
     pub fn hashes(&self) -> bool {
         matches!(self.policy, Policy::RingHash(_) | Policy::Maglev(_))
+    }
+
+    /// Whether the policy needs each attempt's latency ([`RttEstimate::observe`]).
+    pub fn tracks_latency(&self) -> bool {
+        matches!(self.policy, Policy::PeakEwma)
     }
 
     /// Picks an endpoint for `key` (see the module documentation), or `None` when there are no
@@ -224,30 +236,45 @@ impl Balancer {
             Policy::Random => (0..DRAWS)
                 .map(|d| w.draw(if d == 0 { key } else { mix(key ^ d) }))
                 .find(|&i| ok(i)),
-            Policy::LeastRequest => {
-                let a = w.draw(key);
-                let mut b = w.draw(mix(key));
-                if b == a && w.count() > 1 {
-                    b = w.draw(mix(key ^ 1));
-                }
-                match (ok(a), ok(b)) {
-                    (true, true) => {
-                        // Fewer requests per unit of weight wins; a tie goes to the first draw.
-                        let load_a = eps.in_flight(a) as u64 * w.weight(b);
-                        let load_b = eps.in_flight(b) as u64 * w.weight(a);
-                        Some(if load_b < load_a { b } else { a })
-                    }
-                    (true, false) => Some(a),
-                    (false, true) => Some(b),
-                    (false, false) => (0..w.count()).filter(|&i| ok(i)).min_by_key(|&i| {
-                        // in_flight / weight, compared exactly across endpoints.
-                        (eps.in_flight(i) as u128 * 1_000_000) / u128::from(w.weight(i).max(1))
-                    }),
-                }
+            // Requests in flight per unit of weight.
+            Policy::LeastRequest => two_choices(w, key, ok, &|i| {
+                eps.in_flight(i) as f64 / w.weight(i).max(1) as f64
+            }),
+            // Weights act through the draws only: equally fast endpoints share by weight.
+            Policy::PeakEwma => {
+                let now = crate::resilience::now_ms();
+                let floor = ewma::FLOOR.as_nanos() as f64;
+                two_choices(w, key, ok, &|i| {
+                    (eps.rtt_estimate(i, now) + floor) * (eps.in_flight(i) + 1) as f64
+                })
             }
             Policy::RingHash(r) => r.lookup(key, ok, RING_STEPS),
             Policy::Maglev(m) => m.lookup(key, ok),
         };
         found.or_else(|| w.draw_among(mix(key ^ 0xfa11), ok))
+    }
+}
+
+/// Power of two choices: of two endpoints drawn by weight with `key`, the one with the lower
+/// `cost` (a tie goes to the first draw); when neither can take the request, the lowest of those
+/// that can.
+fn two_choices(
+    w: &Weighted,
+    key: u64,
+    ok: &dyn Fn(usize) -> bool,
+    cost: &dyn Fn(usize) -> f64,
+) -> Option<usize> {
+    let a = w.draw(key);
+    let mut b = w.draw(mix(key));
+    if b == a && w.count() > 1 {
+        b = w.draw(mix(key ^ 1));
+    }
+    match (ok(a), ok(b)) {
+        (true, true) => Some(if cost(b) < cost(a) { b } else { a }),
+        (true, false) => Some(a),
+        (false, true) => Some(b),
+        (false, false) => (0..w.count())
+            .filter(|&i| ok(i))
+            .min_by(|&i, &j| cost(i).total_cmp(&cost(j))),
     }
 }

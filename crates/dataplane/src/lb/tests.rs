@@ -5,10 +5,11 @@ use http::{HeaderMap, Uri};
 
 use super::*;
 
-/// Fake endpoints: availability and load per index.
+/// Fake endpoints: availability, load and latency (nanoseconds) per index.
 struct Fake {
     down: Vec<bool>,
     load: Vec<usize>,
+    rtt: Vec<f64>,
 }
 
 impl Fake {
@@ -16,6 +17,7 @@ impl Fake {
         Fake {
             down: vec![false; n],
             load: vec![0; n],
+            rtt: vec![1e6; n],
         }
     }
 }
@@ -29,6 +31,9 @@ impl Endpoints for Fake {
     }
     fn in_flight(&self, i: usize) -> usize {
         self.load[i]
+    }
+    fn rtt_estimate(&self, i: usize, _now_ms: u64) -> f64 {
+        self.rtt[i]
     }
 }
 
@@ -102,6 +107,33 @@ fn random_follows_the_weights() {
 }
 
 #[test]
+fn peak_ewma_prefers_the_faster_endpoint_and_weighs_load() {
+    // Equal latency and load: the weights decide.
+    let weights = [1, 2, 3, 4];
+    let b = balancer(ir::LbPolicy::PeakEwma, &weights);
+    let c = counts(&b, &Fake::up(4), &keys());
+    assert!(chi_square(&c, &weights) < CHI2_DF3, "{c:?}");
+
+    // Endpoint 0 five times slower: it wins only when both draws land on it.
+    let b = balancer(ir::LbPolicy::PeakEwma, &[1, 1]);
+    let slow = Fake {
+        rtt: vec![5e6, 1e6],
+        ..Fake::up(2)
+    };
+    let c = counts(&b, &slow, &keys());
+    assert!(c[1] as f64 / 100_000.0 > 0.7, "{c:?}");
+
+    // Latency × (in flight + 1): 1 ms with 9 in flight (10) costs more than 4 ms idle (4).
+    let loaded = Fake {
+        rtt: vec![1e6, 4e6],
+        load: vec![9, 0],
+        ..Fake::up(2)
+    };
+    let c = counts(&b, &loaded, &keys());
+    assert!(c[1] > c[0] * 2, "{c:?}");
+}
+
+#[test]
 fn least_request_follows_the_weights_when_idle_and_prefers_the_least_loaded() {
     let weights = [1, 2, 3, 4];
     let b = balancer(ir::LbPolicy::LeastRequest, &weights);
@@ -111,8 +143,8 @@ fn least_request_follows_the_weights_when_idle_and_prefers_the_least_loaded() {
     // Equal weights, endpoint 0 busy: it wins only when both draws land on it.
     let b = balancer(ir::LbPolicy::LeastRequest, &[1, 1]);
     let busy = Fake {
-        down: vec![false, false],
         load: vec![10, 0],
+        ..Fake::up(2)
     };
     let c = counts(&b, &busy, &keys());
     assert!(c[1] as f64 / 100_000.0 > 0.85, "{c:?}");
@@ -120,8 +152,8 @@ fn least_request_follows_the_weights_when_idle_and_prefers_the_least_loaded() {
     // Load is compared per unit of weight: 10 in flight on weight 10 is lighter than 2 on 1.
     let b = balancer(ir::LbPolicy::LeastRequest, &[10, 1]);
     let weighted = Fake {
-        down: vec![false, false],
         load: vec![10, 2],
+        ..Fake::up(2)
     };
     let c = counts(&b, &weighted, &keys());
     assert!(c[0] > c[1] * 10, "{c:?}");
@@ -246,6 +278,7 @@ fn unavailable_endpoints_are_skipped_and_other_keys_stay() {
         ir::LbPolicy::RoundRobin,
         ir::LbPolicy::Random,
         ir::LbPolicy::LeastRequest,
+        ir::LbPolicy::PeakEwma,
     ] {
         let b = balancer(policy, &[1, 1, 1]);
         let mut f = Fake::up(3);
@@ -262,13 +295,14 @@ fn panic_mode_uses_every_endpoint_when_none_is_available() {
         ir::LbPolicy::RoundRobin,
         ir::LbPolicy::Random,
         ir::LbPolicy::LeastRequest,
+        ir::LbPolicy::PeakEwma,
         ir::LbPolicy::RingHash,
         ir::LbPolicy::Maglev,
     ] {
         let b = balancer(policy, &[1, 1, 1]);
         let f = Fake {
             down: vec![true; 3],
-            load: vec![0; 3],
+            ..Fake::up(3)
         };
         let c = counts(&b, &f, &keys()[..3000]);
         assert!(c.iter().all(|&n| n > 500), "{policy:?}: {c:?}");
@@ -281,6 +315,7 @@ fn retries_avoid_the_endpoints_already_tried() {
         ir::LbPolicy::RoundRobin,
         ir::LbPolicy::Random,
         ir::LbPolicy::LeastRequest,
+        ir::LbPolicy::PeakEwma,
         ir::LbPolicy::RingHash,
         ir::LbPolicy::Maglev,
     ] {
@@ -308,6 +343,7 @@ fn a_single_endpoint_takes_everything() {
         ir::LbPolicy::RoundRobin,
         ir::LbPolicy::Random,
         ir::LbPolicy::LeastRequest,
+        ir::LbPolicy::PeakEwma,
         ir::LbPolicy::RingHash,
         ir::LbPolicy::Maglev,
     ] {

@@ -76,7 +76,7 @@ impl Upstream {
             (ir::LbPolicy::RingHash, Some(on))
         } else {
             match balancing.load_balance {
-                Some(LoadBalance::Ewma) => (ir::LbPolicy::LeastRequest, None),
+                Some(LoadBalance::Ewma) => (ir::LbPolicy::PeakEwma, None),
                 Some(LoadBalance::RoundRobin) | None => (ir::LbPolicy::RoundRobin, None),
             }
         };
