@@ -87,6 +87,10 @@ const NOT_EXPRESSIBLE: &[(&str, &str)] = &[
         "upstream-hash-by",
         "consistent hashing has no Gateway API field",
     ),
+    (
+        "load-balance",
+        "load-balancing policies have no Gateway API field (`ewma` is the PEAK_EWMA policy of Bowline's VirtualNode listener loadBalancer)",
+    ),
 ];
 
 /// A Gateway: one per (namespace, class).
