@@ -289,13 +289,10 @@ pub enum RouteAction {
 pub struct WeightedCluster {
     pub cluster: String,
     pub weight: u32,
-    /// Changes to the request headers when this cluster is chosen, after the route's (Gateway
-    /// API filters of one backendRef among several).
-    #[serde(default, skip_serializing_if = "HeaderMods::is_empty")]
-    pub request_headers: HeaderMods,
-    /// Changes to the response headers when this cluster was chosen, after the route's.
-    #[serde(default, skip_serializing_if = "HeaderMods::is_empty")]
-    pub response_headers: HeaderMods,
+    /// Header changes when this cluster is chosen, after the route's (Gateway API filters of
+    /// one backendRef among several). Boxed: most clusters have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Box<BackendHeaders>>,
 }
 
 impl WeightedCluster {
@@ -304,9 +301,26 @@ impl WeightedCluster {
         WeightedCluster {
             cluster,
             weight,
-            request_headers: HeaderMods::default(),
-            response_headers: HeaderMods::default(),
+            headers: None,
         }
+    }
+}
+
+/// The header changes of one weighted cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendHeaders {
+    /// Changes to the request headers when the cluster is chosen.
+    #[serde(default, skip_serializing_if = "HeaderMods::is_empty")]
+    pub request: HeaderMods,
+    /// Changes to the response headers when the cluster was chosen.
+    #[serde(default, skip_serializing_if = "HeaderMods::is_empty")]
+    pub response: HeaderMods,
+}
+
+impl BackendHeaders {
+    pub fn is_empty(&self) -> bool {
+        self.request.is_empty() && self.response.is_empty()
     }
 }
 

@@ -631,18 +631,20 @@ fn route_from(cx: &Ctx, path: &str, r: pb::Route) -> Result<ir::Route, InvalidRe
                     .into_iter()
                     .enumerate()
                     .map(|(i, c)| {
-                        let at = format!("{path}.forward.clusters[{i}]");
+                        let at = format!("{path}.forward.clusters[{i}].headers");
+                        let headers = match c.headers {
+                            None => None,
+                            Some(h) => Some(Box::new(ir::BackendHeaders {
+                                request: header_mods_from(cx, &format!("{at}.request"), h.request)?,
+                                response: header_mods_from(
+                                    cx,
+                                    &format!("{at}.response"),
+                                    h.response,
+                                )?,
+                            })),
+                        };
                         Ok(ir::WeightedCluster {
-                            request_headers: header_mods_from(
-                                cx,
-                                &format!("{at}.requestHeaders"),
-                                c.request_headers,
-                            )?,
-                            response_headers: header_mods_from(
-                                cx,
-                                &format!("{at}.responseHeaders"),
-                                c.response_headers,
-                            )?,
+                            headers,
                             ..ir::WeightedCluster::new(c.cluster, c.weight)
                         })
                     })
@@ -1367,8 +1369,12 @@ fn weighted_to(clusters: &[ir::WeightedCluster]) -> Vec<pb::WeightedCluster> {
         .map(|c| pb::WeightedCluster {
             cluster: c.cluster.clone(),
             weight: c.weight,
-            request_headers: header_mods_to(&c.request_headers),
-            response_headers: header_mods_to(&c.response_headers),
+            headers: c.headers.as_ref().map(|h| {
+                Box::new(pb::BackendHeaders {
+                    request: header_mods_to(&h.request),
+                    response: header_mods_to(&h.response),
+                })
+            }),
         })
         .collect()
 }
@@ -1449,17 +1455,19 @@ mod tests {
                             },
                             action: ir::RouteAction::Forward(ir::ForwardAction {
                                 clusters: vec![ir::WeightedCluster {
-                                    request_headers: ir::HeaderMods {
-                                        set: vec![ir::HeaderPair {
-                                            name: "backend".into(),
-                                            value: "c".into(),
-                                        }],
-                                        ..Default::default()
-                                    },
-                                    response_headers: ir::HeaderMods {
-                                        remove: vec!["server".into()],
-                                        ..Default::default()
-                                    },
+                                    headers: Some(Box::new(ir::BackendHeaders {
+                                        request: ir::HeaderMods {
+                                            set: vec![ir::HeaderPair {
+                                                name: "backend".into(),
+                                                value: "c".into(),
+                                            }],
+                                            ..Default::default()
+                                        },
+                                        response: ir::HeaderMods {
+                                            remove: vec!["server".into()],
+                                            ..Default::default()
+                                        },
+                                    })),
                                     ..ir::WeightedCluster::new("c".into(), 1)
                                 }],
                                 rewrite: ir::Rewrite {

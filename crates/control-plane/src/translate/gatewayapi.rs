@@ -834,13 +834,13 @@ impl Cx<'_> {
             let bat = format!("{at}.backendRefs[{j}]");
             // Filters of one backend among several: its header changes apply when it is
             // chosen; the other filter types cannot be split by backend.
-            let mut own = ir::WeightedCluster::new(String::new(), 0);
+            let mut own = ir::BackendHeaders::default();
             if backends.len() > 1 {
                 for (k, f) in b.filters.iter().enumerate() {
                     if let Some(m) = &f.request_header_modifier {
-                        extend_mods(&mut own.request_headers, header_mods(m));
+                        extend_mods(&mut own.request, header_mods(m));
                     } else if let Some(m) = &f.response_header_modifier {
-                        extend_mods(&mut own.response_headers, header_mods(m));
+                        extend_mods(&mut own.response, header_mods(m));
                     } else {
                         self.on_route(
                             route,
@@ -863,9 +863,8 @@ impl Cx<'_> {
                 continue;
             }
             a.clusters.push(ir::WeightedCluster {
-                cluster,
-                weight,
-                ..own
+                headers: (!own.is_empty()).then(|| Box::new(own)),
+                ..ir::WeightedCluster::new(cluster, weight)
             });
         }
         if a.redirect.is_none() && a.clusters.is_empty() && !a.unsupported {

@@ -152,10 +152,11 @@ impl BackendHeaders {
         at: &str,
         err: &dyn Fn(&str, String) -> CompileError,
     ) -> Result<Option<BackendHeaders>, CompileError> {
-        let request =
-            HeaderMods::compile(&wc.request_headers, &format!("{at}.requestHeaders"), err)?;
-        let response =
-            HeaderMods::compile(&wc.response_headers, &format!("{at}.responseHeaders"), err)?;
+        let Some(h) = &wc.headers else {
+            return Ok(None);
+        };
+        let request = HeaderMods::compile(&h.request, &format!("{at}.headers.request"), err)?;
+        let response = HeaderMods::compile(&h.response, &format!("{at}.headers.response"), err)?;
         Ok((request.is_some() || response.is_some())
             .then_some(BackendHeaders { request, response }))
     }

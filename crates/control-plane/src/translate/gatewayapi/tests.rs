@@ -249,14 +249,15 @@ spec:
     };
     let a = &f.clusters[0];
     assert_eq!(a.cluster, "gatewayapi/default/a/80");
+    let headers = a.headers.as_deref().expect("a's own header changes");
     assert_eq!(
-        a.request_headers.set,
+        headers.request.set,
         [ir::HeaderPair {
             name: "backend".into(),
             value: "a".into()
         }]
     );
-    assert_eq!(a.response_headers.remove, ["server"]);
+    assert_eq!(headers.response.remove, ["server"]);
     assert_eq!(
         f.clusters[1],
         ir::WeightedCluster::new("gatewayapi/default/b/80".into(), 1)
