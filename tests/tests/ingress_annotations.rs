@@ -1349,11 +1349,13 @@ async fn upstream_hash_by_and_load_balance() {
             "{host}: same key {seen:?}, varied keys {spread:?}"
         );
     }
+    // Peak EWMA sends to the slower of two close pods only when both random draws land on it
+    // (1 in 8) or its estimate has decayed: over 100 requests both serve (all but certainly).
     let mut seen = std::collections::BTreeSet::new();
-    for i in 0..20 {
+    for i in 0..100 {
         seen.insert(who("ewma.test", format!("/{i}")).await);
     }
-    let ok = seen.len() == 2;
+    let ok = seen.len() == 2 && seen.iter().all(|n| n == "a" || n == "b");
     conformance::record(SUITE, "load-balance", "ewma.test: both backends serve", ok);
     assert!(ok, "{seen:?}");
 }
