@@ -613,30 +613,21 @@ async fn attempt_once(
     // Peak EWMA balancing learns each attempt's time to response headers; failures count as
     // slow. Other policies skip the clock.
     let sent = policy.tracks_latency().then(Instant::now);
-    let observe = |failed: bool| {
-        if let Some(sent) = sent {
-            let (rtt, now) = (sent.elapsed(), crate::resilience::now_ms());
-            if failed {
-                endpoint.state.rtt.observe_failure(rtt, now);
-            } else {
-                endpoint.state.rtt.observe(rtt, now);
-            }
-        }
-    };
     let try_deadline = try_limit.map(|t| Instant::now() + t);
     let at = earliest(try_deadline, deadline);
-    let result = match bounded(at, cluster.send(endpoint, req)).await {
+    let outcome = bounded(at, cluster.send(endpoint, req)).await;
+    if let Some(sent) = sent {
+        let (rtt, now) = (sent.elapsed(), crate::resilience::now_ms());
+        match outcome {
+            Ok(Ok(_)) => endpoint.state.rtt.observe(rtt, now),
+            _ => endpoint.state.rtt.observe_failure(rtt, now),
+        }
+    }
+    let result = match outcome {
         Ok(r) => r,
-        Err(_) if at == deadline => {
-            observe(true);
-            return Err(Failure::Deadline);
-        }
-        Err(_) => {
-            observe(true);
-            return Err(Failure::TryTimeout(try_limit.unwrap_or_default()));
-        }
+        Err(_) if at == deadline => return Err(Failure::Deadline),
+        Err(_) => return Err(Failure::TryTimeout(try_limit.unwrap_or_default())),
     };
-    observe(result.is_err());
     match result {
         Ok((resp, conn)) => Ok((
             resp,

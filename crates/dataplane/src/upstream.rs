@@ -342,12 +342,10 @@ pub(crate) async fn dial(
     };
     Ok(Conn {
         io,
-        send_deadline: timeouts.send.map(|timeout| {
-            Box::new(SendDeadline {
-                timeout,
-                sleep: Box::pin(tokio::time::sleep(timeout)),
-                armed: false,
-            })
+        send_deadline: timeouts.send.map(|timeout| SendDeadline {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            armed: false,
         }),
     })
 }
@@ -356,8 +354,8 @@ pub(crate) async fn dial(
 #[derive(Debug)]
 pub struct Conn {
     io: ConnIo,
-    /// Boxed: only clusters with a send timeout pay for it.
-    send_deadline: Option<Box<SendDeadline>>,
+    /// Only clusters with a send timeout allocate its timer.
+    send_deadline: Option<SendDeadline>,
 }
 
 #[derive(Debug)]
@@ -391,7 +389,7 @@ impl Conn {
         cx: &mut Context<'_>,
         r: Poll<std::io::Result<T>>,
     ) -> Poll<std::io::Result<T>> {
-        let Some(d) = self.send_deadline.as_deref_mut() else {
+        let Some(d) = &mut self.send_deadline else {
             return r;
         };
         if r.is_ready() {

@@ -286,18 +286,18 @@ pub(super) fn weighted(
     let rest = total - weight.min(total);
     for c in &main.clusters {
         if rest > 0 {
-            clusters.push(ir::WeightedCluster::new(
-                c.cluster.clone(),
-                c.weight.saturating_mul(rest),
-            ));
+            clusters.push(ir::WeightedCluster {
+                weight: c.weight.saturating_mul(rest),
+                ..c.clone()
+            });
         }
     }
     for c in &canary.clusters {
         if weight > 0 {
-            clusters.push(ir::WeightedCluster::new(
-                c.cluster.clone(),
-                c.weight.saturating_mul(weight),
-            ));
+            clusters.push(ir::WeightedCluster {
+                weight: c.weight.saturating_mul(weight),
+                ..c.clone()
+            });
         }
     }
     ir::ForwardAction {
